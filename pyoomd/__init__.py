@@ -1,0 +1,3 @@
+"""pyoomd: a userspace early-OOM killer."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,54 @@
+"""The project's error types.  Each carries where it came from: the file, the
+line, the field, the raw value, the pid."""
+
+from __future__ import annotations
+
+
+class PyoomdError(Exception):
+    """Base class: every error pyoomd raises on purpose."""
+
+
+class ParseError(PyoomdError):
+    """A /proc or /sys file did not say what we expected."""
+
+    def __init__(self, path: str, field: str, raw: object, message: str = "") -> None:
+        self.path = path
+        self.field = field
+        self.raw = raw
+        self.message = message or "cannot parse"
+        raw_s = repr(raw)
+        if len(raw_s) > 80:
+            raw_s = raw_s[:77] + "..."
+        super().__init__(f"{path}: {field}: {self.message} (raw {raw_s})")
+
+
+class ConfigError(PyoomdError):
+    """A config or policy file is invalid.  ``line`` is 1-based, or None."""
+
+    def __init__(self, file: str, message: str, line: int | None = None, column: int | None = None) -> None:
+        self.file = file
+        self.line = line
+        self.column = column
+        self.message = message
+        where = file
+        if line is not None:
+            where += f":{line}"
+            if column is not None:
+                where += f":{column}"
+        super().__init__(f"{where}: {message}")
+
+
+class ProcessGone(PyoomdError):
+    """The process vanished (or its pid was reused) while we looked at it."""
+
+    def __init__(self, pid: int, what: str = "") -> None:
+        self.pid = pid
+        super().__init__(f"pid {pid} is gone{': ' + what if what else ''}")
+
+
+class StartupError(PyoomdError):
+    """The daemon cannot start; ``exit_code`` is the documented exit status."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        self.exit_code = exit_code
+        super().__init__(message)
