@@ -1,0 +1,48 @@
+"""cffi build script for ``pyoomd.sense._reader`` (API mode).
+
+Run by setuptools through ``cffi_modules`` in setup.py.  It imports cffi
+only, never pyoomd: the package is not importable while it is being built.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cffi import FFI
+
+# The C source lives next to this file; cffi runs this script with __file__ set.
+_SOURCE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reader.c")
+
+# Must match _reader.c: cffi checks the layout when it compiles the module.
+CDEF = """
+struct pyoomd_sample {
+    long long mem_total, mem_available, swap_total, swap_free;
+    long long mem_free, active_file, inactive_file, sreclaimable;
+    int has_available;
+    int has_psi;
+    int has_full;
+    double some10, some60, some300, full10, full60, full300;
+    unsigned long long some_total, full_total;
+};
+struct pyoomd_reader;
+
+struct pyoomd_reader *pyoomd_open(const char *meminfo_path, const char *psi_path, int *err);
+int pyoomd_has_psi(const struct pyoomd_reader *r);
+int pyoomd_read(struct pyoomd_reader *r, struct pyoomd_sample *out);
+void pyoomd_close(struct pyoomd_reader *r);
+int pyoomd_parse_meminfo(const char *buf, size_t len, struct pyoomd_sample *out);
+int pyoomd_parse_psi(const char *buf, size_t len, struct pyoomd_sample *out);
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+with open(_SOURCE_PATH, encoding="utf-8") as _f:
+    ffibuilder.set_source(
+        "pyoomd.sense._reader",
+        _f.read(),
+        # -O2: the hot path; C99 for declarations after statements.
+        extra_compile_args=["-O2", "-std=gnu99", "-Wall", "-Wextra"],
+    )
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)
