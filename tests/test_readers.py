@@ -81,9 +81,8 @@ def test_missing_meminfo_is_oserror(tmp_path: Path, backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_rereads_changed_file(tmp_path: Path, backend: str) -> None:
-    procfs = fake_proc(
-        tmp_path, b"MemTotal: 1000 kB\nMemAvailable: 900 kB\n", b"some avg10=0.00 avg60=0.00 avg300=0.00 total=1\n"
-    )
+    some = b"some avg10=0.00 avg60=0.00 avg300=0.00 total=1\n"
+    procfs = fake_proc(tmp_path, b"MemTotal: 1000 kB\nMemAvailable: 900 kB\n", some)
     meminfo, psi = tmp_path / "meminfo", tmp_path / "pressure" / "memory"
     with Sampler(procfs, backend) as sampler:
         first = sampler.read()
