@@ -304,3 +304,14 @@ def parse_cgroup(data: bytes, path: str = "cgroup") -> tuple[str | None, str | N
         elif b"memory" in controllers.split(b","):
             v1_memory = text
     return v2, v1_memory
+
+
+def parse_status_mem(data: bytes, path: str = "status") -> tuple[int, int, int, int]:
+    """(VmSize, RssAnon, RssFile, RssShmem) KiB from /proc/PID/status, for the
+    kernel-style kill line; absent fields are 0."""
+    wanted = {b"VmSize": 0, b"RssAnon": 0, b"RssFile": 0, b"RssShmem": 0}
+    for line in data.split(b"\n"):
+        key, colon, rest = line.partition(b":")
+        if colon and key in wanted:
+            wanted[key] = _status_kib(rest, path, key.decode())
+    return wanted[b"VmSize"], wanted[b"RssAnon"], wanted[b"RssFile"], wanted[b"RssShmem"]

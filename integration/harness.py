@@ -1,0 +1,105 @@
+"""Runs nsrun.py scenarios in a private PID namespace inside a memory-limited
+v1 cgroup created below our own (a safety net: whatever goes wrong, the
+scenario cannot take more than LIMIT of the machine)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+# Scenarios use at most ~3 GiB of hogs; 6 GiB leaves room for the daemon,
+# Python interpreters and page cache, and is a quarter of this 24 GiB machine.
+SAFETY_LIMIT_BYTES = 6 << 30
+V1_MEMORY = "/sys/fs/cgroup/memory"
+
+
+def why_not_runnable() -> str | None:
+    """None if scenarios can run here, else the reason to skip."""
+    if os.geteuid() != 0:
+        return "integration scenarios need root (unshare --pid, bind mounts)"
+    if not os.path.exists("/usr/bin/unshare") and not _which("unshare"):
+        return "unshare(1) is not installed"
+    r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    if r.returncode != 0:
+        return f"cannot create a PID namespace: {r.stderr.decode().strip()}"
+    return None
+
+
+def _which(name: str) -> str | None:
+    for d in os.environ.get("PATH", "").split(":"):
+        if os.access(os.path.join(d, name), os.X_OK):
+            return os.path.join(d, name)
+    return None
+
+
+def own_v1_memory_cgroup() -> str | None:
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if "memory" in controllers.split(","):
+                return path
+    return None
+
+
+class SafetyCgroup:
+    """A child v1 memory cgroup of ours with a hard limit; removed on exit."""
+
+    def __init__(self, limit_bytes: int = SAFETY_LIMIT_BYTES) -> None:
+        self.path: str | None = None
+        own = own_v1_memory_cgroup()
+        if own is None or not os.path.isdir(V1_MEMORY):
+            return
+        path = os.path.join(V1_MEMORY, own.lstrip("/"), f"pyoomd-it-{uuid.uuid4().hex[:8]}")
+        try:
+            os.mkdir(path)
+            with open(os.path.join(path, "memory.limit_in_bytes"), "w") as f:
+                f.write(str(limit_bytes))
+            self.path = path
+        except OSError:
+            if os.path.isdir(path):
+                os.rmdir(path)
+
+    def enter(self) -> None:
+        """Called in the child between fork and exec: moves only itself."""
+        if self.path:
+            with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+
+    def remove(self) -> None:
+        if self.path:
+            try:
+                os.rmdir(self.path)
+            except OSError:
+                pass
+
+
+def run_scenario(spec: dict[str, Any], extra_s: float = 30.0) -> dict[str, Any]:
+    """Run one scenario; return nsrun's JSON result.  Bounded in time."""
+    cg = SafetyCgroup()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, os.path.join(HERE, "nsrun.py"),
+           json.dumps(spec)]
+    try:
+        r = subprocess.run(cmd, capture_output=True, timeout=spec.get("timeout", 30) + extra_s,
+                           preexec_fn=cg.enter, env=env, cwd=ROOT)
+    finally:
+        cg.remove()
+    if r.returncode != 0 or not r.stdout.strip():
+        raise AssertionError(f"scenario failed rc={r.returncode}\nstdout:{r.stdout.decode()[-3000:]}\n"
+                             f"stderr:{r.stderr.decode()[-3000:]}")
+    return json.loads(r.stdout.decode().strip().splitlines()[-1])
+
+
+def events(result: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [e for e in result["events"] if e.get("event") == name]
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_scenario(json.loads(sys.argv[1])), indent=1))

@@ -1,0 +1,197 @@
+"""Runs one kill scenario as PID 1 of a private PID namespace.
+
+Started by integration/harness.py through
+``unshare --pid --fork --mount-proc python nsrun.py SPEC_JSON``.  Inside, /proc
+shows only the scenario's processes, so the daemon can kill nothing else; when
+this process exits the kernel kills everything left in the namespace.
+
+It starts the bystanders, the daemon (thresholds relative to the MemAvailable
+it finds, so the machine's other work is never near them), then the hogs; it
+samples MemAvailable every ~2 ms as an independent witness of overshoot, and
+prints one JSON result on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WITNESS_STEP_S = 0.002  # the independent sampler's period
+
+
+def mem_available_kib() -> int:
+    with open("/proc/meminfo", "rb") as f:
+        for line in f:
+            if line.startswith(b"MemAvailable:"):
+                return int(line.split()[1])
+    raise RuntimeError("no MemAvailable")
+
+
+def start_proc(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """A hog or bystander; ``comm`` renames it by exec through a symlink."""
+    argv = [sys.executable, os.path.join(HERE, "hog.py"), "--rate", str(spec.get("rate", 256)),
+            "--max", str(spec.get("max", 512)), "--start", str(spec.get("start", 0)),
+            "--hold", str(spec.get("hold", 60)), "--delay", str(spec.get("delay", 0))]
+    if spec.get("ignore_term"):
+        argv.append("--ignore-term")
+    exe = sys.executable
+    if spec.get("comm"):
+        link = f"/tmp/pyoomd-it-{os.getpid()}-{spec['comm']}"
+        if not os.path.exists(link):
+            os.symlink(sys.executable, link)
+        exe = link
+    p = subprocess.Popen(argv, executable=exe, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    assert p.stdout is not None
+    p.stdout.readline()  # "ready": its start allocation is done
+    if spec.get("adj") is not None:
+        set_adj(p.pid, int(spec["adj"]))
+    return p
+
+
+def set_adj(pid: int, adj: int) -> None:
+    """Positive values can be written; -1000 cannot here (no
+    CAP_SYS_RESOURCE), so it is emulated by a bind mount over the file in
+    this private mount namespace: what any reader of /proc then sees."""
+    path = f"/proc/{pid}/oom_score_adj"
+    try:
+        with open(path, "w") as f:
+            f.write(str(adj))
+        return
+    except OSError:
+        pass
+    fake = f"/tmp/pyoomd-it-adj-{os.getpid()}-{pid}"
+    with open(fake, "w") as f:
+        f.write(f"{adj}\n")
+    subprocess.run(["mount", "--bind", fake, path], check=True)
+
+
+class Witness(threading.Thread):
+    """Samples MemAvailable every few ms; remembers the minimum."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.min_kib = mem_available_kib()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.min_kib = min(self.min_kib, mem_available_kib())
+            time.sleep(WITNESS_STEP_S)
+
+
+class LogReader(threading.Thread):
+    """Collects the daemon's JSON log lines (stderr)."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.events: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self.started = threading.Event()
+
+    def run(self) -> None:
+        for line in self.stream:
+            text = line.decode(errors="replace").rstrip("\n")
+            self.raw.append(text)
+            try:
+                ev = json.loads(text)
+            except ValueError:
+                continue
+            ev["_t"] = time.monotonic()
+            self.events.append(ev)
+            if ev.get("event") == "startup":
+                self.started.set()
+
+
+def start_daemon(spec: dict[str, Any], term_kib: int, kill_kib: int) -> tuple[subprocess.Popen[bytes], LogReader]:
+    argv = [sys.executable, "-m", "pyoomd", "run", "--log-format", "json",
+            "-M", f"{term_kib},{kill_kib}", "--config", os.devnull] + list(spec.get("daemon_args", []))
+    if spec.get("dry_run"):
+        argv.append("--dry-run")
+    env = dict(os.environ)
+    d = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env)
+    reader = LogReader(d.stderr)
+    reader.start()
+    if not reader.started.wait(15):
+        d.kill()
+        raise RuntimeError("daemon did not start: " + "\n".join(reader.raw[-20:]))
+    return d, reader
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    avail0 = mem_available_kib()
+    term_kib = avail0 - spec["term_below_mib"] * 1024
+    kill_kib = avail0 - spec["kill_below_mib"] * 1024
+    bystanders = [start_proc({"rate": 0, "max": b.get("max", 32), "start": b.get("max", 32), "hold": 600,
+                              **b}) for b in spec.get("bystanders", [])]
+    if spec.get("commands"):
+        return run_commands(spec, bystanders)
+    daemon, log = start_daemon(spec, term_kib, kill_kib)
+    witness = Witness()
+    witness.start()
+    t0 = time.monotonic()
+    hogs = [(start_proc(h), time.monotonic()) for h in spec.get("hogs", [])]
+    deadline = t0 + spec.get("timeout", 30)
+    stop_after = spec.get("stop_after_events")
+    while time.monotonic() < deadline:
+        if all(h.poll() is not None for h, _ in hogs):
+            break
+        if stop_after and sum(1 for e in log.events if e.get("event") in stop_after) >= 1:
+            break
+        time.sleep(0.02)
+    time.sleep(spec.get("linger", 0.3))
+    witness.stop.set()
+    witness.join()
+    result = {
+        "avail0_kib": avail0, "term_kib": term_kib, "kill_kib": kill_kib,
+        "min_avail_kib": witness.min_kib,
+        "overshoot_mib": max(0, term_kib - witness.min_kib) / 1024,
+        "hogs": [{"pid": h.pid, "returncode": h.poll(), "started": ts - t0} for h, ts in hogs],
+        "bystanders": [{"pid": b.pid, "returncode": b.poll()} for b in bystanders],
+        "daemon_pid": daemon.pid, "daemon_returncode": daemon.poll(),
+    }
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(5)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+    log.join(2)
+    result["events"] = [{k: v for k, v in e.items()} for e in log.events]
+    result["log_tail"] = log.raw[-30:]
+    for t0_ev in result["events"]:
+        t0_ev["_t"] = round(t0_ev["_t"] - t0, 4)
+    return result
+
+
+def run_commands(spec: dict[str, Any], procs: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
+    """No daemon: run pyoomd sub-commands against this namespace's /proc."""
+    hogs = [start_proc(h) for h in spec.get("hogs", [])]
+    out = []
+    for args in spec["commands"]:
+        r = subprocess.run([sys.executable, "-m", "pyoomd", *args], capture_output=True, timeout=30)
+        out.append({"args": args, "rc": r.returncode, "stdout": r.stdout.decode(errors="replace"),
+                    "stderr": r.stderr.decode(errors="replace")})
+    return {"commands": out, "hogs": [{"pid": h.pid} for h in hogs],
+            "bystanders": [{"pid": b.pid} for b in procs], "events": []}
+
+
+def main() -> int:
+    if os.getpid() != 1:
+        print("nsrun.py must run as PID 1 of a private PID namespace", file=sys.stderr)
+        return 2
+    spec = json.loads(sys.argv[1])
+    result = run(spec)
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

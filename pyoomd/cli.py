@@ -1,0 +1,165 @@
+"""Command line: run, sample, rank.
+
+Exit codes (also in the README):
+  0   success
+  1   unexpected runtime failure
+  2   bad command-line flags (argparse's convention)
+  69  the requested reader backend is unavailable (EX_UNAVAILABLE)
+  72  /proc (meminfo) missing or unreadable (EX_OSFILE)
+  78  invalid configuration or policy (EX_CONFIG)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from . import __version__
+from .config import DEFAULT_CONFIG_PATH, Amount, Settings, load_config, parse_amount
+from .errors import ConfigError, ParseError, StartupError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_UNAVAILABLE, EXIT_OSFILE, EXIT_CONFIG = 69, 72, 78
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"pyoomd: error: {message}\n")
+        sys.exit(EXIT_USAGE)
+
+
+def _pair(text: str, unit: str) -> tuple[Amount, Amount | None]:
+    """``10`` or ``10,5`` (percent for -m/-s, KiB or sizes for -M/-S)."""
+    parts = text.split(",")
+    if len(parts) > 2 or not all(p.strip() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected VALUE[,KILL], got {text!r}")
+    try:
+        vals = [parse_amount(p.strip() + unit if unit and not p.strip().endswith("%") else p.strip())
+                for p in parts]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return vals[0], (vals[1] if len(vals) == 2 else None)
+
+
+def _pct_pair(text: str) -> tuple[Amount, Amount | None]:
+    return _pair(text, "%")
+
+
+def _size_pair(text: str) -> tuple[Amount, Amount | None]:
+    return _pair(text, "")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pyoomd", description="Userspace early-OOM killer.")
+    p.add_argument("--version", action="version", version=f"pyoomd {__version__}")
+    p.add_argument("--procfs", default="/proc", help=argparse.SUPPRESS)  # tests: a fixture /proc
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run the daemon")
+    _common(run)
+    run.add_argument("--dry-run", "--dryrun", action="store_true", default=None,
+                     help="choose victims and log them, send no signal")
+    run.add_argument("-m", dest="mem_pct", type=_pct_pair, metavar="PCT[,KILL]",
+                     help="available memory %% for TERM[,KILL] (KILL defaults to half)")
+    run.add_argument("-s", dest="swap_pct", type=_pct_pair, metavar="PCT[,KILL]",
+                     help="free swap %% for TERM[,KILL]")
+    run.add_argument("-M", dest="mem_size", type=_size_pair, metavar="SIZE[,KILL]",
+                     help="available memory size for TERM[,KILL]; bare number = KiB")
+    run.add_argument("-S", dest="swap_size", type=_size_pair, metavar="SIZE[,KILL]",
+                     help="free swap size for TERM[,KILL]; bare number = KiB")
+    run.add_argument("--log-format", choices=["auto", "console", "json"])
+    run.add_argument("--grace", type=float, metavar="SECONDS", help="SIGTERM grace before SIGKILL")
+
+    sample = sub.add_parser("sample", help="one memory reading")
+    sample.add_argument("--json", action="store_true")
+    sample.add_argument("--reader", choices=["auto", "cffi", "python"], default="auto")
+
+    rank = sub.add_parser("rank", help="the candidates as the daemon would rank them now")
+    _common(rank)
+    rank.add_argument("--top", type=int, default=10, metavar="N")
+    rank.add_argument("--json", action="store_true")
+    return p
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help=f"config file (default {DEFAULT_CONFIG_PATH} if present)")
+    p.add_argument("--reader", choices=["auto", "cffi", "python"])
+
+
+def _levels(term_kill: tuple[Amount, Amount | None] | None, other: tuple[Amount, Amount | None] | None,
+            ) -> dict[str, Amount]:
+    """Merge -m (percent) and -M (size) for one resource: where both are
+    given the lower value wins at resolve time, as in earlyoom.  KILL
+    defaults to half of TERM, as in earlyoom."""
+    out: dict[str, Any] = {}
+    for which in (term_kill, other):
+        if which is None:
+            continue
+        term, kill = which
+        kill = kill or Amount(pct=term.pct / 2 if term.pct is not None else None,
+                              kib=term.kib // 2 if term.kib is not None else None)
+        for key, val in (("term", term), ("kill", kill)):
+            prev = out.get(key)
+            out[key] = val if prev is None else Amount(pct=prev.pct if prev.pct is not None else val.pct,
+                                                       kib=prev.kib if prev.kib is not None else val.kib)
+    return out
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    o: dict[str, Any] = {}
+    mem = _levels(getattr(args, "mem_pct", None), getattr(args, "mem_size", None))
+    swap = _levels(getattr(args, "swap_pct", None), getattr(args, "swap_size", None))
+    if mem:
+        o["memory"] = mem
+    if swap:
+        o["swap"] = swap
+    if getattr(args, "dry_run", None):
+        o["dry_run"] = True
+    if getattr(args, "log_format", None):
+        o["log_format"] = args.log_format
+    if getattr(args, "reader", None):
+        o["reader"] = args.reader
+    if getattr(args, "grace", None) is not None:
+        o["kill"] = {"grace": args.grace}
+    return o
+
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    path = args.config
+    if path is None and os.path.exists(DEFAULT_CONFIG_PATH):
+        path = DEFAULT_CONFIG_PATH
+    return load_config(path, overrides_from(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as e:
+        sys.stderr.write(f"pyoomd: config error: {e}\n")
+        return EXIT_CONFIG
+    except StartupError as e:
+        sys.stderr.write(f"pyoomd: {e}\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from . import commands  # the heavy imports wait until a command needs them
+
+    handler = {"run": commands.cmd_run, "sample": commands.cmd_sample, "rank": commands.cmd_rank}[args.cmd]
+    return handler(args)
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Thresholds and adaptive sampling: a pure state machine.
+
+No I/O, no clock: every call gets ``now`` (monotonic seconds) from the caller.
+
+Levels follow earlyoom, so its users get what they know: act when available
+memory is low AND free swap is low (no swap at all counts as low).
+
+Sleep: time until the TERM level could be reached at the fill rate we assume,
+``headroom / rate``, clamped to [min_interval, max_interval].  The assumed rate
+is twice the fastest fill rate measured over the last ``RATE_WINDOW_S``
+seconds, never below the configured floor (earlyoom's 6000 MiB/s) and never
+above the ceiling.  So a quiet system is sampled once a second, a system near
+its threshold every few milliseconds, and a burst faster than earlyoom's
+constant is followed at its own measured speed instead of being outrun.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from ..config import SamplingConfig, Thresholds
+from ..model import Decision, Level, MemSample
+
+# Fill rate window: 2 s holds the last burst (a hog at 256 MiB/s shows its
+# rate within 2 samples) yet forgets it soon after memory is freed.
+RATE_WINDOW_S = 2.0
+# Headroom is divided by twice the measured rate: the next sample then comes
+# when at most half the headroom can be gone, even if the rate doubles.
+RATE_SAFETY = 2.0
+_MIB = 1024.0
+
+
+def _fmt_kib(kib: int) -> str:
+    if kib >= 1024 * 1024:
+        return f"{kib / 1048576:.2f} GiB"
+    return f"{kib / 1024:.0f} MiB"
+
+
+def level_of(sample: MemSample, th: Thresholds) -> tuple[Level, str]:
+    """The level for one sample, and a human reason."""
+    avail = sample.mem_available_kib
+    no_swap = sample.swap_total_kib == 0
+    swap = sample.swap_free_kib
+    swap_desc = "no swap" if no_swap else f"SwapFree {_fmt_kib(swap)} ({sample.swap_free_pct:.1f}%)"
+    mem_desc = f"MemAvailable {_fmt_kib(avail)} ({sample.mem_available_pct:.1f}%)"
+    if avail <= th.mem_kill_kib and (no_swap or swap <= th.swap_kill_kib):
+        return Level.KILL, f"{mem_desc} <= kill {_fmt_kib(th.mem_kill_kib)}, {swap_desc}"
+    if avail <= th.mem_term_kib and (no_swap or swap <= th.swap_term_kib):
+        return Level.TERM, f"{mem_desc} <= term {_fmt_kib(th.mem_term_kib)}, {swap_desc}"
+    if avail <= th.mem_warn_kib:
+        return Level.WARN, f"{mem_desc} <= warn {_fmt_kib(th.mem_warn_kib)}"
+    return Level.OK, mem_desc
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Fill rates in KiB/s measured over the window (0 when memory is not shrinking)."""
+
+    mem_kib_s: float
+    swap_kib_s: float
+
+
+class RateTracker:
+    """Fastest recent decline of MemAvailable and SwapFree, from timed samples."""
+
+    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._hist: deque[tuple[float, int, int]] = deque()
+
+    def add(self, now: float, sample: MemSample) -> Rates:
+        hist = self._hist
+        hist.append((now, sample.mem_available_kib, sample.swap_free_kib))
+        while len(hist) > 2 and now - hist[0][0] > self.window_s:
+            hist.popleft()
+        return self.rates()
+
+    def rates(self) -> Rates:
+        best_mem = best_swap = 0.0
+        prev = None
+        for point in self._hist:
+            if prev is not None:
+                dt = point[0] - prev[0]
+                if dt > 0:
+                    best_mem = max(best_mem, (prev[1] - point[1]) / dt)
+                    best_swap = max(best_swap, (prev[2] - point[2]) / dt)
+            prev = point
+        return Rates(best_mem, best_swap)
+
+    def reset(self) -> None:
+        self._hist.clear()
+
+
+def sleep_for(sample: MemSample, th: Thresholds, rates: Rates, cfg: SamplingConfig) -> float:
+    """Seconds until the next sample: time for the TERM level to be reachable."""
+    mem_rate = _assumed_rate(rates.mem_kib_s, cfg.min_rate_mib_s, cfg.max_rate_mib_s)
+    t = max(0, sample.mem_available_kib - th.mem_term_kib) / mem_rate
+    if sample.swap_total_kib:
+        swap_rate = _assumed_rate(rates.swap_kib_s, cfg.swap_min_rate_mib_s, cfg.max_rate_mib_s)
+        t += max(0, sample.swap_free_kib - th.swap_term_kib) / swap_rate
+    return min(cfg.max_interval, max(cfg.min_interval, t))
+
+
+def _assumed_rate(measured_kib_s: float, floor_mib_s: float, ceil_mib_s: float) -> float:
+    rate = max(measured_kib_s * RATE_SAFETY, floor_mib_s * _MIB)
+    return min(rate, ceil_mib_s * _MIB)
+
+
+class Judge:
+    """Turns timed samples into decisions.  Keeps only the rate history."""
+
+    def __init__(self, th: Thresholds, sampling: SamplingConfig) -> None:
+        self.th = th
+        self.sampling = sampling
+        self.rates = RateTracker()
+
+    def judge(self, sample: MemSample, now: float) -> Decision:
+        rates = self.rates.add(now, sample)
+        level, reason = level_of(sample, self.th)
+        if level >= Level.TERM:
+            sleep = self.sampling.min_interval
+        else:
+            sleep = sleep_for(sample, self.th, rates, self.sampling)
+        return Decision(level=level, reason=reason, sleep_s=sleep)
+
+    def forget_rates(self) -> None:
+        """After a kill freed memory the old slope says nothing about the next one."""
+        self.rates.reset()

@@ -1,0 +1,141 @@
+"""The process table, read lazily (earlyoom's trick, made exact).
+
+Pass 1 reads only ``oom_score`` for every pid: one small read each.  Pass 2
+reads the rest (stat, status, oom_score_adj, then cmdline, exe, cgroup) in
+descending oom_score order, and stops as soon as no unread process can still
+reach the top: its raw score plus the largest bonus any policy can add is
+below the N-th best badness found so far.  With no policies that is usually
+after the first few processes, whatever the size of the table.
+
+Skipped: pid 1, pyoomd itself and its parent, kernel threads, zombies.  A
+process that vanishes mid-read is skipped, never an error.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import ParseError
+from ..model import Candidate, Excluded, ProcInfo
+from . import parse
+from .procfs import Procfs
+
+PF_KTHREAD = 0x00200000  # include/linux/sched.h: "I am a kernel thread"
+
+Scorer = Callable[[ProcInfo], "Candidate | Excluded"]
+
+
+@dataclass
+class Table:
+    """What one lazy scan found."""
+
+    candidates: list[Candidate] = field(default_factory=list)  # unordered: rank.order() sorts
+    excluded: list[Excluded] = field(default_factory=list)
+    scanned: int = 0  # pids whose oom_score was read
+    detailed: int = 0  # pids fully read
+
+
+def read_scores(procfs: Procfs, skip: set[int]) -> list[tuple[int, int]]:
+    """(oom_score, pid) for every readable pid not in ``skip``, best first."""
+    out = []
+    for pid in procfs.pids():
+        if pid in skip:
+            continue
+        try:
+            raw = procfs.read_pid(pid, "oom_score", 64)
+            out.append((parse.parse_int_file(raw, procfs.pid_file(pid, "oom_score"), "oom_score"), pid))
+        except (OSError, ParseError):
+            continue  # gone, or not ours to read: not a candidate
+    out.sort(reverse=True)
+    return out
+
+
+def read_proc(procfs: Procfs, pid: int, oom_score: int | None = None, full: bool = True) -> ProcInfo | None:
+    """Everything about one process, or None if it is gone, a kernel thread or
+    a zombie.  ``full`` adds the expensive fields (cmdline, exe, cgroup)."""
+    try:
+        st = parse.parse_stat(procfs.read_pid(pid, "stat", 4096), procfs.pid_file(pid, "stat"))
+        if st.flags & PF_KTHREAD or st.state in ("Z", "X", "x"):
+            return None
+        status = parse.parse_status(procfs.read_pid(pid, "status", 16384), procfs.pid_file(pid, "status"))
+        if oom_score is None:
+            oom_score = _read_int(procfs, pid, "oom_score")
+        adj = _read_int(procfs, pid, "oom_score_adj")
+    except (OSError, ParseError):
+        return None
+    info = ProcInfo(
+        pid=pid, start_time=st.start_time, comm=st.comm, ppid=st.ppid, state=st.state,
+        uid=status.uid, rss_kib=status.rss_kib, swap_kib=status.swap_kib,
+        oom_score=oom_score, oom_score_adj=adj, pgid=st.pgid,
+    )
+    return _with_details(procfs, info) if full else info
+
+
+def _read_int(procfs: Procfs, pid: int, name: str) -> int:
+    return parse.parse_int_file(procfs.read_pid(pid, name, 64), procfs.pid_file(pid, name), name)
+
+
+def _with_details(procfs: Procfs, info: ProcInfo) -> ProcInfo:
+    pid = info.pid
+    cmdline = exe = cgroup = None
+    try:
+        cmdline = parse.parse_cmdline(procfs.read_pid(pid, "cmdline", 1 << 16))
+    except OSError:
+        pass
+    try:
+        exe = procfs.readlink_pid(pid, "exe")
+    except OSError:
+        pass  # EACCES for another user's process without CAP_SYS_PTRACE
+    try:
+        v2, v1 = parse.parse_cgroup(procfs.read_pid(pid, "cgroup", 1 << 16))
+        cgroup = v2 if v2 is not None else v1
+    except (OSError, ParseError):
+        pass
+    return ProcInfo(**{**_asdict(info), "cmdline": cmdline, "exe": exe, "cgroup": cgroup})
+
+
+def _asdict(info: ProcInfo) -> dict[str, object]:
+    return {name: getattr(info, name) for name in info.__slots__}  # type: ignore[attr-defined]
+
+
+def default_skip(procfs: Procfs) -> set[int]:
+    """pid 1, ourselves and our parent are never candidates."""
+    me = os.getpid()
+    return {1, me, os.getppid(), procfs.self_pid}
+
+
+def scan(procfs: Procfs, scorer: Scorer, max_bonus: int, top_n: int = 1,
+         skip: set[int] | None = None, exhaustive: bool = False) -> Table:
+    """Lazy scan: the best ``top_n`` candidates by the scorer's badness (ties:
+    larger RSS first).  ``max_bonus`` is the most any policy can add to a raw
+    oom_score.  ``exhaustive`` reads every process (for ``rank --all``)."""
+    table = Table()
+    scores = read_scores(procfs, default_skip(procfs) if skip is None else skip)
+    table.scanned = len(scores)
+    best: list[int] = []  # negated badness of candidates so far, ascending
+    for raw, pid in scores:
+        if not exhaustive and len(best) >= top_n and raw + max_bonus < -best[top_n - 1]:
+            break
+        info = read_proc(procfs, pid, raw)
+        if info is None:
+            continue
+        table.detailed += 1
+        verdict = scorer(info)
+        if isinstance(verdict, Excluded):
+            table.excluded.append(verdict)
+            continue
+        table.candidates.append(verdict)
+        bisect.insort(best, -verdict.badness)
+    return table
+
+
+def read_kernel_mem(procfs: Procfs, pid: int) -> tuple[int, int, int, int] | None:
+    """(VmSize, RssAnon, RssFile, RssShmem) KiB for the kernel-style kill line,
+    or None if the process is already gone."""
+    try:
+        return parse.parse_status_mem(procfs.read_pid(pid, "status", 16384), procfs.pid_file(pid, "status"))
+    except (OSError, ParseError):
+        return None
