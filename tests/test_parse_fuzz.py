@@ -3,7 +3,8 @@ And the C parser agrees with parse.py on the same random input."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -104,11 +105,14 @@ def test_parser_never_raises_other_errors(name: str, data: bytes) -> None:
     result_or_parse_error(PARSERS[name], data)
 
 
+STAT_TOKENS = st.sampled_from([b"0", b"1", b"-1", b"4194304", b"2129984", b"x", b"R", b"Z"])
+
+
 @FUZZ
 @given(
     pid=st.integers(0, 2**22),
     comm=st.binary(max_size=20),
-    tail=st.lists(st.sampled_from([b"0", b"1", b"-1", b"4194304", b"2129984", b"x", b"R", b"Z"]), max_size=40),
+    tail=st.lists(STAT_TOKENS, max_size=40),
 )
 def test_stat_with_any_comm(pid: int, comm: bytes, tail: list[bytes]) -> None:
     data = b"%d (%s) %s" % (pid, comm, b" ".join(tail))

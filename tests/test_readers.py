@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pyoomd.errors import ParseError, StartupError
-from pyoomd.sense import sample as sample_mod
 from pyoomd.model import MemSample
+from pyoomd.sense import sample as sample_mod
 from pyoomd.sense.parse import parse_pressure
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.sample import ENV_VAR, Sampler, choose_backend

@@ -14,14 +14,18 @@ reports the one chosen.
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyoomd.errors import ParseError, StartupError
 from pyoomd.model import MemSample, Pressure, PsiLine
 from pyoomd.sense.parse import parse_meminfo, parse_pressure
 from pyoomd.sense.procfs import Procfs
+
+if TYPE_CHECKING:  # annotations only: typing_extensions is not a runtime dependency
+    from typing_extensions import Self
 
 ENV_VAR = "PYOOMD_READER"
 BACKENDS = ("auto", "cffi", "python")
@@ -34,11 +38,11 @@ READ_MAX = 1 << 20
 
 
 def _load_extension() -> ModuleType | None:
+    """The compiled reader, or None when it was not built."""
     try:
-        from pyoomd.sense import _reader
+        return importlib.import_module("pyoomd.sense._reader")
     except ImportError:
         return None
-    return _reader
 
 
 def choose_backend(backend: str = "auto") -> str:
@@ -181,7 +185,7 @@ class Sampler:
     def close(self) -> None:
         self._reader.close()
 
-    def __enter__(self) -> Sampler:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
