@@ -6,7 +6,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from . import selfprotect
 from .act.kill import Killer, KillPlan
@@ -14,7 +14,7 @@ from .config import Settings, Thresholds
 from .errors import ParseError
 from .judge.decide import Judge, level_of
 from .judge.rank import NoPolicy, Policy, order, score
-from .model import Candidate, KillOutcome, Level, MemSample
+from .model import Candidate, Decision, KillOutcome, Level, MemSample
 from .report.log import kernel_style
 from .sense import snapshot
 from .sense.procfs import Procfs
@@ -26,6 +26,14 @@ STUCK_FORGET_S = 300.0
 # Sample errors are logged at most this often, so a broken file cannot fill
 # the journal at 500 lines a second.
 ERROR_LOG_EVERY_S = 10.0
+
+
+class Observer(Protocol):
+    """A report-stage consumer (see Daemon.observers)."""
+
+    def on_event(self, event: str, fields: dict[str, Any]) -> None: ...
+
+    def on_tick(self, sample: MemSample, decision: Decision) -> None: ...
 
 
 @dataclass
@@ -62,6 +70,18 @@ class Daemon:
         self.killer = Killer(procfs, self._resample_level, self._killer_event, clock)
         self.state = State()
         self.last_sample: MemSample = first
+        # Report-stage consumers (metrics, notifications, hooks, status): each
+        # gets every event as (name, fields) after it is logged, and the
+        # per-tick (sample, decision) for gauges.  They must not block.
+        self.observers: list[Observer] = []
+
+    def emit(self, severity: str, event: str, **fields: Any) -> None:
+        getattr(self.log, severity)(event, **fields)
+        for obs in self.observers:
+            try:
+                obs.on_event(event, fields)
+            except Exception as e:  # an observer must never stop the loop
+                self.log.error("observer_failed", observer=type(obs).__name__, error=repr(e))
 
     # -- start-up --------------------------------------------------------------
     def startup(self) -> None:
@@ -69,10 +89,9 @@ class Daemon:
         mlock = selfprotect.lock_memory()
         for what, result in (("oom_score_adj", adj), ("mlockall", mlock)):
             if result != "ok":
-                self.log.warning("self_protect_failed", what=what, result=result)
+                self.emit("warning", "self_protect_failed", what=what, result=result)
         th, s = self.thresholds, self.settings
-        self.log.info(
-            "startup", pid=os.getpid(), dry_run=s.dry_run, reader=self.sampler.backend,
+        self.emit("info", "startup", pid=os.getpid(), dry_run=s.dry_run, reader=self.sampler.backend,
             mem_total_kib=self.last_sample.mem_total_kib, swap_total_kib=self.last_sample.swap_total_kib,
             mem_term=str(s.memory.term), mem_kill=str(s.memory.kill), mem_warn=str(s.memory.warn),
             swap_term=str(s.swap.term), swap_kill=str(s.swap.kill),
@@ -107,7 +126,7 @@ class Daemon:
         self.startup()
         while not self.state.stop:
             self.sleep(self.tick())
-        self.log.info("shutdown", pid=os.getpid())
+        self.emit("info", "shutdown", pid=os.getpid())
 
     def _install_signals(self) -> None:
         def stop(signum: int, frame: object) -> None:
@@ -123,10 +142,15 @@ class Daemon:
         except (OSError, ParseError) as e:
             if now - self.state.last_error_at >= ERROR_LOG_EVERY_S:
                 self.state.last_error_at = now
-                self.log.error("sample_error", error=str(e))
+                self.emit("error", "sample_error", error=str(e))
             return self.settings.sampling.min_interval * 10
         self.last_sample = sample
         decision = self.judge.judge(sample, now)
+        for obs in self.observers:
+            try:
+                obs.on_tick(sample, decision)
+            except Exception as e:
+                self.log.error("observer_failed", observer=type(obs).__name__, error=repr(e))
         self._track_level(decision.level, decision.reason, sample)
         if decision.level >= Level.TERM:
             return self._act(decision.level, decision.reason)
@@ -137,10 +161,10 @@ class Daemon:
         self.state.level = level
         if level >= Level.TERM and prev < Level.TERM:
             self.state.episode = Episode(active=True)
-            self.log.warning("low_memory", level=level.name, reason=reason,
+            self.emit("warning", "low_memory", level=level.name, reason=reason,
                              mem_available_kib=sample.mem_available_kib, swap_free_kib=sample.swap_free_kib)
         elif level == Level.OK and self.state.episode.active:
-            self.log.info("memory_recovered", kills=self.state.episode.kills,
+            self.emit("info", "memory_recovered", kills=self.state.episode.kills,
                           mem_available_kib=sample.mem_available_kib)
             self.state.episode = Episode()
 
@@ -153,7 +177,7 @@ class Daemon:
     def _act(self, level: Level, reason: str) -> float:
         cands = self.scan(top_n=max(1, self.settings.report_top))
         if not cands:
-            self.log.error("no_candidate", level=level.name, reason=reason)
+            self.emit("error", "no_candidate", level=level.name, reason=reason)
             return self.settings.sampling.max_interval
         victim = cands[0]
         plan = KillPlan(self.settings.kill.grace, self.settings.kill.kill_timeout, self.settings.dry_run)
@@ -167,17 +191,17 @@ class Daemon:
 
     def _after(self, victim: Candidate, outcome: KillOutcome, plan: KillPlan) -> float:
         if outcome.skipped:
-            self.log.info("kill_skipped", pid=victim.proc.pid, comm=victim.proc.comm, reason=outcome.skipped)
+            self.emit("info", "kill_skipped", pid=victim.proc.pid, comm=victim.proc.comm, reason=outcome.skipped)
             return self.settings.sampling.min_interval
         if outcome.dry_run:
             return plan.grace_s  # as if we had waited for the victim
         if outcome.exited:
-            self.log.info("victim_exited", pid=victim.proc.pid, comm=victim.proc.comm,
+            self.emit("info", "victim_exited", pid=victim.proc.pid, comm=victim.proc.comm,
                           ms=outcome.ms_to_exit, signals=list(outcome.signals))
             self.judge.forget_rates()
             return self.settings.kill.settle
         self.state.stuck[victim.proc.identity] = self.clock()
-        self.log.error("victim_stuck", pid=victim.proc.pid, comm=victim.proc.comm,
+        self.emit("error", "victim_stuck", pid=victim.proc.pid, comm=victim.proc.comm,
                        signals=list(outcome.signals), timeout_s=plan.kill_timeout_s)
         return self.settings.sampling.min_interval
 
@@ -185,8 +209,7 @@ class Daemon:
         p = victim.proc
         dry = self.settings.dry_run
         top = [_cand_row(c) for c in cands[: self.settings.report_top]]
-        self.log.warning(
-            "kill", pid=p.pid, comm=p.comm, cmdline=p.cmdline, uid=p.uid, exe=p.exe, cgroup=p.cgroup,
+        self.emit("warning", "kill", pid=p.pid, comm=p.comm, cmdline=p.cmdline, uid=p.uid, exe=p.exe, cgroup=p.cgroup,
             signal=sig, dry_run=dry, level=level.name, oom_score=p.oom_score,
             oom_score_adj=p.oom_score_adj, badness=victim.badness, rules=list(victim.rules),
             rss_kib=p.rss_kib, swap_kib=p.swap_kib, reason=reason, why=" ".join(victim.reasons),
@@ -194,7 +217,7 @@ class Daemon:
         )
         mem = None if dry else snapshot.read_kernel_mem(self.procfs, p.pid)
         if mem is not None:
-            self.log.warning("killed_process", line=kernel_style(p.pid, p.comm, p.uid, *mem))
+            self.emit("warning", "killed_process", line=kernel_style(p.pid, p.comm, p.uid, *mem))
 
     # -- helpers for the killer ---------------------------------------------
     def _resample_level(self) -> Level:
@@ -206,7 +229,7 @@ class Daemon:
         return level_of(sample, self.thresholds)[0]
 
     def _killer_event(self, event: str, **kw: object) -> None:
-        self.log.warning(event, **kw)
+        self.emit("warning", event, **kw)
 
 
 def _cand_row(c: Candidate) -> dict[str, object]:
