@@ -4,6 +4,7 @@ scenario cannot take more than LIMIT of the machine)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -17,6 +18,10 @@ ROOT = os.path.dirname(HERE)
 # Python interpreters and page cache, and is a quarter of this 24 GiB machine.
 SAFETY_LIMIT_BYTES = 6 << 30
 V1_MEMORY = "/sys/fs/cgroup/memory"
+# Scenarios set thresholds relative to MemAvailable: two at once (parallel
+# test runs, a benchmark beside a test) would trip each other's daemons.
+# Every scenario holds this lock while it runs.
+SCENARIO_LOCK = "/tmp/pyoomd-scenario.lock"
 
 
 def why_not_runnable() -> str | None:
@@ -81,6 +86,12 @@ class SafetyCgroup:
 
 def run_scenario(spec: dict[str, Any], extra_s: float = 30.0) -> dict[str, Any]:
     """Run one scenario; return nsrun's JSON result.  Bounded in time."""
+    with open(SCENARIO_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _run_locked(spec, extra_s)
+
+
+def _run_locked(spec: dict[str, Any], extra_s: float) -> dict[str, Any]:
     cg = SafetyCgroup()
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
