@@ -1,0 +1,354 @@
+"""The lazy process scan, over fake /proc trees built in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from pyoomd.judge.rank import NoPolicy, Verdict, order, score
+from pyoomd.model import Candidate, Excluded, ProcInfo
+from pyoomd.sense.procfs import Procfs
+from pyoomd.sense.snapshot import PF_KTHREAD, read_proc, read_scores, scan
+
+# Above the kernel's largest pid_max (4194304): never our own pid or our parent's.
+BASE = 5_000_000
+PF_NORMAL = 0x00400000  # PF_RANDOMIZE: what a user process usually shows
+
+
+def stat_line(pid: int, comm: bytes, state: str = "S", ppid: int = 1, flags: int = PF_NORMAL,
+              start: int | None = None, rss_pages: int = 100) -> bytes:
+    start = 1000 + pid % 100000 if start is None else start
+    # state ppid pgid session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime
+    # priority nice num_threads itrealvalue starttime vsize rss ...
+    rest = (f"{state} {ppid} {pid} {pid} 0 -1 {flags} 120 0 0 0 3 2 0 0 20 0 1 0 {start} "
+            f"4096000 {rss_pages} 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 3 0 0 0 0 0 0 0 0 0 0 0 0 0\n")
+    return f"{pid} (".encode() + comm + b") " + rest.encode()
+
+
+def status_text(pid: int, comm: str, uid: int = 1000, rss_kib: int = 4000, swap_kib: int = 0) -> bytes:
+    return (f"Name:\t{comm}\nState:\tS (sleeping)\nTgid:\t{pid}\nPid:\t{pid}\nPPid:\t1\n"
+            f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}\nVmRSS:\t{rss_kib:>10} kB\nVmSwap:\t{swap_kib:>10} kB\n"
+            "Threads:\t1\n").encode()
+
+
+@dataclass
+class FakeProc:
+    pid: int
+    oom_score: int
+    comm: bytes = b"proc"
+    state: str = "S"
+    flags: int = PF_NORMAL
+    adj: int = 0
+    rss_kib: int = 4000
+    swap_kib: int = 0
+    uid: int = 1000
+    cmdline: bytes = b"/usr/bin/proc\0--flag\0"
+    exe: str = "/usr/bin/proc"
+    cgroup: bytes = b"0::/user.slice/user-1000.slice/app.scope\n"
+    omit: tuple[str, ...] = ()  # files missing (the process vanished while we listed it)
+
+
+def build(root: Path, procs: list[FakeProc]) -> Procfs:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "meminfo").write_text("MemTotal: 16000000 kB\nMemAvailable: 8000000 kB\n")
+    for p in procs:
+        d = root / str(p.pid)
+        d.mkdir()
+        files = {
+            "stat": stat_line(p.pid, p.comm, p.state, flags=p.flags),
+            "status": status_text(p.pid, p.comm.decode(errors="replace"), p.uid, p.rss_kib, p.swap_kib),
+            "oom_score": f"{p.oom_score}\n".encode(),
+            "oom_score_adj": f"{p.adj}\n".encode(),
+            "cmdline": p.cmdline,
+            "cgroup": p.cgroup,
+        }
+        for name, data in files.items():
+            if name not in p.omit:
+                (d / name).write_bytes(data)
+        if "exe" not in p.omit:
+            os.symlink(p.exe, d / "exe")  # dangling is fine: only readlink is used
+    return Procfs(str(root))
+
+
+class CountingProcfs(Procfs):
+    """Counts per-process file reads: what the lazy bound saves."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.reads: dict[str, set[int]] = {}
+
+    def read_pid(self, pid: int, name: str, limit: int = 1 << 20) -> bytes:
+        self.reads.setdefault(name, set()).add(pid)
+        return super().read_pid(pid, name, limit)
+
+
+def plain(p: ProcInfo) -> Candidate | Excluded:
+    return score(p, NoPolicy())
+
+
+def pids_of(cands: list[Candidate]) -> list[int]:
+    return [c.proc.pid for c in order(cands)]
+
+
+# -- what is skipped --------------------------------------------------------------
+@pytest.fixture
+def mixed(tmp_path: Path) -> Procfs:
+    return build(tmp_path / "proc", [
+        FakeProc(1, 900, comm=b"systemd"),
+        FakeProc(BASE + 2, 800, comm=b"kthreadd", flags=PF_KTHREAD | 0x40),
+        FakeProc(BASE + 3, 700, comm=b"defunct", state="Z"),
+        FakeProc(BASE + 4, 600, comm=b"dead", state="X"),
+        FakeProc(BASE + 5, 500, comm=b"skipme"),
+        FakeProc(BASE + 6, 400, comm=b"never", adj=-1000),
+        FakeProc(BASE + 7, 300, comm=b"firefox", rss_kib=900000, swap_kib=1000, uid=1001),
+        FakeProc(BASE + 8, 200, comm=b"bash"),
+    ])
+
+
+def test_scan_skips_pid1_kthreads_zombies(mixed: Procfs) -> None:
+    table = scan(mixed, plain, max_bonus=0, top_n=100, exhaustive=True)
+    got = set(pids_of(table.candidates))
+    assert 1 not in got
+    assert BASE + 2 not in got  # PF_KTHREAD
+    assert BASE + 3 not in got  # zombie
+    assert BASE + 4 not in got  # dead
+    assert got == {BASE + 5, BASE + 7, BASE + 8}
+    assert [e.proc.pid for e in table.excluded] == [BASE + 6]
+    assert table.scanned == 7  # all but pid 1 had oom_score read
+
+
+def test_scan_skip_set(mixed: Procfs) -> None:
+    table = scan(mixed, plain, max_bonus=0, top_n=100, skip={1, BASE + 5}, exhaustive=True)
+    got = set(pids_of(table.candidates))
+    assert BASE + 5 not in got
+    assert got == {BASE + 7, BASE + 8}
+
+
+def test_scan_lazy_top1_skips_the_unreachable(mixed: Procfs) -> None:
+    table = scan(mixed, plain, max_bonus=0, top_n=1)
+    assert pids_of(table.candidates)[0] == BASE + 5
+
+
+def test_read_proc_fields(mixed: Procfs) -> None:
+    info = read_proc(mixed, BASE + 7)
+    assert info is not None
+    assert (info.pid, info.comm, info.state, info.uid) == (BASE + 7, "firefox", "S", 1001)
+    assert (info.rss_kib, info.swap_kib, info.oom_score, info.oom_score_adj) == (900000, 1000, 300, 0)
+    assert info.start_time == 1000 + (BASE + 7) % 100000
+    assert info.pgid == BASE + 7
+    assert info.cmdline == "/usr/bin/proc --flag"
+    assert info.exe == "/usr/bin/proc"
+    assert info.cgroup == "/user.slice/user-1000.slice/app.scope"
+    cheap = read_proc(mixed, BASE + 7, full=False)
+    assert cheap is not None and (cheap.cmdline, cheap.exe, cheap.cgroup) == (None, None, None)
+
+
+def test_read_proc_none_for_kthread_and_zombie(mixed: Procfs) -> None:
+    assert read_proc(mixed, BASE + 2) is None
+    assert read_proc(mixed, BASE + 3) is None
+    assert read_proc(mixed, 999_999_999) is None  # no such pid
+
+
+def test_read_scores_best_first(mixed: Procfs) -> None:
+    scores = read_scores(mixed, skip={1})
+    assert scores == sorted(scores, reverse=True)
+    assert scores[0] == (800, BASE + 2)
+    assert (900, 1) not in scores
+
+
+# -- vanished processes -----------------------------------------------------------
+@pytest.mark.parametrize("missing", ["stat", "status", "oom_score_adj"])
+def test_vanished_mid_way_is_skipped(tmp_path: Path, missing: str) -> None:
+    procfs = build(tmp_path / "proc", [
+        FakeProc(BASE + 1, 900, omit=(missing,)),
+        FakeProc(BASE + 2, 100),
+    ])
+    table = scan(procfs, plain, max_bonus=0, top_n=1)
+    assert pids_of(table.candidates) == [BASE + 2]
+    assert table.excluded == []
+
+
+def test_vanished_before_oom_score_is_skipped(tmp_path: Path) -> None:
+    procfs = build(tmp_path / "proc", [FakeProc(BASE + 1, 900, omit=("oom_score",)), FakeProc(BASE + 2, 1)])
+    (tmp_path / "proc" / str(BASE + 9)).mkdir()  # an empty pid dir
+    table = scan(procfs, plain, max_bonus=0, top_n=1)
+    assert table.scanned == 1
+    assert pids_of(table.candidates) == [BASE + 2]
+
+
+def test_optional_files_missing_still_a_candidate(tmp_path: Path) -> None:
+    procfs = build(tmp_path / "proc", [FakeProc(BASE + 1, 900, omit=("cmdline", "exe", "cgroup"))])
+    table = scan(procfs, plain, max_bonus=0, top_n=1)
+    (c,) = table.candidates
+    assert (c.proc.cmdline, c.proc.exe, c.proc.cgroup) == (None, None, None)
+
+
+class VanishingProcfs(Procfs):
+    """ESRCH on any read of ``gone`` after its oom_score: it exited between the passes."""
+
+    def __init__(self, root: str, gone: int) -> None:
+        super().__init__(root)
+        self.gone = gone
+
+    def read_pid(self, pid: int, name: str, limit: int = 1 << 20) -> bytes:
+        if pid == self.gone and name != "oom_score":
+            raise ProcessLookupError(3, "No such process", self.pid_file(pid, name))
+        return super().read_pid(pid, name, limit)
+
+
+def test_vanished_between_passes_esrch(tmp_path: Path) -> None:
+    build(tmp_path / "proc", [FakeProc(BASE + 1, 900), FakeProc(BASE + 2, 100)])
+    procfs = VanishingProcfs(str(tmp_path / "proc"), gone=BASE + 1)
+    table = scan(procfs, plain, max_bonus=0, top_n=1)
+    assert pids_of(table.candidates) == [BASE + 2]
+
+
+def test_garbage_files_are_skipped_not_raised(tmp_path: Path) -> None:
+    procfs = build(tmp_path / "proc", [FakeProc(BASE + 1, 900), FakeProc(BASE + 2, 100)])
+    (tmp_path / "proc" / str(BASE + 1) / "stat").write_bytes(b"garbage")
+    (tmp_path / "proc" / str(BASE + 2) / "cgroup").write_bytes(b"not a cgroup line\n")
+    table = scan(procfs, plain, max_bonus=0, top_n=1)
+    (c,) = table.candidates
+    assert c.proc.pid == BASE + 2
+    assert c.proc.cgroup is None
+
+
+# -- the lazy bound -----------------------------------------------------------------
+N_PROCS = 60
+
+
+@pytest.fixture
+def many(tmp_path: Path) -> str:
+    root = tmp_path / "proc"
+    build(root, [FakeProc(BASE + i, 10 * i, comm=f"p{i}".encode()) for i in range(1, N_PROCS + 1)])
+    return str(root)
+
+
+def test_lazy_bound_reads_few(many: str) -> None:
+    procfs = CountingProcfs(many)
+    table = scan(procfs, plain, max_bonus=0, top_n=1)
+    assert table.scanned == N_PROCS
+    assert table.detailed == 1
+    assert pids_of(table.candidates)[0] == BASE + N_PROCS
+    assert len(procfs.reads["oom_score"]) == N_PROCS  # pass 1 reads every score
+    assert procfs.reads["status"] == {BASE + N_PROCS}
+    assert procfs.reads["cmdline"] == {BASE + N_PROCS}
+
+
+def test_lazy_bound_top_n(many: str) -> None:
+    table = scan(Procfs(many), plain, max_bonus=0, top_n=3)
+    assert table.detailed == 3
+    assert pids_of(table.candidates) == [BASE + N_PROCS, BASE + N_PROCS - 1, BASE + N_PROCS - 2]
+
+
+def test_large_bonus_reads_all(many: str) -> None:
+    procfs = CountingProcfs(many)
+    table = scan(procfs, plain, max_bonus=2000, top_n=1)
+    assert table.detailed == N_PROCS
+    assert len(procfs.reads["status"]) == N_PROCS
+
+
+def test_exhaustive_reads_all(many: str) -> None:
+    assert scan(Procfs(many), plain, max_bonus=0, top_n=1, exhaustive=True).detailed == N_PROCS
+
+
+def test_bonus_bound_is_exact(many: str) -> None:
+    # top raw score is 600; p1 (raw 10) gets +595 -> 605 and must still be found
+    @dataclass
+    class Boost:
+        max_bonus: int = 595
+
+        def evaluate(self, p: ProcInfo) -> Verdict:
+            return Verdict(adjust=595, rules=("boost",)) if p.pid == BASE + 1 else Verdict()
+
+    pol = Boost()
+    table = scan(Procfs(many), lambda p: score(p, pol), pol.max_bonus, top_n=1)
+    best = order(table.candidates)[0]
+    assert (best.proc.pid, best.badness) == (BASE + 1, 605)
+    # the lowest raw score is 10, and 10 + 595 is not below 605: every process could still win
+    assert table.detailed == N_PROCS
+
+
+@dataclass
+class TablePolicy:
+    """A fixed adjust per pid; ``max_bonus`` is the largest of them."""
+
+    adjust: dict[int, int]
+    max_bonus: int
+
+    def evaluate(self, p: ProcInfo) -> Verdict:
+        return Verdict(adjust=self.adjust[p.pid])
+
+
+def test_lazy_matches_exhaustive_random(tmp_path: Path) -> None:
+    rnd = random.Random(7)
+    for round_ in range(5):
+        procs = [FakeProc(BASE + i, rnd.randrange(0, 1000), rss_kib=rnd.randrange(1, 50) * 1000,
+                          adj=rnd.choice([0, 0, 0, -1000])) for i in range(1, 80)]
+        root = tmp_path / f"proc{round_}"
+        build(root, procs)
+        pol = TablePolicy({p.pid: rnd.randrange(-200, 301) for p in procs}, max_bonus=300)
+        scorer = partial(score, policy=pol)
+        for top_n in (1, 3, 10):
+            lazy = scan(Procfs(str(root)), scorer, pol.max_bonus, top_n)
+            full = scan(Procfs(str(root)), scorer, pol.max_bonus, top_n, exhaustive=True)
+            assert pids_of(lazy.candidates)[:top_n] == pids_of(full.candidates)[:top_n]
+            assert lazy.detailed <= full.detailed
+
+
+def test_excluded_top_does_not_stop_the_scan(tmp_path: Path) -> None:
+    procfs = build(tmp_path / "proc", [FakeProc(BASE + 1, 999, adj=-1000), FakeProc(BASE + 2, 5)])
+    table = scan(procfs, plain, max_bonus=0, top_n=1)
+    assert pids_of(table.candidates) == [BASE + 2]
+    assert table.detailed == 2
+
+
+def test_equal_scores_larger_rss_found(tmp_path: Path) -> None:
+    # pass 2 reads the higher pid first; the equal raw score of the lower pid must still be read
+    procfs = build(tmp_path / "proc", [FakeProc(BASE + 1, 500, rss_kib=900000), FakeProc(BASE + 2, 500, rss_kib=10)])
+    table = scan(procfs, plain, max_bonus=0, top_n=1)
+    assert pids_of(table.candidates)[0] == BASE + 1
+
+
+# -- hostile names ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("comm", "expected"),
+    [
+        (b"foo) Z 1 2", "foo) Z 1 2"),
+        (b"x) Z", "x) Z"),
+        (b"a\nb", "a\nb"),
+        (b"((x)) (y", "((x)) (y"),
+        (b"  ", "  "),
+        (b"bad\xffutf8", "bad\ufffdutf8"),
+    ],
+)
+def test_hostile_comm(tmp_path: Path, comm: bytes, expected: str) -> None:
+    procfs = build(tmp_path / "proc", [FakeProc(BASE + 1, 500, comm=comm, rss_kib=1234)])
+    table = scan(procfs, plain, max_bonus=0, top_n=1)
+    (c,) = table.candidates  # not mistaken for a zombie by the "Z" in its name
+    assert c.proc.comm == expected
+    assert c.proc.state == "S"
+    assert c.proc.ppid == 1
+    assert c.proc.rss_kib == 1234
+
+
+def test_real_zombie_with_hostile_name(tmp_path: Path) -> None:
+    procfs = build(tmp_path / "proc", [FakeProc(BASE + 1, 500, comm=b"foo) S 1", state="Z")])
+    assert scan(procfs, plain, max_bonus=0, top_n=1).candidates == []
+
+
+def test_fixture_tree_scan() -> None:
+    # the shared fixture: 1 systemd, 2 kthreadd, 205 zombie, 206 sshd at -1000
+    root = Path(__file__).parent / "fixtures" / "proc"
+    table = scan(Procfs(str(root)), plain, max_bonus=0, top_n=100, exhaustive=True)
+    got = {c.proc.pid for c in table.candidates}
+    assert not got & {1, 2, 205, 206}
+    assert 201 in got
+    assert {e.proc.pid for e in table.excluded} == {206}
+    top = order(table.candidates)[0]
+    assert (top.proc.pid, top.proc.comm, top.proc.state) == (201, "foo) Z ", "S")
