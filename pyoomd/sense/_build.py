@@ -10,8 +10,9 @@ import os
 
 from cffi import FFI
 
-# The C source lives next to this file; cffi runs this script with __file__ set.
-_SOURCE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reader.c")
+# The C source lives next to this file (cffi runs this script with __file__
+# set).  Relative to the project root, where setuptools runs, as it requires.
+_SOURCE_DIR = os.path.relpath(os.path.dirname(os.path.abspath(__file__)))
 
 # Must match _reader.c: cffi checks the layout when it compiles the module.
 CDEF = """
@@ -36,13 +37,16 @@ int pyoomd_parse_psi(const char *buf, size_t len, struct pyoomd_sample *out);
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
-with open(_SOURCE_PATH, encoding="utf-8") as _f:
-    ffibuilder.set_source(
-        "pyoomd.sense._reader",
-        _f.read(),
-        # -O2: the hot path; C99 for declarations after statements.
-        extra_compile_args=["-O2", "-std=gnu99", "-Wall", "-Wextra"],
-    )
+ffibuilder.set_source(
+    "pyoomd.sense._reader",
+    # One translation unit: cffi checks CDEF against the real struct in _reader.c.
+    '#include "_reader.c"',
+    include_dirs=[_SOURCE_DIR],
+    # Listed so that setuptools ships _reader.c in the sdist and rebuilds on change.
+    depends=[os.path.join(_SOURCE_DIR, "_reader.c")],
+    # -O2: the hot path; gnu99 for declarations after statements.
+    extra_compile_args=["-O2", "-std=gnu99", "-Wall", "-Wextra"],
+)
 
 if __name__ == "__main__":
     ffibuilder.compile(verbose=True)
