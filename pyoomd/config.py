@@ -7,6 +7,7 @@ turns percentages into KiB once, giving the frozen ``Thresholds`` the judge uses
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -55,8 +56,8 @@ def parse_amount(raw: object) -> Amount:
     if isinstance(raw, bool):
         raise ValueError(f"expected a percentage or a size, got {raw!r}")
     if isinstance(raw, (int, float)):
-        if raw < 0:
-            raise ValueError(f"negative size {raw!r}")
+        if not math.isfinite(raw) or raw < 0:
+            raise ValueError(f"not a size: {raw!r}")
         return Amount(kib=int(raw))
     text = str(raw).strip()
     if text.endswith("%"):
@@ -64,7 +65,7 @@ def parse_amount(raw: object) -> Amount:
             pct = float(text[:-1])
         except ValueError:
             raise ValueError(f"not a percentage: {raw!r}") from None
-        if not 0.0 <= pct <= 100.0:
+        if not math.isfinite(pct) or not 0.0 <= pct <= 100.0:
             raise ValueError(f"percentage out of 0..100: {raw!r}")
         return Amount(pct=pct)
     m = _SIZE_RE.match(text)
@@ -85,8 +86,8 @@ def parse_duration_s(raw: object) -> float:
         if not m:
             raise ValueError(f"not a duration (like 5s, 250ms): {raw!r}")
         value = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
-    if value < 0:
-        raise ValueError(f"negative duration {raw!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"not a duration: {raw!r}")
     return value
 
 
@@ -147,8 +148,11 @@ class SamplingConfig(_Strict):
     def _order(self) -> "SamplingConfig":
         if self.min_interval <= 0 or self.min_interval > self.max_interval:
             raise ValueError("need 0 < min_interval <= max_interval")
-        if self.min_rate_mib_s <= 0 or self.min_rate_mib_s > self.max_rate_mib_s:
-            raise ValueError("need 0 < min_rate_mib_s <= max_rate_mib_s")
+        rates = (self.min_rate_mib_s, self.max_rate_mib_s, self.swap_min_rate_mib_s)
+        if not all(math.isfinite(r) and r > 0 for r in rates):
+            raise ValueError("fill rates must be positive numbers")
+        if self.min_rate_mib_s > self.max_rate_mib_s or self.swap_min_rate_mib_s > self.max_rate_mib_s:
+            raise ValueError("need min_rate_mib_s and swap_min_rate_mib_s <= max_rate_mib_s")
         return self
 
 
