@@ -1,0 +1,52 @@
+"""CLI flags fuzzed: a clear error and a documented exit code, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pyoomd import cli
+
+DOCUMENTED = {cli.EXIT_OK, cli.EXIT_FAILURE, cli.EXIT_USAGE, cli.EXIT_UNAVAILABLE, cli.EXIT_OSFILE,
+              cli.EXIT_CONFIG}
+FLAGS = ["-m", "-s", "-M", "-S", "--grace", "--top", "--config", "--reader", "--log-format", "--json",
+         "--dry-run", "--procfs", "--nonsense", "-x", ""]
+VALUES = st.one_of(
+    st.sampled_from(["10", "10,5", "200", "-1", "5%", "2G", "1,2,3", ",", "nan", "inf", "1e400", "",
+                     "/nonexistent", "\x00", "ü", "0x10", "10,", ",10", "auto", "cffi", "json"]),
+    st.text(max_size=12),
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fuzzing must never start the real loop: `run` ends right after parsing."""
+    from pyoomd import commands
+
+    monkeypatch.setattr(commands, "cmd_run", lambda args: cli.settings_for(args) and cli.EXIT_OK)
+    monkeypatch.setattr(cli, "DEFAULT_CONFIG_PATH", "/nonexistent/pyoomd.yaml")
+
+
+# capsys is read (and so emptied) on every example, so sharing it is safe.
+def _exit_code(argv: list[str]) -> int:
+    try:
+        return cli.main(argv)
+    except SystemExit as e:  # argparse's own exits (usage, --version)
+        return int(e.code or 0)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cmd=st.sampled_from(["run", "rank", "sample", "bogus"]),
+       args=st.lists(st.tuples(st.sampled_from(FLAGS), VALUES), max_size=4))
+def test_fuzzed_flags_give_documented_exit_codes(cmd: str, args: list[tuple[str, str]],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [cmd] + [x for pair in args for x in pair if x != ""]
+    if cmd in ("rank", "sample"):
+        argv += ["--procfs", "tests/fixtures/proc"]
+    code = _exit_code(argv)
+    err = capsys.readouterr().err
+    assert code in DOCUMENTED, (argv, code, err)
+    assert "Traceback" not in err
+    if code in (cli.EXIT_USAGE, cli.EXIT_CONFIG):
+        assert "pyoomd" in err and "error" in err
