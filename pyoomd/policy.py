@@ -1,0 +1,639 @@
+"""Policy files: schema, per-host selection, compile, match.
+
+A policy file is YAML (``version: 1``, optional ``hosts`` globs, ``rules``),
+validated strictly by pydantic (unknown keys are errors), then compiled once
+into frozen ``Rule`` objects: regexes compiled, user names resolved to uids,
+durations in seconds.  The loop only ever calls ``PolicySet.evaluate(proc)``,
+which is pure.
+
+Spoof resistance: anyone can name a process ``sshd``.  A rule that protects
+or lowers a score must pin something its owner cannot forge (``exe``,
+``user`` or ``cgroup``); a rule that pins only names (``comm``, ``cmdline``,
+``parent``) is refused, and the refusal reported, unless it says
+``allow_name_only: true``.
+
+Errors are ``ConfigError(file, message, line, column)`` naming the rule.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import pwd
+import re
+import socket
+import stat
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import field_validator, model_validator
+
+from .config import parse_duration_s, trust_problem
+from .errors import ConfigError
+from .judge.rank import BADNESS_MAX, Verdict
+from .model import ProcInfo
+
+# A policy is a few dozen rules; 1 MiB is far beyond any real one and keeps a
+# stray binary or log file named *.yaml from being parsed at length.
+MAX_FILE_BYTES = 1 << 20
+# YAML aliases can make a small file expand into a huge tree ("billion
+# laughs"); no real policy comes near this many nodes once expanded.
+MAX_NODES = 100_000
+# More errors than this in one file are summarised: the first ones matter.
+MAX_ERRORS = 20
+POLICY_SUFFIXES = (".yaml", ".yml")
+_RULE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}$"
+NAME_ONLY_MATCHERS = ("comm", "cmdline", "parent")
+PINNING_MATCHERS = ("exe", "user", "cgroup")
+
+# Programs that run any code they are handed: pinning one of these by exe
+# alone protects every user's scripts.
+_INTERPRETER = re.compile(r"^(\*|python[0-9.]*\*?|perl[0-9.]*|ruby[0-9.]*|node(js)?|java|bash|sh|dash|zsh|"
+                          r"lua[0-9.]*|php[0-9.]*|env|busybox)$")
+Resolver = Callable[[str], Union[int, None]]
+
+
+# -- schema ------------------------------------------------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _compile_regex(v: str | None) -> str | None:
+    if v is not None:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"invalid regex {v!r}: {e}") from None
+    return v
+
+
+def _as_list(v: Any) -> Any:
+    return [v] if isinstance(v, (str, int)) and not isinstance(v, bool) else v
+
+
+class MatchSpec(_Strict):
+    """Every matcher given must match."""
+
+    comm: StrictStr | None = None  # regex, searched in /proc/PID/comm
+    cmdline: StrictStr | None = None  # regex, searched in the NUL->space command line
+    exe: list[StrictStr] | None = None  # absolute paths or globs
+    user: list[Union[StrictInt, StrictStr]] | None = None  # names or uids
+    cgroup: list[StrictStr] | None = None  # globs on the cgroup path
+    parent: StrictStr | None = None  # regex, searched in the parent's comm
+
+    @field_validator("comm", "cmdline", "parent")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        return _compile_regex(v)
+
+    @field_validator("exe", "user", "cgroup", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return _as_list(v)
+
+    @field_validator("exe", "cgroup")
+    @classmethod
+    def _absolute(cls, v: list[str] | None) -> list[str] | None:
+        for item in v or ():
+            if not item.startswith("/"):
+                raise ValueError(f"must be an absolute path or glob (starting with /), got {item!r}")
+        if v is not None and not v:
+            raise ValueError("an empty list matches nothing")
+        return v
+
+    @field_validator("user")
+    @classmethod
+    def _users(cls, v: list[int | str] | None) -> list[int | str] | None:
+        if v is not None and not v:
+            raise ValueError("an empty list matches nothing")
+        for u in v or ():
+            if isinstance(u, int) and not 0 <= u < 2**32:
+                raise ValueError(f"uid out of range: {u}")
+            if isinstance(u, str) and not u:
+                raise ValueError("empty user name")
+        return v
+
+    @model_validator(mode="after")
+    def _something(self) -> "MatchSpec":
+        if not any(getattr(self, m) is not None for m in (*NAME_ONLY_MATCHERS, *PINNING_MATCHERS)):
+            raise ValueError("match needs at least one of comm, cmdline, exe, user, cgroup, parent")
+        return self
+
+
+class RuleSpec(_Strict):
+    name: StrictStr = Field(pattern=_RULE_NAME)
+    match: MatchSpec
+    # The kernel's oom_score scale is 0..2000: a larger adjust cannot mean more.
+    adjust: StrictInt = Field(default=0, ge=-BADNESS_MAX, le=BADNESS_MAX)
+    protect: StrictBool = False
+    kill: Literal["process", "group"] | None = None
+    signal: Literal["SIGTERM", "SIGKILL"] | None = None
+    grace: float | None = None
+    allow_name_only: StrictBool = False
+
+    @field_validator("grace", mode="before")
+    @classmethod
+    def _grace(cls, v: Any) -> Any:
+        return None if v is None else parse_duration_s(v)
+
+
+class PolicyDoc(_Strict):
+    version: Literal[1]
+    hosts: list[StrictStr] | None = None
+    rules: list[RuleSpec] = []
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("an empty list matches no host (leave hosts out to mean every host)")
+        return v
+
+
+# -- compiled ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A warning (or a refused rule) at file:line:column."""
+
+    file: str
+    line: int | None
+    column: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return str(ConfigError(self.file, self.message, self.line, self.column))
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One compiled rule.  ``uids`` None: no user matcher."""
+
+    name: str
+    file: str
+    line: int
+    comm: re.Pattern[str] | None = None
+    cmdline: re.Pattern[str] | None = None
+    parent: re.Pattern[str] | None = None
+    exe: tuple[str, ...] | None = None
+    uids: frozenset[int] | None = None
+    cgroup: tuple[str, ...] | None = None
+    adjust: int = 0
+    protect: bool = False
+    kill_group: bool | None = None
+    signal: str | None = None
+    grace_s: float | None = None
+
+    def matches(self, proc: ProcInfo) -> bool:
+        """All given matchers match.  A field we could not read never matches."""
+        if self.uids is not None and proc.uid not in self.uids:
+            return False
+        if self.comm is not None and not self.comm.search(proc.comm):
+            return False
+        if self.exe is not None and not _glob_any(_exe_path(proc.exe), self.exe):
+            return False
+        if self.cgroup is not None and not _glob_any(proc.cgroup, self.cgroup):
+            return False
+        if self.cmdline is not None and (proc.cmdline is None or not self.cmdline.search(proc.cmdline)):
+            return False
+        if self.parent is not None and (proc.parent_comm is None or not self.parent.search(proc.parent_comm)):
+            return False
+        return True
+
+    def effects(self) -> list[str]:
+        """What this rule does, in words (for explain)."""
+        out = []
+        if self.protect:
+            out.append("protect")
+        if self.adjust:
+            out.append(f"adjust {self.adjust:+d}")
+        if self.kill_group is not None:
+            out.append("kill group" if self.kill_group else "kill process")
+        if self.signal:
+            out.append(f"signal {self.signal}")
+        if self.grace_s is not None:
+            out.append(f"grace {self.grace_s:g}s")
+        return out
+
+
+def _exe_path(exe: str | None) -> str | None:
+    """A binary replaced by a package upgrade shows as ``PATH (deleted)``; the
+    process was still started from PATH, which only its owner could write."""
+    if exe is not None and exe.endswith(" (deleted)"):
+        return exe[: -len(" (deleted)")]
+    return exe
+
+
+def _glob_any(value: str | None, globs: tuple[str, ...]) -> bool:
+    return value is not None and any(fnmatch.fnmatchcase(value, g) for g in globs)
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """The compiled rules of every file that applies, in load order."""
+
+    rules: tuple[Rule, ...] = ()
+    files: tuple[str, ...] = ()
+
+    @property
+    def max_bonus(self) -> int:
+        """The largest total positive adjust any process can get: every
+        positive rule matching at once (the lazy scan's bound)."""
+        return min(BADNESS_MAX, sum(r.adjust for r in self.rules if r.adjust > 0))
+
+    def matching(self, proc: ProcInfo) -> list[Rule]:
+        return [r for r in self.rules if r.matches(proc)]
+
+    def evaluate(self, proc: ProcInfo) -> Verdict:
+        """Adjusts sum; protect wins; for kill, signal and grace the first
+        matching rule that sets one decides."""
+        hits = self.matching(proc)
+        if not hits:
+            return Verdict()
+        protect = next((r.name for r in hits if r.protect), None)
+        group = next((r.kill_group for r in hits if r.kill_group is not None), None)
+        return Verdict(
+            adjust=sum(r.adjust for r in hits),
+            protect=protect is not None,
+            rules=tuple(r.name for r in hits),
+            signal=next((r.signal for r in hits if r.signal), None),
+            grace_s=next((r.grace_s for r in hits if r.grace_s is not None), None),
+            kill_group=bool(group),
+            protect_rule=protect,
+        )
+
+
+@dataclass
+class FileResult:
+    """What checking one file found."""
+
+    file: str
+    errors: list[ConfigError] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+    refused: list[Finding] = field(default_factory=list)  # rules the daemon will not use
+    rules: tuple[Rule, ...] = ()
+    hosts: tuple[str, ...] | None = None
+    applies: bool = True
+
+
+@dataclass
+class Loaded:
+    """The policy set plus what to say about it at startup."""
+
+    policy: PolicySet
+    loaded: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
+    refused: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+    missing_dirs: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "policy_files": list(self.loaded),
+            "policy_skipped": [{"file": f, "why": w} for f, w in self.skipped],
+            "policy_rules": [r.name for r in self.policy.rules],
+            "policy": "none" if not self.policy.rules else f"{len(self.policy.rules)} rules",
+            "policy_missing": list(self.missing_dirs),
+        }
+
+
+# -- YAML -> nodes -----------------------------------------------------------------
+def _parse_yaml(path: str, text: str) -> tuple[Any, Any]:
+    """(data, node) from one document; errors name file:line:column."""
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            _check_nodes(path, node)
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        raise ConfigError(path, f"invalid YAML: {e.problem or e.context or e}", line, col) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(path, f"invalid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(path, "invalid YAML: nested too deeply") from None
+    return data, node
+
+
+def _check_nodes(path: str, root: Any) -> None:
+    """Duplicate keys (PyYAML silently keeps the last) and alias bombs."""
+    count = 0
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise ConfigError(path, f"document too large (over {MAX_NODES} nodes once aliases expand)")
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode):
+                    if k.value in seen:
+                        m = k.start_mark
+                        raise ConfigError(path, f"duplicate key {k.value!r}", m.line + 1, m.column + 1)
+                    seen.add(k.value)
+                stack.extend((k, v))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+
+
+def _locate(node: Any, loc: Iterable[Any]) -> tuple[int | None, int | None]:
+    """line, column (1-based) of a pydantic error location in the node tree:
+    the value when it exists, else the nearest enclosing node."""
+    mark = node.start_mark if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.value == str(key):
+                    node, mark = v, v.start_mark
+                    break
+            else:
+                break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
+            node = node.value[key]
+            mark = node.start_mark
+        else:
+            break
+    return (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+
+
+def _key_mark(node: Any, loc: tuple[Any, ...]) -> tuple[int | None, int | None]:
+    """For an unknown key: the key itself, not its value."""
+    parent_loc, key = loc[:-1], loc[-1]
+    line, col = _locate(node, parent_loc)
+    parent = _node_at(node, parent_loc)
+    if isinstance(parent, yaml.MappingNode):
+        for k, _ in parent.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == str(key):
+                return k.start_mark.line + 1, k.start_mark.column + 1
+    return line, col
+
+
+def _node_at(node: Any, loc: Iterable[Any]) -> Any:
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(key)),
+                        None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
+            node = node.value[key]
+        else:
+            return None
+    return node
+
+
+def _rule_name(data: Any, loc: tuple[Any, ...]) -> str | None:
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int) and isinstance(data, dict):
+        rules = data.get("rules")
+        if isinstance(rules, list) and 0 <= loc[1] < len(rules) and isinstance(rules[loc[1]], dict):
+            name = rules[loc[1]].get("name")
+            return name if isinstance(name, str) else f"#{loc[1] + 1}"
+        return f"#{loc[1] + 1}"
+    return None
+
+
+def _validation_errors(path: str, data: Any, node: Any, err: ValidationError) -> list[ConfigError]:
+    out = []
+    for e in err.errors()[:MAX_ERRORS]:
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "union["))))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        value = e.get("input")
+        text = f"{key}: {msg}"
+        if e["type"] not in ("missing", "extra_forbidden") and not isinstance(value, (dict, list)):
+            shown = repr(value)
+            if shown not in msg:
+                text += f" (got {shown[:80]})"
+        rule = _rule_name(data, loc)
+        if rule is not None:  # "rule 'x': match.comm: ..." reads better than "rules.3.match.comm"
+            text = f"rule {rule!r}: {text.removeprefix(f'rules.{loc[1]}.')}"
+        line, col = _key_mark(node, loc) if e["type"] == "extra_forbidden" and loc else _locate(node, loc)
+        out.append(ConfigError(path, text, line, col))
+    return out
+
+
+# -- compile -----------------------------------------------------------------------
+def default_resolver(name: str) -> int | None:
+    """uid of a user name on this host, or None."""
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
+def _uids(spec: list[int | str], resolve: Resolver) -> tuple[frozenset[int], list[str]]:
+    uids: set[int] = set()
+    unknown: list[str] = []
+    for u in spec:
+        if isinstance(u, int):
+            uids.add(u)
+        elif u.isdigit():
+            uids.add(int(u))
+        else:
+            uid = resolve(u)
+            if uid is None:
+                unknown.append(u)
+            else:
+                uids.add(uid)
+    return frozenset(uids), unknown
+
+
+def _compile_rule(path: str, spec: RuleSpec, line: int, resolve: Resolver) -> tuple[Rule, list[str]]:
+    m = spec.match
+    uids, unknown = _uids(m.user, resolve) if m.user is not None else (None, [])
+    rule = Rule(
+        name=spec.name, file=path, line=line,
+        comm=re.compile(m.comm) if m.comm is not None else None,
+        cmdline=re.compile(m.cmdline) if m.cmdline is not None else None,
+        parent=re.compile(m.parent) if m.parent is not None else None,
+        exe=tuple(m.exe) if m.exe is not None else None,
+        uids=uids,
+        cgroup=tuple(m.cgroup) if m.cgroup is not None else None,
+        adjust=spec.adjust, protect=spec.protect,
+        kill_group=None if spec.kill is None else spec.kill == "group",
+        signal=spec.signal, grace_s=spec.grace,
+    )
+    return rule, unknown
+
+
+def _pins(spec: RuleSpec) -> bool:
+    return any(getattr(spec.match, m) is not None for m in PINNING_MATCHERS)
+
+
+def _review(res: FileResult, spec: RuleSpec, unknown: list[str], where: tuple[int, int]) -> bool:
+    """Warnings for one rule; False if the daemon must refuse it."""
+    line, col = where
+
+    def warn(msg: str) -> None:
+        res.warnings.append(Finding(res.file, line, col, f"rule {spec.name!r}: {msg}"))
+
+    for u in unknown:
+        warn(f"user {u!r} does not exist on this host: that name matches nobody here")
+    if spec.protect and spec.adjust:
+        warn("protect wins: its adjust is never used")
+    if not (spec.protect or spec.adjust or spec.kill or spec.signal or spec.grace is not None):
+        warn("does nothing (no adjust, protect, kill, signal or grace)")
+    lowers = spec.protect or spec.adjust < 0
+    if lowers and spec.match.user is None and spec.match.cgroup is None:
+        for g in spec.match.exe or ():
+            if _INTERPRETER.match(os.path.basename(g)):
+                warn(f"exe {g!r} runs whatever script it is given: any user's script would be protected; "
+                     "pin user or cgroup too")
+    if lowers and not _pins(spec):
+        what = "protects" if spec.protect else "lowers the score"
+        msg = (f"rule {spec.name!r} {what} on process names alone (comm/cmdline/parent), which anyone "
+               "can choose; pin exe, user or cgroup")
+        if spec.allow_name_only:
+            res.warnings.append(Finding(res.file, line, col, msg + " (allowed here by allow_name_only)"))
+            return True
+        res.refused.append(Finding(res.file, line, col, msg + "; the daemon refuses this rule "
+                                   "(allow_name_only: true accepts it)"))
+        return False
+    return True
+
+
+def check_text(path: str, text: str, hostname: str | None = None,
+               resolve: Resolver = default_resolver) -> FileResult:
+    """Validate and compile one file's text.  Never raises: errors are in
+    the result."""
+    res = FileResult(path)
+    try:
+        data, node = _parse_yaml(path, text)
+    except ConfigError as e:
+        res.errors.append(e)
+        return res
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        res.errors.append(ConfigError(path, f"the top level must be a mapping, not {type(data).__name__}", 1, 1))
+        return res
+    try:
+        doc = PolicyDoc.model_validate(data)
+    except ValidationError as e:
+        res.errors.extend(_validation_errors(path, data, node, e))
+        return res
+    _compile_doc(res, doc, node, resolve)
+    res.hosts = tuple(doc.hosts) if doc.hosts is not None else None
+    res.applies = hostname is None or host_applies(res.hosts, hostname)
+    return res
+
+
+def _compile_doc(res: FileResult, doc: PolicyDoc, node: Any, resolve: Resolver) -> None:
+    rules = []
+    names: set[str] = set()
+    for i, spec in enumerate(doc.rules):
+        line, col = _locate(node, ("rules", i))
+        if spec.name in names:
+            res.errors.append(ConfigError(res.file, f"rule {spec.name!r}: duplicate rule name", line, col))
+            continue
+        names.add(spec.name)
+        rule, unknown = _compile_rule(res.file, spec, line or 0, resolve)
+        if _review(res, spec, unknown, (line or 0, col or 0)):
+            rules.append(rule)
+    res.rules = tuple(rules)
+
+
+def host_applies(hosts: tuple[str, ...] | None, hostname: str) -> bool:
+    """No hosts: every host.  Globs match the hostname or its short form,
+    case-insensitively (hostnames are)."""
+    if hosts is None:
+        return True
+    names = {hostname.lower(), hostname.lower().split(".", 1)[0]}
+    return any(fnmatch.fnmatchcase(n, g.lower()) for g in hosts for n in names)
+
+
+# -- files -------------------------------------------------------------------------
+def read_policy_file(path: str, euid: int | None = None) -> str:
+    """The text of a policy file; as root, refuse one another user could
+    have written (the care sudo takes with sudoers)."""
+    euid = os.geteuid() if euid is None else euid
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError(path, f"cannot read: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(path, "not a regular file")
+        problem = trust_problem(st, euid)
+        if problem:
+            raise ConfigError(path, f"refused: {problem}")
+        raw = os.read(fd, MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(path, f"cannot read: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(path, f"larger than {MAX_FILE_BYTES} bytes: not a policy file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, f"not UTF-8 (byte {e.start})") from None
+
+
+def expand(paths: Iterable[str], euid: int | None = None, missing_ok: bool = False,
+           ) -> tuple[list[str], list[str]]:
+    """Files to load, in order (a directory's *.yaml/*.yml in lexical order),
+    and the directories that do not exist (only when ``missing_ok``)."""
+    euid = os.geteuid() if euid is None else euid
+    files: list[str] = []
+    missing: list[str] = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            if missing_ok:
+                missing.append(p)
+                continue
+            raise ConfigError(p, "no such file or directory") from None
+        except OSError as e:
+            raise ConfigError(p, f"cannot read: {e.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            files.append(p)
+            continue
+        problem = trust_problem(st, euid)
+        if problem:
+            raise ConfigError(p, f"refused directory: {problem}")
+        names = sorted(n for n in os.listdir(p) if n.endswith(POLICY_SUFFIXES) and not n.startswith("."))
+        files.extend(os.path.join(p, n) for n in names)
+    return files, missing
+
+
+def check_file(path: str, hostname: str | None = None, euid: int | None = None,
+               resolve: Resolver = default_resolver) -> FileResult:
+    try:
+        text = read_policy_file(path, euid)
+    except ConfigError as e:
+        return FileResult(path, errors=[e])
+    return check_text(path, text, hostname, resolve)
+
+
+def load_policies(paths: Iterable[str], hostname: str | None = None, euid: int | None = None,
+                  missing_ok: bool = False, resolve: Resolver = default_resolver) -> Loaded:
+    """Every file that applies to this host, compiled; raises the first
+    ConfigError of any file (nothing is half-loaded)."""
+    hostname = socket.gethostname() if hostname is None else hostname
+    files, missing = expand(paths, euid, missing_ok)
+    out = Loaded(PolicySet(), missing_dirs=missing)
+    rules: list[Rule] = []
+    for f in files:
+        res = check_file(f, hostname, euid, resolve)
+        if res.errors:
+            first = res.errors[0]
+            if len(res.errors) > 1:
+                raise ConfigError(first.file, f"{first.message} (and {len(res.errors) - 1} more errors)",
+                                  first.line, first.column)
+            raise first
+        if not res.applies:
+            out.skipped.append((f, f"hosts {list(res.hosts or ())} do not match {hostname!r}"))
+            continue
+        out.loaded.append(f)
+        out.refused.extend(res.refused)
+        out.warnings.extend(res.warnings)
+        rules.extend(res.rules)
+    out.policy = PolicySet(tuple(rules), tuple(out.loaded))
+    return out
