@@ -1,0 +1,213 @@
+"""The status socket behind ``pyoomd status``.
+
+A Unix stream socket (default ``/run/pyoomd/status.sock``, mode 0600 in a
+0700 directory: root only, as the document names processes and command
+lines of every user).  A client connects and reads one JSON document; the
+server then closes.  It sends nothing: there is no command to parse, so
+nothing a client says can change the daemon.  Peers other than root and our
+own uid are turned away (SO_PEERCRED) even if the mode was loosened.
+
+The document is built in the server's thread from copies the observer keeps
+(the last tick as one tuple, the last kills in a bounded deque under a lock),
+so a slow client never touches the loop.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import socket
+import socketserver
+import stat
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..model import Decision, MemSample
+
+LAST_KILLS = 10  # kills kept for `pyoomd status`; older ones are in the journal
+CLIENT_TIMEOUT_S = 2.0  # a client that does not read within this is dropped
+MAX_DOC_BYTES = 1 << 20  # `pyoomd status` refuses more than this (not a status document)
+
+
+class StatusObserver:
+    """Keeps what ``pyoomd status`` shows.  ``static`` holds what does not
+    change between ticks (config files, thresholds, wake-up mode)."""
+
+    def __init__(self, static: Callable[[], dict[str, Any]], clock: Callable[[], float] = time.time) -> None:
+        self.static = static
+        self.clock = clock
+        self.started = clock()
+        self._last: tuple[MemSample, Decision, float] | None = None
+        self._kills: collections.deque[dict[str, Any]] = collections.deque(maxlen=LAST_KILLS)
+        self._lock = threading.Lock()
+
+    def on_tick(self, sample: MemSample, decision: Decision) -> None:
+        self._last = (sample, decision, self.clock())  # one assignment: readers see a whole tuple
+
+    def on_event(self, event: str, fields: dict[str, Any]) -> None:
+        if event == "kill":
+            row = {k: fields.get(k) for k in ("pid", "comm", "uid", "exe", "signal", "dry_run", "level",
+                                              "reason", "why", "rules", "badness", "rss_kib", "swap_kib")}
+            row["time"] = self.clock()
+            with self._lock:
+                self._kills.append(row)
+        elif event in ("victim_exited", "victim_stuck", "kill_skipped"):
+            with self._lock:
+                for row in reversed(self._kills):
+                    if row["pid"] == fields.get("pid") and "outcome" not in row:
+                        row["outcome"] = event
+                        break
+
+    def document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"pid": os.getpid(), "uptime_s": round(self.clock() - self.started, 1)}
+        doc.update(self.static())
+        last = self._last
+        if last is not None:
+            sample, decision, at = last
+            doc["level"] = decision.level.name
+            doc["reason"] = decision.reason
+            doc["next_sample_in_s"] = decision.sleep_s
+            doc["last_sample"] = _sample_dict(sample, at)
+        with self._lock:
+            doc["last_kills"] = [dict(k) for k in self._kills]
+        return doc
+
+
+def _sample_dict(s: MemSample, at: float) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "time": at, "mem_total_kib": s.mem_total_kib, "mem_available_kib": s.mem_available_kib,
+        "mem_available_pct": round(s.mem_available_pct, 2), "swap_total_kib": s.swap_total_kib,
+        "swap_free_kib": s.swap_free_kib, "swap_free_pct": round(s.swap_free_pct, 2),
+        "available_estimated": s.available_estimated,
+    }
+    if s.psi is not None:
+        d["psi_some_avg10"] = s.psi.some.avg10
+        d["psi_full_avg10"] = s.psi.full.avg10 if s.psi.full is not None else None
+    return d
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: _Server
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        sock.settimeout(CLIENT_TIMEOUT_S)
+        uid = _peer_uid(sock)
+        if uid not in (0, os.geteuid()):
+            return  # closed without a word
+        data = json.dumps(self.server.observer.document(), default=str).encode() + b"\n"
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    observer: StatusObserver
+
+
+def _peer_uid(sock: socket.socket) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+class StatusServer:
+    """Serves ``observer.document()`` on ``path`` from a thread."""
+
+    def __init__(self, path: str, observer: StatusObserver) -> None:
+        self.path = path
+        self.observer = observer
+        self._server: _Server | None = None
+
+    def start(self) -> StatusServer:
+        directory = os.path.dirname(self.path) or "."
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        _remove_stale(self.path)
+        old = os.umask(0o177)  # the socket is born 0600: no window where it is wider
+        try:
+            server = _Server(self.path, _Handler, bind_and_activate=True)
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+        server.observer = self.observer
+        self._server = server
+        threading.Thread(target=server.serve_forever, name="pyoomd-status", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            _remove_stale(self.path)
+
+
+def _remove_stale(path: str) -> None:
+    """Remove a socket left by a previous run; refuse to remove anything else."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(f"{path} exists and is not a socket; not removing it")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # nobody listens: left by a daemon that died
+            return
+    raise OSError(f"{path}: another pyoomd is serving its status there")
+
+
+def query(path: str, timeout: float = CLIENT_TIMEOUT_S) -> dict[str, Any]:
+    """The running daemon's status document.  OSError if it cannot be read,
+    ValueError if what came back is not one."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        chunks, size = [], 0
+        while size <= MAX_DOC_BYTES:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    if not chunks:
+        raise ValueError(f"{path}: the daemon closed the connection without an answer (not root?)")
+    doc = json.loads(b"".join(chunks))
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: not a status document")  # noqa: TRY004 - bad data, not a bad call
+    return doc
+
+
+def format_status(doc: dict[str, Any]) -> str:
+    """The human view of a status document."""
+    head = (f"pyoomd pid {doc.get('pid')}, up {doc.get('uptime_s')} s, "
+            f"{'DRY RUN, ' if doc.get('dry_run') else ''}wake-up: {doc.get('wake_mode', '?')}")
+    lines = [head]
+    for f in doc.get("config_files", []):
+        lines.append(f"config      {f}")
+    for f in doc.get("policy_files", []):
+        lines.append(f"policy      {f}")
+    th = doc.get("thresholds", {})
+    if th:
+        lines.append("thresholds  " + ", ".join(f"{k} {v}" for k, v in th.items()))
+    s = doc.get("last_sample")
+    if s:
+        psi = f", PSI some {s['psi_some_avg10']:.2f} full {s.get('psi_full_avg10')}" if "psi_some_avg10" in s else ""
+        lines.append(f"memory      {s['mem_available_kib'] // 1024} MiB available ({s['mem_available_pct']:.1f}%), "
+                     f"swap {s['swap_free_kib'] // 1024} MiB free ({s['swap_free_pct']:.1f}%){psi}")
+    lines.append(f"level       {doc.get('level', '?')}: {doc.get('reason', '')}")
+    kills = doc.get("last_kills", [])
+    lines.append(f"last kills  {len(kills) or 'none'}")
+    for k in kills:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k.get("time") or 0))
+        dry = " (dry run)" if k.get("dry_run") else ""
+        lines.append(f"  {when} {k.get('signal')}{dry} pid {k.get('pid')} {k.get('comm')!r} "
+                     f"uid {k.get('uid')} -> {k.get('outcome', '?')}: {k.get('reason')}")
+    return "\n".join(lines)

@@ -1,0 +1,165 @@
+"""Prometheus metrics with prometheus_client: an HTTP endpoint or a
+node_exporter textfile.
+
+prometheus_client is imported only when metrics are enabled (``Metrics`` is
+built): a daemon that does not export them does not pay its ~3 MiB.
+
+Per-tick cost: the loop only stores the latest sample and level (two
+attribute writes) and observes the tick duration in a histogram (~1 us);
+the gauges are computed from the stored sample when scraped.  The HTTP
+server and the textfile writer run in their own threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..config import MetricsConfig, Thresholds
+from ..model import Decision, Level, MemSample
+
+# Tick durations: a tick is ~10-50 us (sample + judge); a tick that acts
+# includes the scan and the wait for the victim (up to the grace, seconds).
+TICK_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
+
+
+def reason_label(fields: dict[str, Any]) -> str:
+    """A bounded label for why a kill happened (the logged reason is free
+    text with numbers in it): ``memory_term``, ``memory_kill``, ``psi_kill``..."""
+    cause = "psi" if "psi" in str(fields.get("reason", "")).lower() else "memory"
+    return f"{cause}_{str(fields.get('level', 'term')).lower()}"
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Metrics:
+    """An observer that exports the daemon's state."""
+
+    def __init__(self, cfg: MetricsConfig, thresholds: Thresholds, log: Callable[..., None],
+                 last_tick_s: Callable[[], float | None] = lambda: None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+
+        self.cfg = cfg
+        self.log = log
+        self.thresholds = thresholds
+        self.last_tick_s = last_tick_s
+        self.sample: MemSample | None = None
+        self.level = Level.OK
+        self.last_victim: dict[str, str] | None = None
+        self.last_kill_time: float | None = None
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)  # our own RSS, CPU, fds
+        self.kills = Counter("pyoomd_kills", "Processes signalled, by reason and first signal",
+                             ["reason", "signal"], registry=self.registry)
+        self.dry_kills = Counter("pyoomd_dry_run_kills", "Kills chosen but not sent (dry-run), by reason",
+                                 ["reason"], registry=self.registry)
+        self.escalations = Counter("pyoomd_escalations", "SIGTERMs followed by SIGKILL", registry=self.registry)
+        self.stuck = Counter("pyoomd_victims_stuck", "Victims still alive after SIGKILL and the timeout",
+                             registry=self.registry)
+        self.ticks = Histogram("pyoomd_tick_duration_seconds", "Duration of one sample-judge(-act) tick",
+                               buckets=TICK_BUCKETS, registry=self.registry)
+        self.registry.register(_StateCollector(self))
+        self.server: Any = None
+        self.port: int | None = None
+        self._wake = threading.Event()
+
+    # -- outputs ------------------------------------------------------------
+    def start(self) -> Metrics:
+        if self.cfg.listen:
+            from prometheus_client import start_http_server
+
+            host, port = parse_listen(self.cfg.listen)
+            self.server, _ = start_http_server(port, addr=host, registry=self.registry)
+            self.port = self.server.server_port
+        if self.cfg.textfile:
+            threading.Thread(target=self._textfile_loop, name="pyoomd-metrics-textfile", daemon=True).start()
+        return self
+
+    def write_textfile(self) -> None:
+        from prometheus_client import write_to_textfile
+
+        assert self.cfg.textfile
+        try:
+            write_to_textfile(self.cfg.textfile, self.registry)  # temp file + rename: never half-read
+        except OSError as e:
+            self.log("metrics_textfile_failed", path=self.cfg.textfile, error=str(e))
+
+    def _textfile_loop(self) -> None:
+        while True:
+            self.write_textfile()
+            self._wake.wait(self.cfg.textfile_interval)
+            self._wake.clear()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    # -- observer -------------------------------------------------------------
+    def on_tick(self, sample: MemSample, decision: Decision) -> None:
+        self.sample, self.level = sample, decision.level
+        took = self.last_tick_s()
+        if took is not None:
+            self.ticks.observe(took)
+
+    def on_event(self, event: str, fields: dict[str, Any]) -> None:
+        if event == "kill":
+            if fields.get("dry_run"):
+                self.dry_kills.labels(reason_label(fields)).inc()
+            else:
+                self.kills.labels(reason_label(fields), str(fields.get("signal"))).inc()
+            self.last_kill_time = time.time()
+            self.last_victim = {"pid": str(fields.get("pid")), "comm": str(fields.get("comm")),
+                                "uid": str(fields.get("uid")), "signal": str(fields.get("signal")),
+                                "dry_run": str(bool(fields.get("dry_run"))).lower(),
+                                "reason": reason_label(fields)}
+            self._wake.set()  # a textfile shows the kill without waiting for the interval
+        elif event == "escalate":
+            self.escalations.inc()
+        elif event == "victim_stuck":
+            self.stuck.inc()
+
+
+class _StateCollector:
+    """Gauges computed at scrape time from the last sample (none per tick)."""
+
+    def __init__(self, m: Metrics) -> None:
+        self.m = m
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+
+        m, s = self.m, self.m.sample
+        yield GaugeMetricFamily("pyoomd_level", "Current level: 0 ok, 1 warn, 2 term, 3 kill", value=int(m.level))
+        th = GaugeMetricFamily("pyoomd_threshold_bytes", "Configured levels, resolved",
+                               labels=["resource", "level"])
+        for res, lvl, kib in (("memory", "warn", m.thresholds.mem_warn_kib),
+                              ("memory", "term", m.thresholds.mem_term_kib),
+                              ("memory", "kill", m.thresholds.mem_kill_kib),
+                              ("swap", "term", m.thresholds.swap_term_kib),
+                              ("swap", "kill", m.thresholds.swap_kill_kib)):
+            th.add_metric([res, lvl], kib * 1024)
+        yield th
+        if s is not None:
+            for name, doc, kib in (("mem_available", "MemAvailable", s.mem_available_kib),
+                                   ("mem_total", "MemTotal", s.mem_total_kib),
+                                   ("swap_free", "SwapFree", s.swap_free_kib),
+                                   ("swap_total", "SwapTotal", s.swap_total_kib)):
+                yield GaugeMetricFamily(f"pyoomd_{name}_bytes", f"{doc} at the last sample", value=kib * 1024)
+            if s.psi is not None:
+                yield GaugeMetricFamily("pyoomd_psi_some_avg10", "Memory PSI some avg10 (%)", value=s.psi.some.avg10)
+                if s.psi.full is not None:
+                    yield GaugeMetricFamily("pyoomd_psi_full_avg10", "Memory PSI full avg10 (%)",
+                                            value=s.psi.full.avg10)
+        if m.last_victim is not None and m.last_kill_time is not None:
+            yield InfoMetricFamily("pyoomd_last_victim", "The last process chosen", value=m.last_victim)
+            yield GaugeMetricFamily("pyoomd_last_kill_timestamp_seconds", "When the last victim was chosen",
+                                    value=m.last_kill_time)

@@ -1,0 +1,123 @@
+"""The report-stage observers a ``pyoomd run`` attaches, from its settings:
+hooks, notifications, metrics, the status socket, earlyoom's memory report.
+
+Each is built only when configured, and its library imported only then
+(prometheus_client, jeepney): an unused feature costs no memory.  A status
+socket or metrics port that cannot be opened is logged and the daemon runs
+on without it: reporting must never keep the killer from starting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..config import Settings
+from ..model import Decision, MemSample
+
+# earlyoom's -p: niceness -20 (its value); I/O class realtime, level 4 (the
+# middle of 0..7), falling back to best-effort 0 where CAP_SYS_ADMIN is missing.
+NICENESS = -20
+
+
+def attach(daemon: Any, settings: Settings, config_files: list[str]) -> list[Callable[[], None]]:
+    """Add the configured observers to ``daemon.observers``; returns stop functions."""
+    log = daemon.log
+    stops: list[Callable[[], None]] = []
+    if settings.raise_priority:
+        daemon.emit("info", "priority_raised", **raise_priority())
+    if settings.hooks.pre_kill or settings.hooks.post_kill:
+        from ..act.hooks import HookRunner
+
+        daemon.observers.append(HookRunner(settings.hooks, lambda ev, **kw: log.warning(ev, **kw)))
+    if settings.notify.enabled:
+        from ..act.notify import Notifier
+
+        daemon.observers.append(Notifier(settings.notify, lambda ev, **kw: log.info(ev, **kw)).start())
+    if settings.metrics.listen or settings.metrics.textfile:
+        from .metrics import Metrics
+
+        try:
+            m = Metrics(settings.metrics, daemon.thresholds, lambda ev, **kw: log.warning(ev, **kw),
+                        last_tick_s=lambda: daemon.last_tick_s).start()
+            daemon.observers.append(m)
+            stops.append(m.stop)
+        except OSError as e:
+            daemon.emit("error", "metrics_failed", listen=settings.metrics.listen, error=str(e))
+    if settings.status.socket:
+        _attach_status(daemon, settings.status.socket, config_files, stops)
+    if settings.report_interval > 0:
+        daemon.observers.append(MemoryReport(settings.report_interval, lambda ev, **kw: log.info(ev, **kw)))
+    return stops
+
+
+def _attach_status(daemon: Any, path: str, config_files: list[str], stops: list[Callable[[], None]]) -> None:
+    from .control import StatusObserver, StatusServer
+
+    def static() -> dict[str, Any]:
+        loaded = getattr(daemon, "policy_loaded", None)
+        waiter = getattr(daemon, "waiter", None)
+        return {
+            "config_files": config_files, "policy_files": list(loaded.loaded) if loaded else [],
+            "dry_run": daemon.settings.dry_run,
+            "wake_mode": getattr(waiter, "mode", None) or ("psi trigger" if waiter else "adaptive sampling"),
+            "thresholds": dataclasses.asdict(daemon.thresholds),
+            "levels": {"memory": {k: str(getattr(daemon.settings.memory, k)) for k in ("warn", "term", "kill")},
+                       "swap": {k: str(getattr(daemon.settings.swap, k)) for k in ("term", "kill")}},
+        }
+
+    obs = StatusObserver(static)
+    try:
+        server = StatusServer(path, obs).start()
+    except OSError as e:
+        daemon.emit("error", "status_socket_failed", socket=path, error=str(e))
+        return
+    daemon.observers.append(obs)
+    stops.append(server.stop)
+
+
+def raise_priority() -> dict[str, str]:
+    """earlyoom's -p: niceness -20 and a high I/O priority; what we got."""
+    out = {}
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, NICENESS)
+        out["nice"] = str(NICENESS)
+    except OSError as e:
+        out["nice"] = f"refused: {e.strerror}"
+    import psutil
+
+    me = psutil.Process()
+    for cls, value, name in ((psutil.IOPRIO_CLASS_RT, 4, "realtime/4"), (psutil.IOPRIO_CLASS_BE, 0, "best-effort/0")):
+        try:
+            me.ionice(cls, value)
+            out["ionice"] = name
+            break
+        except (OSError, psutil.Error) as e:
+            out["ionice"] = f"refused: {e}"
+    return out
+
+
+class MemoryReport:
+    """earlyoom's -r: a ``memory_report`` event every ``interval`` seconds."""
+
+    def __init__(self, interval: float, log: Callable[..., None], clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.log = log
+        self.clock = clock
+        self.next_at = 0.0
+
+    def on_event(self, event: str, fields: dict[str, Any]) -> None:
+        pass
+
+    def on_tick(self, sample: MemSample, decision: Decision) -> None:
+        now = self.clock()
+        if now < self.next_at:
+            return
+        self.next_at = now + self.interval
+        self.log("memory_report", level=decision.level.name, mem_available_kib=sample.mem_available_kib,
+                 mem_available_pct=round(sample.mem_available_pct, 2), mem_total_kib=sample.mem_total_kib,
+                 swap_free_kib=sample.swap_free_kib, swap_free_pct=round(sample.swap_free_pct, 2),
+                 swap_total_kib=sample.swap_total_kib)

@@ -1,0 +1,223 @@
+"""Notifications against a real dbus-daemon session bus started here, with a
+jeepney service that owns org.freedesktop.Notifications and records calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from pyoomd.act.notify import Message, Notifier, find_sessions, human_kib, kill_message, send_as
+from pyoomd.config import NotifyConfig
+from pyoomd.model import Decision, Level, MemSample
+
+NOBODY = 65534
+KILL_FIELDS = {"pid": 4242, "comm": "firefox", "rss_kib": int(7.1 * (1 << 20)), "swap_kib": 0, "dry_run": False}
+
+
+def _service(bus_path: str, record: str, ready: str, uid: int | None) -> None:  # pragma: no cover - child
+    code = 1
+    try:
+        if uid is not None and uid != os.geteuid():
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+        from jeepney import MessageType, message_bus, new_method_return
+        from jeepney.io.blocking import open_dbus_connection
+
+        conn = open_dbus_connection(f"unix:path={bus_path}")
+        reply = conn.send_and_get_reply(message_bus.RequestName("org.freedesktop.Notifications"))
+        assert reply.body[0] == 1, reply.body  # primary owner
+        open(ready, "w").close()
+        n = 0
+        while True:
+            msg = conn.receive()
+            if msg.header.message_type == MessageType.method_call and \
+                    msg.header.fields.get(3) == "Notify":  # 3: MEMBER
+                n += 1
+                with open(record, "a") as f:
+                    f.write(json.dumps({"body": list(msg.body), "sender_uid": uid}) + "\n")
+                conn.send(new_method_return(msg, "u", (n,)))
+    finally:
+        os._exit(code)
+
+
+@dataclass
+class Bus:
+    run_dir: str
+    uid: int
+    bus_path: str
+    record: str
+
+    def calls(self) -> list[dict[str, Any]]:
+        if not os.path.exists(self.record):
+            return []
+        with open(self.record) as f:
+            return [json.loads(line) for line in f]
+
+
+def _start_bus(uid: int) -> Iterator[Bus]:
+    if shutil.which("dbus-daemon") is None:
+        pytest.skip("dbus-daemon is not installed (Debian: apt-get install dbus-daemon)")
+    # Outside pytest's 0700 tmp tree, so that another uid can reach its bus.
+    run_dir = tempfile.mkdtemp(prefix="pyoomd-notify-")
+    os.chmod(run_dir, 0o755)
+    user_dir = os.path.join(run_dir, str(uid))
+    os.mkdir(user_dir, 0o700)
+    os.chown(user_dir, uid, uid) if os.geteuid() == 0 else None
+    bus_path = os.path.join(user_dir, "bus")
+    daemon = subprocess.Popen(
+        ["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address=unix:path={bus_path}"],
+        user=uid if uid != os.geteuid() else None, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    record, ready = os.path.join(user_dir, "calls.jsonl"), os.path.join(user_dir, "ready")
+    svc = None
+    try:
+        _wait_for(lambda: os.path.exists(bus_path), daemon)
+        svc = os.fork()
+        if svc == 0:  # pragma: no cover
+            _service(bus_path, record, ready, uid)
+        _wait_for(lambda: os.path.exists(ready), daemon)
+        yield Bus(run_dir, uid, bus_path, record)
+    finally:
+        if svc:
+            os.kill(svc, 9)
+            os.waitpid(svc, 0)
+        daemon.kill()
+        daemon.wait()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _wait_for(cond: Any, daemon: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if daemon.poll() is not None:
+            pytest.fail(f"dbus-daemon exited: {daemon.stderr.read().decode() if daemon.stderr else ''}")
+        if time.monotonic() > deadline:
+            pytest.fail("timed out waiting for the test bus")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def own_bus() -> Iterator[Bus]:
+    yield from _start_bus(os.geteuid())
+
+
+@pytest.fixture
+def nobody_bus() -> Iterator[Bus]:
+    if os.geteuid() != 0:
+        pytest.skip("sending to another user's bus needs root")
+    yield from _start_bus(NOBODY)
+
+
+def _notifier(run_dir: str, **kw: Any) -> tuple[Notifier, list[tuple[str, dict[str, Any]]]]:
+    logged: list[tuple[str, dict[str, Any]]] = []
+    cfg = NotifyConfig(enabled=True, run_user_dir=run_dir, **kw)
+    return Notifier(cfg, lambda ev, **f: logged.append((ev, f))), logged
+
+
+def test_message_reads_like_a_person_wrote_it() -> None:
+    msg = kill_message(KILL_FIELDS)
+    assert msg.body == "pyoomd killed firefox (pid 4242), 7.1 GiB, to keep the system responsive"
+    assert "would have killed" in kill_message({**KILL_FIELDS, "dry_run": True}).body
+    assert human_kib(512 * 1024) == "512 MiB" and human_kib(900) == "900 KiB"
+
+
+def test_notify_reaches_the_session_bus_of_our_own_user(own_bus: Bus) -> None:
+    notifier, logged = _notifier(own_bus.run_dir)
+    assert notifier.deliver(kill_message(KILL_FIELDS)) == 1, logged
+    (call,) = own_bus.calls()
+    app, replaces, _icon, _summary, body, _actions, hints, expire = call["body"]
+    assert (app, replaces, body, expire) == (
+        "pyoomd", 0, "pyoomd killed firefox (pid 4242), 7.1 GiB, to keep the system responsive", -1)
+    assert hints["urgency"] == ["y", 2]
+    assert logged == [("notified", {"uid": own_bus.uid, "kind": "kill"})]
+
+
+def test_root_reaches_another_users_bus_through_a_fork_that_becomes_them(nobody_bus: Bus) -> None:
+    notifier, logged = _notifier(nobody_bus.run_dir)
+    assert notifier.deliver(kill_message(KILL_FIELDS)) == 1, logged
+    assert [c["body"][4] for c in nobody_bus.calls()] == [kill_message(KILL_FIELDS).body]
+    assert os.geteuid() == 0  # the daemon itself never changed uid
+
+
+def test_a_bus_nobody_answers_on_is_logged_not_raised(own_bus: Bus) -> None:
+    notifier, logged = _notifier(own_bus.run_dir)
+    with pytest.raises(OSError):
+        send_as(own_bus.uid, own_bus.bus_path + ".missing", kill_message(KILL_FIELDS))
+    os.rename(own_bus.bus_path, own_bus.bus_path + ".gone")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(own_bus.bus_path)  # a socket nobody listens on
+    try:
+        assert notifier.deliver(kill_message(KILL_FIELDS)) == 0
+    finally:
+        sock.close()
+    assert logged[0][0] == "notify_failed"
+
+
+def test_rate_limit_counts_what_it_drops() -> None:
+    now = [100.0]
+    sent: list[tuple[int, str]] = []
+    with tempfile.TemporaryDirectory() as d:
+        os.mkdir(os.path.join(d, str(os.geteuid())))
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(os.path.join(d, str(os.geteuid()), "bus"))
+        cfg = NotifyConfig(enabled=True, run_user_dir=d, min_interval=10)
+        n = Notifier(cfg, lambda *a, **k: None, clock=lambda: now[0],
+                     send=lambda uid, path, m: sent.append((uid, m.body)))
+        msg = kill_message(KILL_FIELDS)
+        assert n.deliver(msg) == 1
+        now[0] += 3
+        assert n.deliver(msg) == 0 and n.deliver(msg) == 0
+        now[0] += 10
+        assert n.deliver(msg) == 1
+        s.close()
+    assert sent[1][1].endswith("(2 more since the last notice)")
+
+
+def test_sessions_are_sockets_owned_by_their_uid() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        me = os.geteuid()
+        for name in (str(me), "not-a-uid", str(me + 4711)):
+            os.mkdir(os.path.join(d, name))
+            socket.socket(socket.AF_UNIX).bind(os.path.join(d, name, "bus"))
+        open(os.path.join(d, str(me + 4711), "x"), "w").close()
+        # uid me+4711's "bus" is owned by us, not by it: not its bus.
+        assert [(s.uid, os.path.basename(os.path.dirname(s.bus_path))) for s in find_sessions(d)] == \
+            [(me, str(me))]
+    assert find_sessions("/nonexistent/run/user") == []
+
+
+def test_observer_never_blocks_even_when_the_bus_hangs() -> None:
+    release = threading.Event()
+    cfg = NotifyConfig(enabled=True, warn_low_memory=True, run_user_dir="/nonexistent")
+    n = Notifier(cfg, lambda *a, **k: None)
+    n.deliver = lambda m: release.wait(30)  # type: ignore[method-assign]
+    n.start()
+    t0 = time.monotonic()
+    for _ in range(200):
+        n.on_event("kill", KILL_FIELDS)
+    assert time.monotonic() - t0 < 0.5
+    release.set()
+
+
+def test_low_memory_warning_once_per_episode() -> None:
+    cfg = NotifyConfig(enabled=True, warn_low_memory=True, run_user_dir="/nonexistent")
+    n = Notifier(cfg, lambda *a, **k: None)
+    sample = MemSample(8 << 20, 1 << 20, 0, 0)
+    for level in (Level.OK, Level.WARN, Level.WARN, Level.TERM, Level.OK, Level.WARN):
+        n.on_tick(sample, Decision(level, "", 0.1))
+    msgs: list[Message] = []
+    while not n._queue.empty():
+        msgs.append(n._queue.get_nowait())
+    assert [m.kind for m in msgs] == ["warning", "warning"]
+    assert "1.0 GiB" in msgs[0].body
