@@ -117,7 +117,7 @@ class MemoryReport:
         if now < self.next_at:
             return
         self.next_at = now + self.interval
-        self.log("memory_report", level=decision.level.name, mem_available_kib=sample.mem_available_kib,
+        self.log("memory_report", oom_level=decision.level.name, mem_available_kib=sample.mem_available_kib,
                  mem_available_pct=round(sample.mem_available_pct, 2), mem_total_kib=sample.mem_total_kib,
                  swap_free_kib=sample.swap_free_kib, swap_free_pct=round(sample.swap_free_pct, 2),
                  swap_total_kib=sample.swap_total_kib)
