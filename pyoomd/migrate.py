@@ -109,24 +109,31 @@ def name_only_warnings(args: argparse.Namespace) -> list[str]:
     out = []
     for flag in ("avoid", "ignore"):
         for rx in getattr(args, flag, None) or ():
-            out.append(f"--{flag} {rx!r} protects by process name only, which anyone can choose (a hog can "
-                       f"call itself {rx!r}); kept with allow_name_only: true. Prefer pinning it: add "
-                       "`exe: /usr/bin/PROGRAM` or `user: NAME` to the rule's match and drop allow_name_only.")
+            out.append(f"--{flag} {rx!r} protects by process name only, which whoever starts a process "
+                       "chooses (a hog can name itself sshd); kept with allow_name_only: true. Pin it "
+                       "instead: add `exe: /usr/bin/PROGRAM` or `user: NAME` to the rule's match and drop "
+                       "allow_name_only.")
     return out
 
 
 def flag_rules(args: argparse.Namespace) -> tuple[Any, ...]:
     """Compiled rules for the flags given to ``pyoomd run`` (after the policy
     files' rules); ConfigError for a bad regex."""
-    from .policy import check_text
+    return _flag_result(args)[0]
+
+
+def _flag_result(args: argparse.Namespace) -> tuple[tuple[Any, ...], list[Any]]:
+    """(rules, warnings) for the flags."""
+    from .policy import Finding, check_text
 
     doc = policy_doc(args)
     if doc is None:
-        return ()
+        return (), []
     res = check_text(FLAG_SOURCE, yaml.safe_dump(doc, sort_keys=False))
     if res.errors:
         raise res.errors[0]
-    return res.rules
+    pins = [Finding(FLAG_SOURCE, 0, 0, w) for w in name_only_warnings(args)]
+    return res.rules, pins
 
 
 def with_flag_rules(loaded: Loaded, args: argparse.Namespace) -> Loaded:
@@ -134,10 +141,11 @@ def with_flag_rules(loaded: Loaded, args: argparse.Namespace) -> Loaded:
     wrapped for --sort-by-rss; warnings for name-only flags on stderr."""
     from .policy import PolicySet
 
-    rules = flag_rules(args)
+    rules, warnings = _flag_result(args)
     if rules:
         loaded.policy = PolicySet(loaded.policy.rules + tuple(rules), loaded.policy.files + (FLAG_SOURCE,))
         loaded.loaded.append(FLAG_SOURCE)
+        loaded.warnings.extend(warnings)  # the daemon logs each as a policy_warning event
     if getattr(args, "sort_by_rss", None):
         loaded.policy = RssOrder(loaded.policy)  # type: ignore[assignment]  # same interface
     return loaded

@@ -152,3 +152,14 @@ def test_existing_files_are_not_overwritten(tmp_path: Path) -> None:
 def _proc(comm: str, uid: int = 1000, rss_kib: int = 1024, oom_score: int = 100) -> ProcInfo:
     return ProcInfo(pid=4242, start_time=1, comm=comm, ppid=1, state="S", uid=uid, rss_kib=rss_kib, swap_kib=0,
                     oom_score=oom_score, oom_score_adj=0, cmdline=comm, exe=f"/usr/bin/{comm}", cgroup="/")
+
+
+def test_run_with_avoid_warns_at_startup_and_keeps_the_rule() -> None:
+    from pyoomd.migrate import with_flag_rules
+    from pyoomd.policy import Loaded
+
+    args = build_parser().parse_args(["run", "--avoid", "^Xorg$", "--sort-by-rss"])
+    loaded = with_flag_rules(Loaded(PolicySet()), args)
+    assert loaded.loaded == ["<earlyoom flags>"]
+    assert any("exe: /usr/bin/PROGRAM" in w.message for w in loaded.warnings)
+    assert isinstance(loaded.policy, RssOrder) and [r.name for r in loaded.policy.rules] == ["earlyoom-avoid"]

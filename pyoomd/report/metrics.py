@@ -42,8 +42,13 @@ class Metrics:
 
     def __init__(self, cfg: MetricsConfig, thresholds: Thresholds, log: Callable[..., None],
                  last_tick_s: Callable[[], float | None] = lambda: None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
-        from prometheus_client import disable_created_metrics
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Histogram,
+            ProcessCollector,
+            disable_created_metrics,
+        )
 
         disable_created_metrics()  # *_created series double the output and say nothing useful here
 
