@@ -1,0 +1,170 @@
+"""The three daemons under test: how to install, check, configure and start them.
+
+Shared by run.py (outside, on the host) and nsbench.py (inside the private PID
+namespace, where thresholds are known only once MemAvailable is read).
+
+nohang: Debian's nohang refuses a soft/hard threshold above 50 % of MemTotal
+(``calculate_percent``).  Scenario thresholds sit a few hundred MiB below the
+current MemAvailable, i.e. far above 50 % on an idle machine, so run.py
+generates a *locally relaxed copy* of /usr/sbin/nohang in a temporary
+directory at run time (the one comparison ``> mem_total * 0.5`` becomes
+``> mem_total * 1.0``; nothing else changes) and deletes it afterwards.  It
+is never committed.  Everything else in the config comes from the package's
+own /etc/nohang/nohang.conf; only the keys below are overridden.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+NOHANG_BIN = "/usr/sbin/nohang"
+NOHANG_CONF = "/etc/nohang/nohang.conf"
+EARLYOOM_BIN = "/usr/bin/earlyoom"
+# The one check relaxed in the run-time copy (see the module docstring).
+NOHANG_50_PCT = "mem_min_kb > mem_total * 0.5"
+NOHANG_RELAXED = "mem_min_kb > mem_total * 1.0"
+
+# name -> what it is; "nohang10" is nohang with 10 ms polling (min_sleep=0.01),
+# the setting that buys low overshoot with idle CPU.
+DAEMONS = ("pyoomd", "earlyoom", "nohang", "nohang10")
+# Lines that say a daemon is ready (stdout+stderr merged).
+READY = {"pyoomd": '"event": "startup"', "earlyoom": "mem total:", "nohang": "Monitoring has started",
+         "nohang10": "Monitoring has started"}
+
+
+def running_instances() -> list[tuple[int, str]]:
+    """(pid, cmdline) of every earlyoom/nohang process on the machine."""
+    r = subprocess.run(["pgrep", "-a", "earlyoom|nohang"], capture_output=True, text=True)
+    out = []
+    for line in r.stdout.splitlines():
+        pid, _, cmd = line.partition(" ")
+        if int(pid) != os.getpid():
+            out.append((int(pid), cmd))
+    return out
+
+
+def ensure_installed(log: Any = print) -> dict[str, str]:
+    """Install earlyoom and nohang from the distribution when missing; stop
+    the services the packages start.  Returns the versions."""
+    if not (os.path.exists(EARLYOOM_BIN) and os.path.exists(NOHANG_BIN)):
+        if shutil.which("apt-get") is None:
+            raise SystemExit("earlyoom/nohang missing and no apt-get to install them")
+        log("installing earlyoom and nohang (apt-get)")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "earlyoom", "nohang"], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+    stop_services(log)
+    return versions()
+
+
+def stop_services(log: Any = print) -> None:
+    """The packages enable services; a killer left running on the host would
+    act on the whole machine.  Stop them (systemctl where systemd runs, else
+    SIGTERM exactly the pids found), then check again."""
+    found = running_instances()
+    if not found:
+        return
+    log(f"stopping running instances: {found}")
+    if os.path.isdir("/run/systemd/system") and shutil.which("systemctl"):
+        subprocess.run(["systemctl", "stop", "earlyoom.service", "nohang.service", "nohang-desktop.service"],
+                       capture_output=True)
+    for pid, _ in running_instances():
+        try:
+            os.kill(pid, 15)
+        except ProcessLookupError:
+            pass
+    left = running_instances()
+    if left:
+        raise SystemExit(f"earlyoom/nohang still running on the host, refusing to benchmark: {left}")
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("earlyoom", "nohang"):
+        r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True)
+        out[pkg] = r.stdout.strip() or "?"
+    return out
+
+
+def make_relaxed_nohang(tmpdir: str) -> str:
+    """A copy of nohang in tmpdir with the 50 %-of-MemTotal check relaxed."""
+    with open(NOHANG_BIN) as f:
+        text = f.read()
+    if text.count(NOHANG_50_PCT) != 1:
+        raise SystemExit(f"nohang changed: expected one {NOHANG_50_PCT!r} to relax")
+    path = os.path.join(tmpdir, "nohang-relaxed")
+    with open(path, "w") as f:
+        f.write(text.replace(NOHANG_50_PCT, NOHANG_RELAXED))
+    return path
+
+
+def nohang_config(path: str, term_kib: int, kill_kib: int, grace_s: float, min_sleep: float) -> None:
+    """The packaged config with our thresholds and timings."""
+    over = {
+        "soft_threshold_min_mem": f"{term_kib / 1024:.3f} M",
+        "hard_threshold_min_mem": f"{kill_kib / 1024:.3f} M",
+        "warning_threshold_min_mem": f"{term_kib / 1024:.3f} M",
+        "soft_threshold_min_swap": "0 M",  # no swap here: swap counts as low, as for the others
+        "hard_threshold_min_swap": "0 M",
+        "max_soft_exit_time": f"{grace_s}",
+        "min_sleep": f"{min_sleep}",
+        "low_memory_warnings_enabled": "False",
+        "post_action_gui_notifications": "False",
+        "psi_checking_enabled": "False",
+        "zram_checking_enabled": "False",
+    }
+    lines = []
+    seen = set()
+    with open(NOHANG_CONF) as f:
+        for line in f:
+            m = re.match(r"^(\s*)([a-z_0-9]+)(\s*=)", line)
+            if m and m.group(2) in over:
+                key = m.group(2)
+                seen.add(key)
+                line = f"{key} = {over[key]}\n"
+            lines.append(line)
+    missing = set(over) - seen
+    if missing:
+        raise SystemExit(f"nohang.conf lacks keys {sorted(missing)}")
+    with open(path, "w") as f:
+        f.writelines(lines)
+
+
+def command(name: str, term_kib: int, kill_kib: int, grace_s: float, tmpdir: str, nohang_copy: str,
+            pct: tuple[float, float] | None = None) -> tuple[list[str], dict[str, str]]:
+    """argv and extra environment for one daemon.  ``pct`` (term, kill) uses
+    percentages instead of sizes (the idle scenario: default-like levels)."""
+    if name == "pyoomd":
+        lv = ["-m", f"{pct[0]},{pct[1]}"] if pct else ["-M", f"{term_kib},{kill_kib}"]
+        return ([sys.executable, "-m", "pyoomd", "run", "--log-format", "json", "--config", os.devnull,
+                 "--grace", str(grace_s), *lv], {"PYTHONPATH": ROOT})
+    if name == "earlyoom":
+        lv = ["-m", f"{pct[0]:g},{pct[1]:g}"] if pct else ["-M", f"{term_kib},{kill_kib}"]
+        # -r 0: no periodic memory report (its Debian default is one an hour).
+        return [EARLYOOM_BIN, "-r", "0", *lv], {}
+    if name in ("nohang", "nohang10"):
+        conf = os.path.join(tmpdir, f"{name}.conf")
+        if pct:
+            from_pct = _total_kib()
+            term_kib, kill_kib = int(from_pct * pct[0] / 100), int(from_pct * pct[1] / 100)
+        nohang_config(conf, term_kib, kill_kib, grace_s, 0.01 if name == "nohang10" else 0.1)
+        # Unbuffered: the bench reads its start-up line as it comes.
+        return (["/usr/bin/python3", nohang_copy, "--monitor", "-c", conf], {"PYTHONUNBUFFERED": "1"})
+    raise ValueError(name)
+
+
+def _total_kib() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1])
+    raise RuntimeError("no MemTotal")

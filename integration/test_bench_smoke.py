@@ -1,0 +1,30 @@
+"""The benchmark still runs: pyoomd only, one run of `steady`, --quick.
+
+Runs integration/bench/run.py as CI would (root, private PID namespace,
+safety cgroup, scenario lock); bounded to about 30 s.  Checks the figures
+exist and make sense, not how good they are (that is the bench's job).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def test_bench_quick_steady_pyoomd(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, os.path.join(HERE, "bench", "run.py"), "--quick", "--runs", "1",
+                        "--daemons", "pyoomd", "--scenarios", "steady", "--no-micro", "--out", str(out)],
+                       capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    steady = data["summary"]["scenarios"]["steady"]["pyoomd"]
+    assert steady["right_victim"] == {"yes": 1, "of": 1}
+    assert steady["overshoot_mib"]["median"] is not None and steady["overshoot_mib"]["median"] >= 0
+    assert steady["latency_ms"]["median"] is not None and 0 < steady["latency_ms"]["median"] < 5000
+    assert "steady overshoot MiB" in data["table"]
