@@ -23,12 +23,22 @@ import pwd
 import re
 import socket
 import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, Union
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
-from pydantic import field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .config import parse_duration_s, trust_problem
 from .errors import ConfigError
@@ -52,7 +62,7 @@ PINNING_MATCHERS = ("exe", "user", "cgroup")
 # alone protects every user's scripts.
 _INTERPRETER = re.compile(r"^(\*|python[0-9.]*\*?|perl[0-9.]*|ruby[0-9.]*|node(js)?|java|bash|sh|dash|zsh|"
                           r"lua[0-9.]*|php[0-9.]*|env|busybox)$")
-Resolver = Callable[[str], Union[int, None]]
+Resolver = Callable[[str], int | None]
 
 
 # -- schema ------------------------------------------------------------------------
@@ -79,7 +89,7 @@ class MatchSpec(_Strict):
     comm: StrictStr | None = None  # regex, searched in /proc/PID/comm
     cmdline: StrictStr | None = None  # regex, searched in the NUL->space command line
     exe: list[StrictStr] | None = None  # absolute paths or globs
-    user: list[Union[StrictInt, StrictStr]] | None = None  # names or uids
+    user: list[StrictInt | StrictStr] | None = None  # names or uids
     cgroup: list[StrictStr] | None = None  # globs on the cgroup path
     parent: StrictStr | None = None  # regex, searched in the parent's comm
 
@@ -116,7 +126,7 @@ class MatchSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _something(self) -> "MatchSpec":
+    def _something(self) -> MatchSpec:
         if not any(getattr(self, m) is not None for m in (*NAME_ONLY_MATCHERS, *PINNING_MATCHERS)):
             raise ValueError("match needs at least one of comm, cmdline, exe, user, cgroup, parent")
         return self
@@ -197,9 +207,7 @@ class Rule:
             return False
         if self.cmdline is not None and (proc.cmdline is None or not self.cmdline.search(proc.cmdline)):
             return False
-        if self.parent is not None and (proc.parent_comm is None or not self.parent.search(proc.parent_comm)):
-            return False
-        return True
+        return self.parent is None or (proc.parent_comm is not None and bool(self.parent.search(proc.parent_comm)))
 
     def effects(self) -> list[str]:
         """What this rule does, in words (for explain)."""

@@ -557,7 +557,7 @@ def test_reload_keeps_the_last_good_policy(tmp_path: Path) -> None:
     from pyoomd.sense.procfs import Procfs
 
     f = write(tmp_path / "p.yaml", "version: 1\nrules: [{name: old, match: {comm: hog}, adjust: 500}]\n")
-    load = lambda s: load_policies([str(tmp_path)], hostname="h", euid=1000)  # noqa: E731
+    load = lambda s: load_policies([str(tmp_path)], hostname="h", euid=1000)
     log = Log()
     d = Daemon(Settings(), Procfs(str(tmp_path / "noproc")), FixedSampler(), log)  # type: ignore[arg-type]
     d.use_policies(load(None))
