@@ -15,15 +15,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WITNESS_STEP_S = 0.002  # the independent sampler's period
+# Renamed interpreters for "comm": symlinks (exe still says python) and, with
+# "hardlink", hard links (exe says this path).  Shared by scenarios, which run
+# one at a time.
+SYMLINK_DIR = "/tmp/pyoomd-it-comm"
+HARDLINK_DIR = "/tmp/pyoomd-it-exe"
 
 
 def mem_available_kib() -> int:
@@ -43,16 +50,125 @@ def start_proc(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
         argv.append("--ignore-term")
     exe = sys.executable
     if spec.get("comm"):
-        link = f"/tmp/pyoomd-it-{os.getpid()}-{spec['comm']}"
-        if not os.path.exists(link):
-            os.symlink(sys.executable, link)
-        exe = link
+        exe = exe_named(spec["comm"], bool(spec.get("hardlink")))
     p = subprocess.Popen(argv, executable=exe, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    if spec.get("in_cgroup"):
+        join_cgroup(spec.get("cgroup_procs"), p.pid)
     assert p.stdout is not None
     p.stdout.readline()  # "ready": its start allocation is done
     if spec.get("adj") is not None:
         set_adj(p.pid, int(spec["adj"]))
     return p
+
+
+def join_cgroup(procs_file: str | None, pid: int) -> None:
+    """Move one child we just started into the scenario's v2 cgroup."""
+    assert procs_file, "in_cgroup needs spec v2_cgroup"
+    with open(procs_file, "w") as f:
+        f.write(str(pid))
+
+
+def own_v2_cgroup_dir() -> str:
+    """Our own cgroup v2 directory (hybrid: below /sys/fs/cgroup/unified)."""
+    with open("/proc/self/cgroup") as f:
+        path = next(line.rstrip("\n")[3:] for line in f if line.startswith("0::"))
+    base = "/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified") else "/sys/fs/cgroup"
+    return os.path.join(base, path.lstrip("/")).rstrip("/")
+
+
+def make_v2_cgroup(spec: dict[str, Any]) -> None:
+    """spec["v2_cgroup"]: create a child v2 cgroup of our own (never elsewhere)
+    for hogs with "in_cgroup"; "{cgroup}" in spec["config_yaml"] names it."""
+    parent = own_v2_cgroup_dir()
+    d = os.path.join(parent, f"pyoomd-it-cg-{os.getppid()}-{int(time.time() * 1000) % 100000}")
+    os.mkdir(d)
+    spec["v2_cgroup_dir"] = d
+    spec["v2_cgroup_path"] = _v2_path_of(d)  # as /proc/PID/cgroup shows it
+    for h in spec.get("hogs", []):
+        h["cgroup_procs"] = os.path.join(d, "cgroup.procs")
+
+
+def _v2_path_of(d: str) -> str:
+    base = "/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified") else "/sys/fs/cgroup"
+    return "/" + os.path.relpath(d, base)
+
+
+def remove_v2_cgroup(d: str) -> None:
+    """Kill what is left of our own hogs in it (cgroup.kill), then remove it."""
+    try:
+        with open(os.path.join(d, "cgroup.kill"), "w") as f:
+            f.write("1")
+    except OSError:
+        pass
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with open(os.path.join(d, "cgroup.events")) as f:
+            if "populated 0" in f.read():
+                break
+        time.sleep(0.02)
+    os.rmdir(d)
+
+
+def write_config(spec: dict[str, Any]) -> None:
+    """spec["config_yaml"] -> a config file for the daemon ("{cgroup}" replaced)."""
+    text = spec["config_yaml"].replace("{cgroup}", spec.get("v2_cgroup_path", ""))
+    fd, path = tempfile.mkstemp(prefix="pyoomd-it-config-", suffix=".yaml")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    spec["config_file"] = path
+
+
+def exe_named(comm: str, hardlink: bool) -> str:
+    """The interpreter under another name, so the kernel's comm is ``comm``.
+    A symlink (default) leaves /proc/PID/exe naming the real interpreter (a
+    spoofed name); ``hardlink`` makes /proc/PID/exe the link path itself,
+    HARDLINK_DIR/comm (a distinct executable a policy can pin)."""
+    base = HARDLINK_DIR if hardlink else SYMLINK_DIR
+    os.makedirs(base, mode=0o755, exist_ok=True)
+    path = os.path.join(base, comm)
+    if not os.path.lexists(path):
+        real = os.path.realpath(sys.executable)
+        if not hardlink:
+            os.symlink(real, path)
+        else:
+            try:
+                os.link(real, path)
+            except OSError:  # another filesystem: a copy is a distinct executable too
+                shutil.copy2(real, path)
+    return path
+
+
+def write_policies(spec: dict[str, Any]) -> str | None:
+    """spec["policies"] = {file name: YAML text} -> a root-owned directory
+    for ``--policy``; None when the spec has none."""
+    if not spec.get("policies"):
+        return None
+    d = tempfile.mkdtemp(prefix="pyoomd-it-policies-")
+    os.chmod(d, 0o755)
+    update_policies(d, spec["policies"])
+    return d
+
+
+def update_policies(d: str, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = os.path.join(d, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o644)
+
+
+def reload_daemon(daemon: subprocess.Popen[bytes], log: LogReader, d: str | None, files: dict[str, str],
+                  ) -> None:
+    """Rewrite policy files, SIGHUP the daemon, wait for its verdict."""
+    assert d is not None, "reload_before_hogs needs policies"
+    update_policies(d, files)
+    seen = len(log.events)
+    daemon.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if any(e.get("event") in ("reloaded", "reload_failed") for e in log.events[seen:]):
+            return
+        time.sleep(0.02)
 
 
 def set_adj(pid: int, adj: int) -> None:
@@ -115,6 +231,12 @@ def start_daemon(spec: dict[str, Any], term_kib: int, kill_kib: int) -> tuple[su
             "-M", f"{term_kib},{kill_kib}", "--config", os.devnull] + list(spec.get("daemon_args", []))
     if spec.get("dry_run"):
         argv.append("--dry-run")
+    if spec.get("policy_dir"):
+        argv += ["--policy", spec["policy_dir"]]
+    if spec.get("config_file"):
+        argv += ["--config", spec["config_file"]]  # the last --config wins
+    if spec.get("warn_kib"):
+        argv += ["--warn", str(spec["warn_kib"])]
     env = dict(os.environ)
     d = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env)
     reader = LogReader(d.stderr)
@@ -129,11 +251,16 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     avail0 = mem_available_kib()
     term_kib = avail0 - spec["term_below_mib"] * 1024
     kill_kib = avail0 - spec["kill_below_mib"] * 1024
+    if spec.get("warn_below_mib"):
+        spec["warn_kib"] = avail0 - spec["warn_below_mib"] * 1024
     bystanders = [start_proc({"rate": 0, "max": b.get("max", 32), "start": b.get("max", 32), "hold": 600,
                               **b}) for b in spec.get("bystanders", [])]
+    spec["policy_dir"] = write_policies(spec)
     if spec.get("commands"):
         return run_commands(spec, bystanders)
     daemon, log = start_daemon(spec, term_kib, kill_kib)
+    if spec.get("reload_before_hogs"):
+        reload_daemon(daemon, log, spec["policy_dir"], spec["reload_before_hogs"])
     witness = Witness()
     witness.start()
     t0 = time.monotonic()
@@ -175,7 +302,8 @@ def run_commands(spec: dict[str, Any], procs: list[subprocess.Popen[bytes]]) -> 
     hogs = [start_proc(h) for h in spec.get("hogs", [])]
     out = []
     for args in spec["commands"]:
-        r = subprocess.run([sys.executable, "-m", "pyoomd", *args], capture_output=True, timeout=30)
+        args = [a.replace("{policy_dir}", spec.get("policy_dir") or "") for a in args]
+        r = subprocess.run([sys.executable, "-m", "pyoomd", *args], capture_output=True, timeout=30, check=False)
         out.append({"args": args, "rc": r.returncode, "stdout": r.stdout.decode(errors="replace"),
                     "stderr": r.stderr.decode(errors="replace")})
     return {"commands": out, "hogs": [{"pid": h.pid} for h in hogs],
@@ -187,7 +315,20 @@ def main() -> int:
         print("nsrun.py must run as PID 1 of a private PID namespace", file=sys.stderr)
         return 2
     spec = json.loads(sys.argv[1])
-    result = run(spec)
+    try:
+        if spec.get("v2_cgroup"):
+            make_v2_cgroup(spec)
+        if spec.get("config_yaml"):
+            write_config(spec)
+        result = run(spec)
+        result["v2_cgroup_path"] = spec.get("v2_cgroup_path")
+    finally:
+        if spec.get("policy_dir"):
+            shutil.rmtree(spec["policy_dir"], ignore_errors=True)
+        if spec.get("config_file"):
+            os.unlink(spec["config_file"])
+        if spec.get("v2_cgroup_dir"):
+            remove_v2_cgroup(spec["v2_cgroup_dir"])
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     return 0

@@ -1,4 +1,4 @@
-"""Command line: run, sample, rank.
+"""Command line: run, sample, rank, explain, check.
 
 Exit codes (also in the README):
   0   success
@@ -73,6 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="free swap size for TERM[,KILL]; bare number = KiB")
     run.add_argument("--log-format", choices=["auto", "console", "json"])
     run.add_argument("--grace", type=float, metavar="SECONDS", help="SIGTERM grace before SIGKILL")
+    from .migrate import add_earlyoom_flags
+
+    add_earlyoom_flags(run)
+
+    status = sub.add_parser("status", help="the running daemon's state (from its status socket)")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--socket", metavar="PATH", help="status socket (default: the config's status.socket)")
+    status.add_argument("--config", metavar="FILE", help=f"config file (default {DEFAULT_CONFIG_PATH} if present)")
+
+    mig = sub.add_parser("migrate-earlyoom", help="write a pyoomd config and policy from earlyoom's EARLYOOM_ARGS")
+    mig.add_argument("file", metavar="FILE", help="e.g. /etc/default/earlyoom")
+    mig.add_argument("--out-dir", metavar="DIR", help="write config.yaml and policies.d/earlyoom.yaml here "
+                     "(default: print them)")
 
     sample = sub.add_parser("sample", help="one memory reading")
     sample.add_argument("--json", action="store_true")
@@ -82,12 +95,31 @@ def build_parser() -> argparse.ArgumentParser:
     _common(rank)
     rank.add_argument("--top", type=int, default=10, metavar="N")
     rank.add_argument("--json", action="store_true")
+
+    watch = sub.add_parser("watch", help="a live line per second: available, swap free, PSI, level")
+    watch.add_argument("--config", metavar="FILE", help=f"config file (default {DEFAULT_CONFIG_PATH} if present)")
+    watch.add_argument("--reader", choices=["auto", "cffi", "python"])
+    watch.add_argument("--count", type=int, metavar="N", help="stop after N lines (default: until Ctrl-C)")
+    watch.add_argument("--interval", type=float, default=1.0, metavar="SECONDS")
+    watch.add_argument("--json", action="store_true", help="one JSON object a line")
+
+    explain = sub.add_parser("explain", help="why processes would (or would not) be chosen")
+    _common(explain)
+    explain.add_argument("pids", type=int, nargs="+", metavar="PID")
+    explain.add_argument("--json", action="store_true")
+
+    check = sub.add_parser("check", help="validate policy files")
+    check.add_argument("paths", nargs="+", metavar="FILE|DIR")
+    check.add_argument("--host", metavar="NAME", help="which files apply to this host (default: this one)")
+    check.add_argument("--strict", action="store_true", help="warnings are errors too")
     return p
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help=f"config file (default {DEFAULT_CONFIG_PATH} if present)")
     p.add_argument("--reader", choices=["auto", "cffi", "python"])
+    p.add_argument("--policy", action="append", metavar="DIR|FILE",
+                   help="policy file or directory (repeatable); replaces the config's policy_dirs")
 
 
 def _levels(term_kill: tuple[Amount, Amount | None] | None, other: tuple[Amount, Amount | None] | None,
@@ -125,6 +157,9 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         o["reader"] = args.reader
     if getattr(args, "grace", None) is not None:
         o["kill"] = {"grace": args.grace}
+    from .migrate import earlyoom_overrides
+
+    o.update(earlyoom_overrides(args))
     return o
 
 
@@ -152,7 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from . import commands  # the heavy imports wait until a command needs them
 
-    handler = {"run": commands.cmd_run, "sample": commands.cmd_sample, "rank": commands.cmd_rank}[args.cmd]
+    handler = {"run": commands.cmd_run, "sample": commands.cmd_sample, "rank": commands.cmd_rank,
+               "watch": commands.cmd_watch, "status": commands.cmd_status,
+               "migrate-earlyoom": commands.cmd_migrate_earlyoom,
+               "explain": commands.cmd_explain, "check": commands.cmd_check}[args.cmd]
     return handler(args)
 
 

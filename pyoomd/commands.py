@@ -7,10 +7,12 @@ import dataclasses
 import sys
 from typing import Any
 
-from .cli import EXIT_OK, EXIT_OSFILE, print_json, settings_for
+from .cli import EXIT_FAILURE, EXIT_OK, EXIT_OSFILE, print_json, settings_for
+from .config import Settings
 from .errors import ParseError, StartupError
-from .judge.rank import NoPolicy, order, score
+from .judge.rank import order, score
 from .model import MemSample
+from .policy import Loaded, load_policies
 from .sense import snapshot
 from .sense.procfs import Procfs
 from .sense.sample import Sampler
@@ -30,11 +32,91 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .report.log import configure, get_logger
 
     settings = settings_for(args)
+    loaded = load_policies_for(args, settings)  # invalid: ConfigError, exit 78 before anything runs
     configure(settings.log_format)
     procfs = Procfs(args.procfs)
     sampler = open_sampler(procfs, settings.reader)
-    daemon = Daemon(settings, procfs, sampler, get_logger())
-    daemon.run()
+    from .sense.psi import open_waiter
+
+    wake = settings.psi.wakeup
+    waiter = open_waiter(procfs, wake.kind, wake.stall, wake.window) if wake.enabled else None
+    daemon = Daemon(settings, procfs, sampler, get_logger(), waiter=waiter)
+    daemon.use_policies(loaded)
+    daemon.policy_loader = lambda s: load_policies_for(args, s)  # SIGHUP: same --policy or policy_dirs
+    daemon.reloader = lambda: settings_for(args)  # SIGHUP: same file, same flags
+    from .report.sdnotify import observer_for
+    sd = observer_for(settings, daemon.last_sample)  # None unless started by systemd
+    if sd is not None:
+        daemon.observers.append(sd)
+    from .report.reporters import attach
+
+    stops = attach(daemon, settings, [f for f in (config_path(args),) if f])
+    try:
+        daemon.run()
+    finally:
+        for stop in stops:
+            stop()
+    return EXIT_OK
+
+
+def load_policies_for(args: argparse.Namespace, settings: Settings) -> Loaded:
+    """``--policy DIR|FILE`` (repeatable) replaces the config's policy_dirs;
+    a configured directory that does not exist means no policy from it."""
+    from .migrate import with_flag_rules  # earlyoom's --prefer/--avoid/--ignore/... as rules
+
+    if getattr(args, "policy", None):
+        return with_flag_rules(load_policies(args.policy), args)
+    return with_flag_rules(load_policies(settings.policy_dirs, missing_ok=True), args)
+
+
+def config_path(args: argparse.Namespace) -> str | None:
+    """The config file ``settings_for`` reads (None: defaults only)."""
+    import os
+
+    from .config import DEFAULT_CONFIG_PATH
+
+    if getattr(args, "config", None):
+        return str(args.config)
+    return DEFAULT_CONFIG_PATH if os.path.exists(DEFAULT_CONFIG_PATH) else None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """The running daemon's state, read from its status socket."""
+    from .cli import EXIT_UNAVAILABLE
+    from .report.control import format_status, query
+
+    path = args.socket or settings_for(args).status.socket or "/run/pyoomd/status.sock"
+    try:
+        doc = query(path)
+    except (OSError, ValueError) as e:
+        print(f"pyoomd: cannot read the status socket {path}: {e} (is pyoomd running? are you root?)",
+              file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    if args.json:
+        print_json(doc)
+    else:
+        print(format_status(doc))
+    return EXIT_OK
+
+
+def cmd_migrate_earlyoom(args: argparse.Namespace) -> int:
+    """EARLYOOM_ARGS -> config.yaml + policies.d/earlyoom.yaml (or printed)."""
+    import yaml
+
+    from .migrate import migrate, read_earlyoom_args, write_migration
+
+    m = migrate(read_earlyoom_args(args.file))
+    for w in m.warnings:
+        print(f"pyoomd: warning: {w}", file=sys.stderr)
+    if args.out_dir:
+        config, policy = write_migration(m, args.file, args.out_dir)
+        print(f"wrote {config}" + (f" and {policy}" if policy else ""))
+        return EXIT_OK
+    print("# config.yaml")
+    print(yaml.safe_dump(m.config, sort_keys=False) if m.config else "{}")
+    if m.policy is not None:
+        print("# policies.d/earlyoom.yaml")
+        print(yaml.safe_dump(m.policy, sort_keys=False))
     return EXIT_OK
 
 
@@ -70,9 +152,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
-    settings_for(args)  # validates the config even though rank has no thresholds
+    settings = settings_for(args)  # validates the config even though rank has no thresholds
     procfs = Procfs(args.procfs)
-    policy = NoPolicy()
+    policy = load_policies_for(args, settings).policy
     table = snapshot.scan(procfs, lambda p: score(p, policy), policy.max_bonus, max(1, args.top))
     cands = order(table.candidates)[: args.top]
     if args.json:
@@ -83,12 +165,154 @@ def cmd_rank(args: argparse.Namespace) -> int:
             "excluded": [{"pid": e.proc.pid, "comm": e.proc.comm, "why": e.why} for e in table.excluded],
         })
         return EXIT_OK
-    print(f"{'#':>3} {'PID':>7} {'BADNESS':>7} {'SCORE':>5} {'ADJ':>5} {'RSS MiB':>8} {'UID':>6}  COMM / WHY")
+    print(f"{'#':>3} {'PID':>7} {'BADNESS':>7} {'SCORE':>5} {'ADJ':>5} {'RSS MiB':>8} {'UID':>6}  COMM  RULES / WHY")
     for i, c in enumerate(cands, 1):
         p = c.proc
+        rules = ",".join(c.rules) or "-"
         print(f"{i:>3} {p.pid:>7} {c.badness:>7} {p.oom_score:>5} {p.oom_score_adj:>5} "
-              f"{(p.rss_kib + p.swap_kib) / 1024:>8.1f} {p.uid:>6}  {p.comm}  [{'; '.join(c.reasons)}]")
+              f"{(p.rss_kib + p.swap_kib) / 1024:>8.1f} {p.uid:>6}  {p.comm}  {rules}  {p.cgroup or '-'}  [{'; '.join(c.reasons)}]")
     for e in table.excluded:
         print(f"  - {e.proc.pid:>7} {e.proc.comm}: not a candidate: {e.why}")
     print(f"({table.scanned} processes scanned, {table.detailed} read in full)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate policy files: ``file:line:column: message`` for each error,
+    warnings for risky rules, and which files apply to the host."""
+    import socket
+
+    from .cli import EXIT_CONFIG
+    from .errors import ConfigError
+    from .policy import check_file, expand
+
+    host = args.host or socket.gethostname()
+    bad = 0
+    try:
+        files, _ = expand(args.paths)
+    except ConfigError as e:
+        print(e)
+        return EXIT_CONFIG
+    for f in files:
+        res = check_file(f, host)
+        for err in res.errors:
+            print(err)
+        for w in [*res.warnings, *res.refused]:
+            print(f"{w.file}:{w.line}:{w.column}: warning: {w.message}")
+        bad += len(res.errors) + (len(res.warnings) + len(res.refused) if args.strict else 0)
+        if not res.errors:
+            where = "applies to" if res.applies else f"skipped (hosts {list(res.hosts or ())}) on"
+            print(f"{f}: ok, {len(res.rules)} rules; {where} host {host}")
+    if not files:
+        print("no policy files found (*.yaml, *.yml)", file=sys.stderr)
+    return EXIT_CONFIG if bad or not files else EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Why each process would (or would not) be chosen."""
+    settings = settings_for(args)
+    procfs = Procfs(args.procfs)
+    policy = load_policies_for(args, settings).policy
+    table = snapshot.scan(procfs, lambda p: score(p, policy), policy.max_bonus, exhaustive=True)
+    ranked = order(table.candidates)
+    out = [explain_one(procfs, pid, policy, ranked) for pid in args.pids]
+    if args.json:
+        print_json(out)
+        return EXIT_OK
+    for item in out:
+        _print_explained(item)
+    return EXIT_OK if all(i.get("found") for i in out) else EXIT_FAILURE
+
+
+def explain_one(procfs: Procfs, pid: int, policy: Any, ranked: list[Any]) -> dict[str, Any]:
+    from .model import Excluded
+
+    info = snapshot.read_proc(procfs, pid, full=True)
+    if info is None:
+        return {"pid": pid, "found": False, "why": "no such process, or a kernel thread or zombie"}
+    item: dict[str, Any] = {
+        "pid": pid, "found": True, "comm": info.comm, "exe": info.exe, "uid": info.uid,
+        "cgroup": info.cgroup, "parent_comm": info.parent_comm, "oom_score": info.oom_score,
+        "oom_score_adj": info.oom_score_adj,
+        "rules": [{"name": r.name, "file": r.file, "line": r.line, "effects": r.effects()}
+                  for r in policy.matching(info)],
+    }
+    if pid in snapshot.default_skip(procfs):
+        item["why"] = "never a candidate: pid 1, pyoomd itself or its parent"
+        return item
+    verdict = score(info, policy)
+    if isinstance(verdict, Excluded):
+        item["why"] = f"not a candidate: {verdict.why}"
+        return item
+    rank = next((i for i, c in enumerate(ranked, 1) if c.proc.identity == info.identity), None)
+    item.update(badness=verdict.badness, rank=rank, of=len(ranked), reasons=list(verdict.reasons),
+                signal=verdict.signal, grace_s=verdict.grace_s, kill_group=verdict.kill_group)
+    return item
+
+
+def _print_explained(item: dict[str, Any]) -> None:
+    if not item["found"]:
+        print(f"pid {item['pid']}: {item['why']}\n")
+        return
+    print(f"pid {item['pid']} ({item['comm']})  exe {item['exe']}  uid {item['uid']}  cgroup {item['cgroup']}")
+    print(f"  oom_score {item['oom_score']}  oom_score_adj {item['oom_score_adj']}")
+    for r in item["rules"]:
+        print(f"  rule {r['name']} ({r['file']}:{r['line']}): {', '.join(r['effects']) or 'no effect'}")
+    if not item["rules"]:
+        print("  no policy rule matches")
+    if "why" in item:
+        print(f"  {item['why']}")
+    else:
+        extra = "".join(f"  {k} {item[k]}" for k in ("signal", "grace_s") if item.get(k) is not None)
+        group = "  kill group" if item["kill_group"] else ""
+        print(f"  badness {item['badness']}  rank {item['rank']} of {item['of']}{extra}{group}")
+        print(f"  {'; '.join(item['reasons'])}")
+    print()
+
+
+def watch_fields(s: MemSample, level: str) -> dict[str, Any]:
+    """One ``pyoomd watch`` reading (pure)."""
+    some = s.psi.some.avg10 if s.psi is not None else None
+    full = s.psi.full.avg10 if s.psi is not None and s.psi.full is not None else None
+    return {"mem_available_kib": s.mem_available_kib, "mem_available_pct": round(s.mem_available_pct, 1),
+            "swap_free_kib": s.swap_free_kib, "swap_free_pct": round(s.swap_free_pct, 1),
+            "psi_some_avg10": some, "psi_full_avg10": full, "level": level}
+
+
+def watch_line(f: dict[str, Any]) -> str:
+    def pct(v: float | None) -> str:
+        return "    -" if v is None else f"{v:5.1f}"
+    return (f"{f['mem_available_kib'] // 1024:>9} MiB {f['mem_available_pct']:5.1f}%  "
+            f"{f['swap_free_kib'] // 1024:>9} MiB {f['swap_free_pct']:5.1f}%  "
+            f"{pct(f['psi_some_avg10'])}  {pct(f['psi_full_avg10'])}  {f['level']}")
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """A live line a second, judged with the daemon's own thresholds and PSI rule."""
+    import json
+    import time
+
+    from .judge.decide import Judge
+    from .judge.pressure import compile_rule
+    from .sense.zram import Zram
+
+    settings = settings_for(args)
+    procfs = Procfs(args.procfs)
+    sampler = open_sampler(procfs, args.reader or settings.reader)
+    zram = Zram(procfs)
+    first = sampler.read()
+    th = settings.compile(first.mem_total_kib, first.swap_total_kib)
+    judge = Judge(th, settings.sampling, compile_rule(settings.psi, th.mem_warn_kib))
+    if not args.json:
+        print(f"{'AVAILABLE':>16} {'':>5}  {'SWAP FREE':>15} {'':>5}  {'SOME':>5}  {'FULL':>5}  LEVEL"
+              f"   (PSI: avg10 %; swap free{' counts zram by its net gain' if zram.active else ''})",
+              flush=True)
+    n = 0
+    while args.count is None or n < args.count:
+        if n:
+            time.sleep(args.interval)
+        s = zram.adjust(sampler.read())
+        f = watch_fields(s, judge.judge(s, time.monotonic()).level.name)
+        print(json.dumps(f) if args.json else watch_line(f), flush=True)
+        n += 1
     return EXIT_OK

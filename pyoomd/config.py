@@ -8,7 +8,9 @@ turns percentages into KiB once, giving the frozen ``Thresholds`` the judge uses
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,7 +54,13 @@ class Amount:
 
 def parse_amount(raw: object) -> Amount:
     """``10%`` -> percent; ``2G``, ``512M``, ``300K``; a bare number is KiB (as
-    earlyoom's -M/-S).  Raises ValueError with the raw text."""
+    earlyoom's -M/-S); ``[10%, 1G]``: both, the lower wins (earlyoom's -m
+    with -M).  Raises ValueError with the raw text."""
+    if isinstance(raw, (list, tuple)) and len(raw) == 2:
+        a, b = parse_amount(raw[0]), parse_amount(raw[1])
+        if (a.pct is None) == (b.pct is None):
+            raise ValueError(f"a pair must be one percentage and one size, got {list(raw)!r}")
+        return Amount(pct=a.pct if a.pct is not None else b.pct, kib=a.kib if a.kib is not None else b.kib)
     if isinstance(raw, bool):
         raise ValueError(f"expected a percentage or a size, got {raw!r}")
     if isinstance(raw, (int, float)):
@@ -173,6 +181,199 @@ class KillConfig(_Strict):
         return parse_duration_s(v)
 
 
+def _argv_list(v: Any) -> Any:
+    """A hook as ``/path``, ``[/path, arg]`` or a list of those -> tuple of argvs."""
+    if isinstance(v, str):
+        v = [[v]]
+    elif isinstance(v, (list, tuple)) and v and all(isinstance(x, str) for x in v):
+        v = [list(v)]
+    if not isinstance(v, (list, tuple)):
+        raise ValueError("expected a program path or a list of argv lists")
+    out = []
+    for argv in v:
+        if not isinstance(argv, (list, tuple)) or not argv or not all(isinstance(a, str) for a in argv):
+            raise ValueError(f"a hook must be a non-empty argv list of strings, got {argv!r}")
+        if not argv[0].startswith("/"):
+            raise ValueError(f"a hook program must be an absolute path (no shell, no PATH search): {argv[0]!r}")
+        out.append(tuple(argv))
+    return tuple(out)
+
+
+class HooksConfig(_Strict):
+    """Programs run around a kill (never through a shell; see act/hooks.py)."""
+
+    pre_kill: tuple[tuple[str, ...], ...] = ()
+    post_kill: tuple[tuple[str, ...], ...] = ()
+    # How long the kill waits for pre_kill programs: earlyoom's 200 ms, enough
+    # to fork+exec a small program and read the victim's /proc entry.
+    pre_kill_wait: float = 0.2
+    # A hook still running after this is SIGKILLed (it must not pile up).
+    timeout: float = 10.0
+    # When pyoomd runs as root, hooks run as this user (no capabilities).
+    user: str = "nobody"
+
+    @field_validator("pre_kill", "post_kill", mode="before")
+    @classmethod
+    def _argvs(cls, v: Any) -> Any:
+        return _argv_list(v)
+
+    @field_validator("pre_kill_wait", "timeout", mode="before")
+    @classmethod
+    def _dur(cls, v: Any) -> float:
+        return parse_duration_s(v)
+
+
+class NotifyConfig(_Strict):
+    """Desktop notifications over D-Bus (see act/notify.py)."""
+
+    enabled: bool = False
+    # At most one kill notification per user this often; more are counted and
+    # summed up in the next one (a kill storm must not become a popup storm).
+    min_interval: float = 10.0
+    # Also warn when memory falls to the WARN level, before any kill.
+    warn_low_memory: bool = False
+    # Where per-user session buses live: <run_user_dir>/<uid>/bus.
+    run_user_dir: str = "/run/user"
+
+    @field_validator("min_interval", mode="before")
+    @classmethod
+    def _dur(cls, v: Any) -> float:
+        return parse_duration_s(v)
+
+
+class MetricsConfig(_Strict):
+    """Prometheus metrics (see report/metrics.py); off unless one is set."""
+
+    listen: str | None = None  # "127.0.0.1:9101"
+    textfile: str | None = None  # node_exporter textfile collector path (*.prom)
+    textfile_interval: float = 15.0  # node_exporter's default scrape interval
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, v: str | None) -> str | None:
+        if v is not None:
+            host, sep, port = v.rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"expected HOST:PORT, like 127.0.0.1:9101, got {v!r}")
+        return v
+
+
+class StatusConfig(_Strict):
+    """The status socket behind ``pyoomd status`` (see report/control.py)."""
+
+    socket: str | None = "/run/pyoomd/status.sock"  # null: no socket
+
+
+def _pct(v: Any) -> float:
+    """``40%`` or ``40`` -> 40.0 (a PSI percentage, 0..100)."""
+    if isinstance(v, bool):
+        raise ValueError(f"expected a percentage, got {v!r}")
+    text = str(v).strip().removesuffix("%")
+    try:
+        pct = float(text)
+    except ValueError:
+        raise ValueError(f"not a percentage: {v!r}") from None
+    if not 0.0 <= pct <= 100.0:
+        raise ValueError(f"percentage out of 0..100: {v!r}")
+    return pct
+
+
+class PsiWakeupConfig(_Strict):
+    """The kernel PSI trigger that wakes the loop between samples (sense/psi.py)."""
+
+    enabled: bool = True
+    kind: Literal["some", "full"] = "some"
+    # 150 ms of stall in 1 s: the kernel documentation's example, and early
+    # enough to beat a freeze.  Without CAP_SYS_RESOURCE a 1 s window is
+    # refused and 2 s is used instead (the startup event says so).
+    stall: float = 0.15
+    window: float = 1.0
+
+    @field_validator("stall", "window", mode="before")
+    @classmethod
+    def _dur(cls, v: Any) -> float:
+        return parse_duration_s(v)
+
+    @model_validator(mode="after")
+    def _order(self) -> "PsiWakeupConfig":
+        if not 0 < self.stall <= self.window or self.window > 10.0:
+            raise ValueError("need 0 < stall <= window <= 10s (the kernel's limits)")
+        return self
+
+
+class PsiConfig(_Strict):
+    """PSI as a kill condition (judge/pressure.py)."""
+
+    enabled: bool = True
+    line: Literal["some", "full"] = "full"
+    avg: Literal["avg10", "avg60"] = "avg10"
+    # full avg10 > 40 % for 10 s: everything non-idle was stalled on memory
+    # 40 % of the time, for a whole avg10 window: a desktop is frozen by then.
+    term: float = 40.0
+    kill: float | None = None
+    duration: float = 10.0
+    # oomd's and systemd-oomd's post-action delay: avg10 lags the cause by
+    # about its 10 s window, so 15 s keeps the old pressure from a new kill.
+    post_action_delay: float = 15.0
+    wakeup: PsiWakeupConfig = PsiWakeupConfig()
+
+    @field_validator("term", "kill", mode="before")
+    @classmethod
+    def _percent(cls, v: Any) -> float | None:
+        return None if v is None else _pct(v)
+
+    @field_validator("duration", "post_action_delay", mode="before")
+    @classmethod
+    def _dur(cls, v: Any) -> float:
+        return parse_duration_s(v)
+
+    @model_validator(mode="after")
+    def _order(self) -> "PsiConfig":
+        if self.kill is not None and self.kill < self.term:
+            raise ValueError(f"psi.kill ({self.kill:g}%) is below psi.term ({self.term:g}%)")
+        return self
+
+
+class CgroupsConfig(_Strict):
+    """How cgroups shape the kill (sense/cgroup.py, act/cgroup_kill.py)."""
+
+    # Honour memory.oom.group = 1 on the victim's cgroup, as the kernel does:
+    # the workload cannot run partly, so every member goes.
+    oom_group: bool = True
+    # Cgroup v2 paths whose victims take their whole (leaf) cgroup with them,
+    # like a policy's `kill: cgroup`: "/system.slice/build.service" matches it
+    # and every cgroup below it.
+    kill_whole: tuple[str, ...] = ()
+    # Honour systemd's user.oomd_avoid / user.oomd_omit (ManagedOOMPreference=).
+    preferences: bool = True
+
+    @field_validator("kill_whole", mode="before")
+    @classmethod
+    def _paths(cls, v: Any) -> Any:
+        v = [v] if isinstance(v, str) else v
+        if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x.startswith("/") for x in v):
+            raise ValueError("expected cgroup paths starting with /")
+        if "/" in [x.rstrip("/") or "/" for x in v]:
+            raise ValueError("the root cgroup cannot be killed whole")
+        return tuple(x.rstrip("/") for x in v)
+
+
+class CgroupChoiceConfig(_Strict):
+    """Cgroup-aware choice: pick the worst leaf cgroup below ``root``, then
+    kill only the worst process inside it (not the whole session)."""
+
+    enabled: bool = False
+    root: str = "/user.slice"
+    by: Literal["pressure", "memory"] = "pressure"
+
+    @field_validator("root")
+    @classmethod
+    def _abs(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"a cgroup path starts with /: {v!r}")
+        return v
+
+
 class Settings(_Strict):
     """The whole daemon configuration, as validated from YAML and flags."""
 
@@ -186,6 +387,17 @@ class Settings(_Strict):
     policy_dirs: tuple[str, ...] = (DEFAULT_POLICY_DIR,)
     # How many candidates are shown in the kill event.
     report_top: int = Field(default=5, ge=0, le=100)
+    psi: PsiConfig = PsiConfig()
+    cgroups: CgroupsConfig = CgroupsConfig()
+    cgroup_choice: CgroupChoiceConfig = CgroupChoiceConfig()
+    hooks: HooksConfig = HooksConfig()
+    notify: NotifyConfig = NotifyConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    status: StatusConfig = StatusConfig()
+    # earlyoom's -r: log a memory_report event this often (0: never).
+    report_interval: float = 0.0
+    # earlyoom's -p: run at niceness -20 and in the realtime I/O class.
+    raise_priority: bool = False
 
     def compile(self, mem_total_kib: int, swap_total_kib: int) -> "Thresholds":
         """Resolve percentages; a KILL level above its TERM level is an error
@@ -284,10 +496,26 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Se
         return settings_from_text("<flags>", "{}", overrides)
     try:
         with open(path, encoding="utf-8") as f:
+            problem = trust_problem(os.fstat(f.fileno()), os.geteuid())
+            if problem:
+                raise ConfigError(path, f"refused: {problem}")
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(path, f"cannot read: {e}") from None
     return settings_from_text(path, text, overrides)
+
+
+def trust_problem(st: os.stat_result, euid: int) -> str | None:
+    """Why root must not trust a config or policy file (or directory), or
+    None: the care sudo takes with sudoers.  Only regular files and
+    directories are judged (``--config /dev/null`` is fine)."""
+    if euid != 0 or not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return None
+    if st.st_uid != 0:
+        return f"owned by uid {st.st_uid}, not root: that user could change what root enforces"
+    if st.st_mode & 0o022:
+        return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); chmod go-w"
+    return None
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -82,6 +82,7 @@ class ProcInfo:
     cmdline: str | None = None
     exe: str | None = None
     cgroup: str | None = None
+    parent_comm: str | None = None  # for policies' ``parent`` matcher; detailed processes only
 
     @property
     def identity(self) -> tuple[int, int]:
@@ -99,6 +100,9 @@ class Candidate:
     signal: str | None = None  # policy override: skip SIGTERM and send this
     grace_s: float | None = None  # policy override of the SIGTERM grace
     kill_group: bool = False
+    # Kill every process of the victim's cgroup (a policy's `kill: cgroup`);
+    # see act/cgroup_kill.py.  Distinct from kill_group (the process group).
+    kill_cgroup: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,18 +111,47 @@ class Killer:
             if plan.dry_run:
                 return KillOutcome(proc.pid, proc.comm, signals=(first.name,), dry_run=True,
                                    extra={"level": level.name})
-            return self._signal_and_wait(pidfd, victim, first, plan, level)
+            group = self._group_for(victim) if victim.kill_group else None
+            return self._signal_and_wait(pidfd, victim, first, plan, level, group)
         finally:
             os.close(pidfd)
 
+    def _group_for(self, victim: Candidate) -> int | None:
+        """The process group to signal with the (already verified) victim, or
+        None.  The pgid is read after the pidfd was verified: a pgid is not
+        reused while any process is in that group.  Never our own group, nor
+        init's: ``kill: group`` must not take pyoomd down with the victim."""
+        pid = victim.proc.pid
+        try:
+            raw = self.procfs.read_pid(pid, "stat", 4096)
+            pgid = parse.parse_stat(raw, self.procfs.pid_file(pid, "stat")).pgid
+        except (OSError, ParseError):
+            return None
+        if pgid <= 1 or pgid == os.getpgrp():
+            self.events("group_kill_refused", pid=pid, pgid=pgid,
+                        reason="pyoomd's own process group" if pgid > 1 else "init's process group")
+            return None
+        return pgid
+
+    def _signal_group(self, pgid: int | None, sig: signal.Signals) -> None:
+        if pgid is None:
+            return
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass  # the whole group is gone already
+        except OSError as e:
+            self.events("group_kill_failed", pgid=pgid, signal=sig.name, error=os.strerror(e.errno or 0))
+
     def _signal_and_wait(self, pidfd: int, victim: Candidate, first: signal.Signals,
-                         plan: KillPlan, level: Level) -> KillOutcome:
+                         plan: KillPlan, level: Level, group: int | None = None) -> KillOutcome:
         proc = victim.proc
         t0 = self.clock()
         try:
             signal.pidfd_send_signal(pidfd, first)
         except ProcessLookupError:
             return KillOutcome(proc.pid, proc.comm, skipped="exited before the signal")
+        self._signal_group(group, first)
         sent = [first.name]
         if first == signal.SIGTERM:
             grace = victim.grace_s if victim.grace_s is not None else plan.grace_s
@@ -134,7 +163,9 @@ class Killer:
             try:
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
             except ProcessLookupError:
+                self._signal_group(group, signal.SIGKILL)
                 return self._exited(proc.pid, proc.comm, sent, t0, {"level": level.name})
+            self._signal_group(group, signal.SIGKILL)
             sent.append("SIGKILL")
         mrelease = process_mrelease(pidfd)
         exited = _wait_readable(pidfd, plan.kill_timeout_s)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from ..config import SamplingConfig, Thresholds
 from ..model import Decision, Level, MemSample
+from .pressure import PressureJudge, PsiRule
 
 # Fill rate window: 2 s holds the last burst (a hog at 256 MiB/s shows its
 # rate within 2 samples) yet forgets it soon after memory is freed.
@@ -107,21 +108,43 @@ def _assumed_rate(measured_kib_s: float, floor_mib_s: float, ceil_mib_s: float) 
 
 
 class Judge:
-    """Turns timed samples into decisions.  Keeps only the rate history."""
+    """Turns timed samples into decisions.  Keeps the rate history and, with a
+    PSI rule, the PSI sustain timers (judge/pressure.py)."""
 
-    def __init__(self, th: Thresholds, sampling: SamplingConfig) -> None:
+    def __init__(self, th: Thresholds, sampling: SamplingConfig, psi: PsiRule | None = None) -> None:
         self.th = th
         self.sampling = sampling
         self.rates = RateTracker()
+        self.pressure = PressureJudge(psi) if psi is not None and psi.enabled else None
 
     def judge(self, sample: MemSample, now: float) -> Decision:
         rates = self.rates.add(now, sample)
-        level, reason = level_of(sample, self.th)
+        level, reason, psi_due = self._level(sample, now)
         if level >= Level.TERM:
             sleep = self.sampling.min_interval
         else:
             sleep = sleep_for(sample, self.th, rates, self.sampling)
+            if psi_due is not None:  # wake when a PSI sustain timer could fire
+                sleep = max(self.sampling.min_interval, min(sleep, psi_due))
         return Decision(level=level, reason=reason, sleep_s=sleep)
+
+    def level_now(self, sample: MemSample, now: float) -> Level:
+        """The level of a re-sample taken while acting (memory and PSI)."""
+        return self._level(sample, now)[0]
+
+    def _level(self, sample: MemSample, now: float) -> tuple[Level, str, float | None]:
+        level, reason = level_of(sample, self.th)
+        if self.pressure is None:
+            return level, reason, None
+        psi = self.pressure.judge(sample, now)
+        if psi.level > level:
+            return psi.level, f"{psi.reason}, {reason}", psi.due_in_s
+        return level, reason, psi.due_in_s
+
+    def note_action(self, now: float) -> None:
+        """A victim was just signalled: start the PSI post-action delay."""
+        if self.pressure is not None:
+            self.pressure.note_action(now)
 
     def forget_rates(self) -> None:
         """After a kill freed memory the old slope says nothing about the next one."""

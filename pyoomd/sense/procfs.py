@@ -12,9 +12,10 @@ import os
 class Procfs:
     """Paths below a /proc root (and, for cgroups, a /sys/fs/cgroup root)."""
 
-    def __init__(self, root: str = "/proc", cgroup_root: str = "/sys/fs/cgroup") -> None:
+    def __init__(self, root: str = "/proc", cgroup_root: str = "/sys/fs/cgroup", sys_root: str = "/sys") -> None:
         self.root = root.rstrip("/") or "/"
         self.cgroup_root = cgroup_root.rstrip("/")
+        self.sys_root = sys_root.rstrip("/")
 
     # -- system-wide files -------------------------------------------------
     @property
@@ -75,3 +76,27 @@ class Procfs:
         rel = cgroup_path.lstrip("/")
         base = f"{self.cgroup_root}/{controller}"
         return f"{base}/{rel}" if rel else base
+
+    def cgroup_file(self, cgroup_dir: str, name: str) -> str:
+        """A control file (``cgroup.procs``, ``memory.pressure``...) of a
+        directory returned by cgroup_v2_dir / cgroup_v1_dir."""
+        return f"{cgroup_dir}/{name}"
+
+    def cgroup_children(self, cgroup_dir: str) -> list[str]:
+        """Sub-directories (child cgroups) of a cgroup directory, sorted."""
+        return sorted(f"{cgroup_dir}/{e.name}" for e in os.scandir(cgroup_dir) if e.is_dir(follow_symlinks=False))
+
+    def cgroup_path_of(self, cgroup_dir: str) -> str:
+        """Inverse of cgroup_v2_dir: ``/sys/fs/cgroup/unified/a/b`` -> ``/a/b``."""
+        base = self.cgroup_v2_dir("/")
+        rel = cgroup_dir[len(base):] if cgroup_dir.startswith(base) else cgroup_dir
+        return "/" + rel.strip("/")
+
+    # -- /proc/swaps and zram --------------------------------------------------
+    @property
+    def swaps(self) -> str:
+        return f"{self.root}/swaps"
+
+    def zram_mm_stat(self, device: str) -> str:
+        """``/sys/block/zram0/mm_stat`` for device ``zram0`` (or ``/dev/zram0``)."""
+        return f"{self.sys_root}/block/{os.path.basename(device)}/mm_stat"

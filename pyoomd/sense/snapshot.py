@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..errors import ParseError
@@ -94,11 +94,17 @@ def _with_details(procfs: Procfs, info: ProcInfo) -> ProcInfo:
         cgroup = v2 if v2 is not None else v1
     except (OSError, ParseError):
         pass
-    return ProcInfo(**{**_asdict(info), "cmdline": cmdline, "exe": exe, "cgroup": cgroup})
+    return replace(info, cmdline=cmdline, exe=exe, cgroup=cgroup, parent_comm=_parent_comm(procfs, info.ppid))
 
 
-def _asdict(info: ProcInfo) -> dict[str, object]:
-    return {name: getattr(info, name) for name in info.__slots__}  # type: ignore[attr-defined]
+def _parent_comm(procfs: Procfs, ppid: int) -> str | None:
+    """The parent's name (policies' ``parent`` matcher); None if it is gone."""
+    if ppid <= 0:
+        return None
+    try:
+        return parse.parse_comm(procfs.read_pid(ppid, "comm", 64))
+    except OSError:
+        return None
 
 
 def default_skip(procfs: Procfs) -> set[int]:
