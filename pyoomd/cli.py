@@ -45,6 +45,13 @@ def _pair(text: str, unit: str) -> tuple[Amount, Amount | None]:
     return vals[0], (vals[1] if len(vals) == 2 else None)
 
 
+def _amount(text: str) -> Amount:
+    try:
+        return parse_amount(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _pct_pair(text: str) -> tuple[Amount, Amount | None]:
     return _pair(text, "%")
 
@@ -73,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="free swap size for TERM[,KILL]; bare number = KiB")
     run.add_argument("--log-format", choices=["auto", "console", "json"])
     run.add_argument("--grace", type=float, metavar="SECONDS", help="SIGTERM grace before SIGKILL")
+    run.add_argument("--warn", type=_amount, metavar="PCT%%|SIZE",
+                     help="WARN level for available memory (growth tracking, PSI gate); default 20%%")
+    run.add_argument("--no-growth", dest="growth", action="store_false", default=None,
+                     help="rank by oom_score and policies only, as earlyoom does")
+    run.add_argument("--growth-weight", type=float, metavar="W", help="weight of the growth term (default 10)")
+    run.add_argument("--growth-window", type=float, metavar="SECONDS", help="growth window (default 20)")
     from .migrate import add_earlyoom_flags
 
     add_earlyoom_flags(run)
@@ -95,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(rank)
     rank.add_argument("--top", type=int, default=10, metavar="N")
     rank.add_argument("--json", action="store_true")
+    rank.add_argument("--growth-over", type=float, default=0.0, metavar="SECONDS",
+                      help="measure each process's growth over this many seconds first (default 0: not measured)")
 
     watch = sub.add_parser("watch", help="a live line per second: available, swap free, PSI, level")
     watch.add_argument("--config", metavar="FILE", help=f"config file (default {DEFAULT_CONFIG_PATH} if present)")
@@ -107,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(explain)
     explain.add_argument("pids", type=int, nargs="+", metavar="PID")
     explain.add_argument("--json", action="store_true")
+    explain.add_argument("--growth-over", type=float, default=0.0, metavar="SECONDS",
+                         help="measure each process's growth over this many seconds first (default 0: not measured)")
 
     check = sub.add_parser("check", help="validate policy files")
     check.add_argument("paths", nargs="+", metavar="FILE|DIR")
@@ -157,6 +174,13 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         o["reader"] = args.reader
     if getattr(args, "grace", None) is not None:
         o["kill"] = {"grace": args.grace}
+    if getattr(args, "warn", None) is not None:
+        o.setdefault("memory", {})["warn"] = args.warn
+    growth = {k: v for k, v in (("enabled", getattr(args, "growth", None)),
+                                ("weight", getattr(args, "growth_weight", None)),
+                                ("window", getattr(args, "growth_window", None))) if v is not None}
+    if growth:
+        o["growth"] = growth
     from .migrate import earlyoom_overrides
 
     o.update(earlyoom_overrides(args))

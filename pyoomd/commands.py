@@ -151,29 +151,60 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def measure_growth(procfs: Procfs, settings: Settings, seconds: float) -> Any:
+    """A growth tracker fed two looks at every process, ``seconds`` apart
+    (rank/explain are one-shot; the daemon follows continuously)."""
+    import time
+
+    from .judge.growth import GrowthTracker
+
+    first = Sampler(procfs, "python").read()
+    tracker = GrowthTracker(first.mem_total_kib, settings.growth.weight, max(seconds, settings.growth.window))
+    if seconds <= 0 or not settings.growth.enabled:
+        return tracker
+    skip = snapshot.default_skip(procfs)
+    t0 = time.monotonic()
+    for _ in range(2):
+        seen, _scores = snapshot.follow(procfs, skip, {}, 1 << 30)
+        now = time.monotonic()
+        for ident, mem_kib in seen:
+            tracker.observe(now, ident, mem_kib)
+        if now - t0 < seconds:
+            time.sleep(seconds - (now - t0))
+    return tracker
+
+
 def cmd_rank(args: argparse.Namespace) -> int:
     settings = settings_for(args)  # validates the config even though rank has no thresholds
     procfs = Procfs(args.procfs)
     policy = load_policies_for(args, settings).policy
-    table = snapshot.scan(procfs, lambda p: score(p, policy), policy.max_bonus, max(1, args.top))
+    growth = measure_growth(procfs, settings, args.growth_over)
+    table = snapshot.scan(procfs, lambda p: score(p, policy, growth.growth(p.identity)),
+                          policy.max_bonus + growth.max_points(), max(1, args.top))
     cands = order(table.candidates)[: args.top]
     if args.json:
         print_json({
             "scanned": table.scanned, "detailed": table.detailed,
+            "growth_over_s": args.growth_over,
             "candidates": [{**dataclasses.asdict(c.proc), "badness": c.badness, "rank": i + 1,
-                            "reasons": list(c.reasons), "rules": list(c.rules)} for i, c in enumerate(cands)],
+                            "reasons": list(c.reasons), "rules": list(c.rules),
+                            "growth_points": c.growth_points, "growth_kib": c.growth_kib,
+                            "growth_over_s": c.growth_over_s} for i, c in enumerate(cands)],
             "excluded": [{"pid": e.proc.pid, "comm": e.proc.comm, "why": e.why} for e in table.excluded],
         })
         return EXIT_OK
-    print(f"{'#':>3} {'PID':>7} {'BADNESS':>7} {'SCORE':>5} {'ADJ':>5} {'RSS MiB':>8} {'UID':>6}  COMM  RULES / WHY")
+    print(f"{'#':>3} {'PID':>7} {'BADNESS':>7} {'SCORE':>5} {'ADJ':>5} {'GROWTH':>6} {'RSS MiB':>8} {'UID':>6}"
+          "  COMM  RULES / WHY")
     for i, c in enumerate(cands, 1):
         p = c.proc
         rules = ",".join(c.rules) or "-"
-        print(f"{i:>3} {p.pid:>7} {c.badness:>7} {p.oom_score:>5} {p.oom_score_adj:>5} "
+        print(f"{i:>3} {p.pid:>7} {c.badness:>7} {p.oom_score:>5} {p.oom_score_adj:>5} {c.growth_points:>+6} "
               f"{(p.rss_kib + p.swap_kib) / 1024:>8.1f} {p.uid:>6}  {p.comm}  {rules}  {p.cgroup or '-'}  [{'; '.join(c.reasons)}]")
     for e in table.excluded:
         print(f"  - {e.proc.pid:>7} {e.proc.comm}: not a candidate: {e.why}")
-    print(f"({table.scanned} processes scanned, {table.detailed} read in full)", file=sys.stderr)
+    over = f"growth measured over {args.growth_over:g}s" if args.growth_over > 0 else \
+        "growth not measured (--growth-over SECONDS)"
+    print(f"({table.scanned} processes scanned, {table.detailed} read in full; {over})", file=sys.stderr)
     return EXIT_OK
 
 
@@ -213,9 +244,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     procfs = Procfs(args.procfs)
     policy = load_policies_for(args, settings).policy
-    table = snapshot.scan(procfs, lambda p: score(p, policy), policy.max_bonus, exhaustive=True)
+    growth = measure_growth(procfs, settings, args.growth_over)
+    table = snapshot.scan(procfs, lambda p: score(p, policy, growth.growth(p.identity)),
+                          policy.max_bonus, exhaustive=True)
     ranked = order(table.candidates)
-    out = [explain_one(procfs, pid, policy, ranked) for pid in args.pids]
+    out = [explain_one(procfs, pid, policy, ranked, growth) for pid in args.pids]
     if args.json:
         print_json(out)
         return EXIT_OK
@@ -224,7 +257,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK if all(i.get("found") for i in out) else EXIT_FAILURE
 
 
-def explain_one(procfs: Procfs, pid: int, policy: Any, ranked: list[Any]) -> dict[str, Any]:
+def explain_one(procfs: Procfs, pid: int, policy: Any, ranked: list[Any], growth: Any = None) -> dict[str, Any]:
     from .model import Excluded
 
     info = snapshot.read_proc(procfs, pid, full=True)
@@ -240,13 +273,15 @@ def explain_one(procfs: Procfs, pid: int, policy: Any, ranked: list[Any]) -> dic
     if pid in snapshot.default_skip(procfs):
         item["why"] = "never a candidate: pid 1, pyoomd itself or its parent"
         return item
-    verdict = score(info, policy)
+    verdict = score(info, policy, growth.growth(info.identity) if growth is not None else None)
     if isinstance(verdict, Excluded):
         item["why"] = f"not a candidate: {verdict.why}"
         return item
     rank = next((i for i, c in enumerate(ranked, 1) if c.proc.identity == info.identity), None)
     item.update(badness=verdict.badness, rank=rank, of=len(ranked), reasons=list(verdict.reasons),
-                signal=verdict.signal, grace_s=verdict.grace_s, kill_group=verdict.kill_group)
+                signal=verdict.signal, grace_s=verdict.grace_s, kill_group=verdict.kill_group,
+                growth_points=verdict.growth_points, growth_kib=verdict.growth_kib,
+                growth_over_s=verdict.growth_over_s)
     return item
 
 
@@ -266,6 +301,8 @@ def _print_explained(item: dict[str, Any]) -> None:
         extra = "".join(f"  {k} {item[k]}" for k in ("signal", "grace_s") if item.get(k) is not None)
         group = "  kill group" if item["kill_group"] else ""
         print(f"  badness {item['badness']}  rank {item['rank']} of {item['of']}{extra}{group}")
+        print(f"  growth +{item['growth_points']} (grew {item['growth_kib'] // 1024} MiB over "
+              f"{item['growth_over_s']:g}s)")
         print(f"  {'; '.join(item['reasons'])}")
     print()
 

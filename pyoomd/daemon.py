@@ -15,6 +15,7 @@ from .act.kill import Killer, KillPlan
 from .config import Settings, Thresholds
 from .errors import ConfigError, ParseError
 from .judge.decide import Judge
+from .judge.growth import NO_GROWTH, Growth, GrowthTracker
 from .judge.pressure import compile_rule
 from .judge.rank import NoPolicy, Policy, order, score
 from .model import Candidate, Decision, Excluded, KillOutcome, Level, MemSample, ProcInfo
@@ -83,6 +84,10 @@ class Daemon:
         self.group_killer = GroupKiller(procfs, self.cgroups, self._resample_level, self._killer_event, clock)
         self.state = State()
         self.last_sample: MemSample = first
+        g = settings.growth
+        self.growth = GrowthTracker(first.mem_total_kib, g.weight, g.window)
+        self._follow_scores: dict[int, int] = {}
+        self._followed_at = -1e9
         # Report-stage consumers (metrics, notifications, hooks, status): each
         # gets every event as (name, fields) after it is logged, and the
         # per-tick (sample, decision) for gauges.  They must not block.
@@ -139,6 +144,8 @@ class Daemon:
             wakeup=self.waiter.mode if self.waiter is not None else "sampling only",
             psi_rule=_psi_desc(s), zram=self.zram.active,
             cgroup_choice=f"{s.cgroup_choice.by} below {s.cgroup_choice.root}" if s.cgroup_choice.enabled else "off",
+            growth=(f"weight {s.growth.weight:g} over {s.growth.window:g}s, following below warn"
+                    if s.growth.enabled else "off"),
             self_test=self.self_test(), **self._policy_fields(),
         )
         self._policy_findings()
@@ -193,6 +200,7 @@ class Daemon:
             self.use_policies(loaded)
         self.settings, self.thresholds = settings, thresholds
         self.judge = _make_judge(settings, thresholds)
+        self.growth.weight, self.growth.window_s = settings.growth.weight, settings.growth.window
         self.emit("info", "reloaded", dry_run=settings.dry_run, mem_term_kib=thresholds.mem_term_kib,
                   mem_kill_kib=thresholds.mem_kill_kib, mem_warn_kib=thresholds.mem_warn_kib,
                   swap_term_kib=thresholds.swap_term_kib, swap_kill_kib=thresholds.swap_kill_kib,
@@ -228,6 +236,7 @@ class Daemon:
             except Exception as e:
                 self.log.error("observer_failed", observer=type(obs).__name__, error=repr(e))
         self._track_level(decision.level, decision.reason, sample)
+        self._follow_growth(decision.level, now)
         if decision.level >= Level.TERM:
             return self._act(decision.level, decision.reason)
         return decision.sleep_s
@@ -237,12 +246,35 @@ class Daemon:
         self.state.level = level
         if level >= Level.TERM and prev < Level.TERM:
             self.state.episode = Episode(active=True)
-            self.emit("warning", "low_memory", level=level.name, reason=reason,
+            self.emit("warning", "low_memory", oom_level=level.name, reason=reason,
                              mem_available_kib=sample.mem_available_kib, swap_free_kib=sample.swap_free_kib)
         elif level == Level.OK and self.state.episode.active:
             self.emit("info", "memory_recovered", kills=self.state.episode.kills,
                           mem_available_kib=sample.mem_available_kib)
             self.state.episode = Episode()
+
+    def _follow_growth(self, level: Level, now: float) -> None:
+        """Below WARN, follow the biggest and the growing processes (cheaply,
+        once per growth.interval); back at OK, forget them."""
+        cfg = self.settings.growth
+        if not cfg.enabled:
+            return
+        if level < Level.WARN:
+            if len(self.growth):
+                self.growth.clear()
+                self._follow_scores = {}
+            return
+        if now - self._followed_at < cfg.interval:
+            return
+        self._followed_at = now
+        seen, self._follow_scores = snapshot.follow(self.procfs, snapshot.default_skip(self.procfs),
+                                                    self._follow_scores, cfg.follow_top)
+        for ident, mem_kib in seen:
+            self.growth.observe(now, ident, mem_kib)
+        self.growth.prune(now)
+
+    def _growth_of(self, p: ProcInfo) -> Growth:
+        return self.growth.growth(p.identity) if self.settings.growth.enabled else NO_GROWTH
 
     def scan(self, top_n: int, only: set[int] | None = None) -> list[Candidate]:
         """The best candidates; ``only``: restrict to these pids (cgroup choice)."""
@@ -250,14 +282,15 @@ class Daemon:
         if only is not None:
             skip |= set(self.procfs.pids()) - only
         prefs: dict[str, str | None] = {}
-        table = snapshot.scan(self.procfs, lambda p: self._score(p, prefs), self.policy.max_bonus, top_n, skip)
+        bound = self.policy.max_bonus + (self.growth.max_points() if self.settings.growth.enabled else 0)
+        table = snapshot.scan(self.procfs, lambda p: self._score(p, prefs), bound, top_n, skip)
         now = self.clock()
         self.state.stuck = {k: t for k, t in self.state.stuck.items() if now - t < STUCK_FORGET_S}
         return [c for c in order(table.candidates) if c.proc.identity not in self.state.stuck]
 
     def _score(self, p: ProcInfo, prefs: dict[str, str | None]) -> Candidate | Excluded:
         """score() plus systemd's ManagedOOMPreference (see sense/cgroup.py)."""
-        verdict = score(p, self.policy)
+        verdict = score(p, self.policy, self._growth_of(p))
         if isinstance(verdict, Excluded) or not self.settings.cgroups.preferences or p.cgroup is None:
             return verdict
         if p.cgroup not in prefs:
@@ -294,7 +327,7 @@ class Daemon:
         # kernels): 0.7 s at 2,000 processes instead of a few ms.
         cands = self.scan(top_n=1 + len(self.state.stuck), only=self._choose_cgroup())
         if not cands:
-            self.emit("error", "no_candidate", level=level.name, reason=reason)
+            self.emit("error", "no_candidate", oom_level=level.name, reason=reason)
             return self.settings.sampling.max_interval
         victim = cands[0]
         plan = KillPlan(self.settings.kill.grace, self.settings.kill.kill_timeout, self.settings.dry_run)
@@ -352,11 +385,14 @@ class Daemon:
         dry = self.settings.dry_run
         top = [_cand_row(c) for c in cands[: self.settings.report_top]]
         self.emit("warning", "kill", pid=p.pid, comm=p.comm, cmdline=p.cmdline, uid=p.uid, exe=p.exe, cgroup=p.cgroup,
-            signal=sig, dry_run=dry, level=level.name, oom_score=p.oom_score,
+            signal=sig, dry_run=dry, oom_level=level.name, oom_score=p.oom_score,
             oom_score_adj=p.oom_score_adj, badness=victim.badness, rules=list(victim.rules),
             kill_group=victim.kill_group, pgid=p.pgid,
             rss_kib=p.rss_kib, swap_kib=p.swap_kib, reason=reason, why=" ".join(victim.reasons),
             episode_kills=self.state.episode.kills, candidates=top,
+            growth={"points": victim.growth_points, "grew_kib": victim.growth_kib,
+                    "over_s": victim.growth_over_s, "window_s": self.settings.growth.window,
+                    "weight": self.settings.growth.weight, "enabled": self.settings.growth.enabled},
         )
         mem = None if dry else snapshot.read_kernel_mem(self.procfs, p.pid)
         if mem is not None:
@@ -393,4 +429,5 @@ def _psi_desc(s: Settings) -> str:
 def _cand_row(c: Candidate) -> dict[str, object]:
     p = c.proc
     return {"pid": p.pid, "comm": p.comm, "badness": c.badness, "oom_score": p.oom_score,
-            "oom_score_adj": p.oom_score_adj, "rss_kib": p.rss_kib, "rules": list(c.rules)}
+            "oom_score_adj": p.oom_score_adj, "rss_kib": p.rss_kib, "rules": list(c.rules),
+            "growth_points": c.growth_points, "growth_kib": c.growth_kib}

@@ -100,6 +100,10 @@ class Candidate:
     signal: str | None = None  # policy override: skip SIGTERM and send this
     grace_s: float | None = None  # policy override of the SIGTERM grace
     kill_group: bool = False
+    # Growth term (judge/growth.py): points added, KiB grown, seconds measured over.
+    growth_points: int = 0
+    growth_kib: int = 0
+    growth_over_s: float = 0.0
     # Kill every process of the victim's cgroup (a policy's `kill: cgroup`);
     # see act/cgroup_kill.py.  Distinct from kill_group (the process group).
     kill_cgroup: bool = False

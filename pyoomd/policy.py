@@ -138,7 +138,7 @@ class RuleSpec(_Strict):
     # The kernel's oom_score scale is 0..2000: a larger adjust cannot mean more.
     adjust: StrictInt = Field(default=0, ge=-BADNESS_MAX, le=BADNESS_MAX)
     protect: StrictBool = False
-    kill: Literal["process", "group"] | None = None
+    kill: Literal["process", "group", "cgroup"] | None = None
     signal: Literal["SIGTERM", "SIGKILL"] | None = None
     grace: float | None = None
     allow_name_only: StrictBool = False
@@ -194,6 +194,7 @@ class Rule:
     kill_group: bool | None = None
     signal: str | None = None
     grace_s: float | None = None
+    kill_cgroup: bool = False  # kill: cgroup (act/cgroup_kill.py)
 
     def matches(self, proc: ProcInfo) -> bool:
         """All given matchers match.  A field we could not read never matches."""
@@ -216,7 +217,9 @@ class Rule:
             out.append("protect")
         if self.adjust:
             out.append(f"adjust {self.adjust:+d}")
-        if self.kill_group is not None:
+        if self.kill_cgroup:
+            out.append("kill cgroup")
+        elif self.kill_group is not None:
             out.append("kill group" if self.kill_group else "kill process")
         if self.signal:
             out.append(f"signal {self.signal}")
@@ -260,7 +263,8 @@ class PolicySet:
         if not hits:
             return Verdict()
         protect = next((r.name for r in hits if r.protect), None)
-        group = next((r.kill_group for r in hits if r.kill_group is not None), None)
+        first_kill = next((r for r in hits if r.kill_group is not None or r.kill_cgroup), None)
+        group = first_kill.kill_group if first_kill is not None else None
         return Verdict(
             adjust=sum(r.adjust for r in hits),
             protect=protect is not None,
@@ -268,6 +272,7 @@ class PolicySet:
             signal=next((r.signal for r in hits if r.signal), None),
             grace_s=next((r.grace_s for r in hits if r.grace_s is not None), None),
             kill_group=bool(group),
+            kill_cgroup=first_kill is not None and first_kill.kill_cgroup,
             protect_rule=protect,
         )
 
@@ -463,6 +468,7 @@ def _compile_rule(path: str, spec: RuleSpec, line: int, resolve: Resolver) -> tu
         cgroup=tuple(m.cgroup) if m.cgroup is not None else None,
         adjust=spec.adjust, protect=spec.protect,
         kill_group=None if spec.kill is None else spec.kill == "group",
+        kill_cgroup=spec.kill == "cgroup",
         signal=spec.signal, grace_s=spec.grace,
     )
     return rule, unknown

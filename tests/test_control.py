@@ -17,7 +17,7 @@ from pyoomd.model import Decision, Level, MemSample, Pressure, PsiLine
 from pyoomd.report.control import StatusObserver, StatusServer, format_status, query
 
 SAMPLE = MemSample(16 << 20, 1 << 20, 0, 0, Pressure(PsiLine(7.5, 1, 1, 1), PsiLine(2.0, 1, 1, 1)))
-KILL = {"pid": 4242, "comm": "fire\nfox", "uid": 1000, "signal": "SIGTERM", "dry_run": False, "level": "TERM",
+KILL = {"pid": 4242, "comm": "fire\nfox", "uid": 1000, "signal": "SIGTERM", "dry_run": False, "oom_level": "TERM",
         "reason": "MemAvailable 1.00 GiB (6.2%) <= term 1.60 GiB, no swap", "rules": ["browser"]}
 
 

@@ -21,7 +21,7 @@ TH = Thresholds(mem_warn_kib=4 << 20, mem_term_kib=2 << 20, mem_kill_kib=1 << 20
 SAMPLE = MemSample(16 << 20, 3 << 20, 8 << 20, 5 << 20,
                    Pressure(PsiLine(12.5, 3.0, 1.0, 100), PsiLine(4.25, 1.0, 0.5, 50)))
 KILL = {"pid": 4242, "comm": "firefox", "uid": 1000, "signal": "SIGTERM", "dry_run": False,
-        "level": "TERM", "reason": "MemAvailable 1.9 GiB (12%) <= term 2.00 GiB, SwapFree ..."}
+        "oom_level": "TERM", "reason": "MemAvailable 1.9 GiB (12%) <= term 2.00 GiB, SwapFree ..."}
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -36,7 +36,7 @@ def _drive(m: Metrics) -> None:
     m.on_tick(SAMPLE, Decision(Level.WARN, "", 0.01))
     m.on_event("kill", KILL)
     m.on_event("escalate", {"pid": 4242})
-    m.on_event("kill", {**KILL, "pid": 7, "comm": "hog", "dry_run": True, "level": "KILL"})
+    m.on_event("kill", {**KILL, "pid": 7, "comm": "hog", "dry_run": True, "oom_level": "KILL"})
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_textfile_error_is_logged(tmp_path: Path) -> None:
 
 def test_reason_label_is_bounded() -> None:
     assert reason_label(KILL) == "memory_term"
-    assert reason_label({"reason": "PSI full avg10 40 > 20 for 5s", "level": "KILL"}) == "psi_kill"
+    assert reason_label({"reason": "PSI full avg10 40 > 20 for 5s", "oom_level": "KILL"}) == "psi_kill"
     assert parse_listen("[::1]:9101") == ("::1", 9101)
 
 

@@ -1,6 +1,8 @@
 """Ranking: the kernel's oom_score, adjusted by policies.  Pure.
 
-badness = clamp(oom_score + sum(policy adjusts), 0, 2000)
+badness = clamp(oom_score + sum(policy adjusts) + growth term, 0, 2000)
+
+(the growth term is judge/growth.py's: how much the process grew lately.)
 
 The kernel's oom_score already is "thousandths of memory used, plus
 oom_score_adj", on a 0..2000 scale; we keep that scale so a policy's
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..model import Candidate, Excluded, ProcInfo
+from .growth import NO_GROWTH, Growth
 
 OOM_SCORE_ADJ_MIN = -1000  # include/uapi/linux/oom.h: "never kill"
 BADNESS_MAX = 2000  # the kernel's oom_score range is 0..2000
@@ -29,6 +32,7 @@ class Verdict:
     signal: str | None = None
     grace_s: float | None = None
     kill_group: bool = False
+    kill_cgroup: bool = False
     protect_rule: str | None = None
 
 
@@ -50,22 +54,28 @@ class NoPolicy:
         return Verdict()
 
 
-def score(proc: ProcInfo, policy: Policy | None = None) -> Candidate | Excluded:
-    """A candidate with its badness and reasons, or why it is not one."""
+def score(proc: ProcInfo, policy: Policy | None = None, growth: Growth | None = None) -> Candidate | Excluded:
+    """A candidate with its badness and reasons, or why it is not one.
+    ``growth`` is the process's growth term (judge/growth.py), if followed."""
     if proc.oom_score_adj <= OOM_SCORE_ADJ_MIN:
         return Excluded(proc, "oom_score_adj is -1000 (never killed)")
     verdict = policy.evaluate(proc) if policy is not None else Verdict()
     if verdict.protect:
         return Excluded(proc, f"protected by policy rule {verdict.protect_rule or '?'}")
-    badness = max(0, min(BADNESS_MAX, proc.oom_score + verdict.adjust))
+    g = growth if growth is not None else NO_GROWTH
+    badness = max(0, min(BADNESS_MAX, proc.oom_score + verdict.adjust + g.points))
     reasons = [f"oom_score {proc.oom_score}"]
     if proc.oom_score_adj:
         reasons.append(f"(includes oom_score_adj {proc.oom_score_adj:+d})")
     if verdict.adjust:
         reasons.append(f"policy {verdict.adjust:+d} [{', '.join(verdict.rules)}]")
+    if g.points:
+        reasons.append(f"growth +{g.points} (grew {g.grew_kib // 1024} MiB in {g.over_s:g}s)")
     return Candidate(
         proc=proc, badness=badness, reasons=tuple(reasons), rules=verdict.rules,
         signal=verdict.signal, grace_s=verdict.grace_s, kill_group=verdict.kill_group,
+        kill_cgroup=verdict.kill_cgroup,
+        growth_points=g.points, growth_kib=g.grew_kib, growth_over_s=g.over_s,
     )
 
 

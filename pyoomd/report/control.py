@@ -50,7 +50,7 @@ class StatusObserver:
 
     def on_event(self, event: str, fields: dict[str, Any]) -> None:
         if event == "kill":
-            row = {k: fields.get(k) for k in ("pid", "comm", "uid", "exe", "signal", "dry_run", "level",
+            row = {k: fields.get(k) for k in ("pid", "comm", "uid", "exe", "signal", "dry_run", "oom_level",
                                               "reason", "why", "rules", "badness", "rss_kib", "swap_kib")}
             row["time"] = self.clock()
             with self._lock:

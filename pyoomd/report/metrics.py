@@ -29,7 +29,7 @@ def reason_label(fields: dict[str, Any]) -> str:
     """A bounded label for why a kill happened (the logged reason is free
     text with numbers in it): ``memory_term``, ``memory_kill``, ``psi_kill``..."""
     cause = "psi" if "psi" in str(fields.get("reason", "")).lower() else "memory"
-    return f"{cause}_{str(fields.get('level', 'term')).lower()}"
+    return f"{cause}_{str(fields.get('oom_level', 'term')).lower()}"
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

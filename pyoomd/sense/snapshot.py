@@ -24,6 +24,7 @@ from . import parse
 from .procfs import Procfs
 
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: "I am a kernel thread"
+ZOMBIE_STATES = ("Z", "X", "x")  # exited: zombie, dead (fs/proc/array.c task_state_array)
 
 Scorer = Callable[[ProcInfo], "Candidate | Excluded"]
 
@@ -58,9 +59,18 @@ def read_proc(procfs: Procfs, pid: int, oom_score: int | None = None, full: bool
     a zombie.  ``full`` adds the expensive fields (cmdline, exe, cgroup)."""
     try:
         st = parse.parse_stat(procfs.read_pid(pid, "stat", 4096), procfs.pid_file(pid, "stat"))
-        if st.flags & PF_KTHREAD or st.state in ("Z", "X", "x"):
+        if st.flags & PF_KTHREAD:
             return None
-        status = parse.parse_status(procfs.read_pid(pid, "status", 16384), procfs.pid_file(pid, "status"))
+        status_file = "status"
+        if st.state in ZOMBIE_STATES:
+            # A leader that exited while its other threads still run keeps
+            # the memory (and its oom_score): still a candidate.  Its own
+            # status has no VmRSS; a live thread's has the shared mm's.
+            live = _live_thread(procfs, pid)
+            if live is None:
+                return None  # a real zombie: nothing to free
+            status_file = f"task/{live}/status"
+        status = parse.parse_status(procfs.read_pid(pid, status_file, 16384), procfs.pid_file(pid, status_file))
         if oom_score is None:
             oom_score = _read_int(procfs, pid, "oom_score")
         adj = _read_int(procfs, pid, "oom_score_adj")
@@ -72,6 +82,23 @@ def read_proc(procfs: Procfs, pid: int, oom_score: int | None = None, full: bool
         oom_score=oom_score, oom_score_adj=adj, pgid=st.pgid,
     )
     return _with_details(procfs, info) if full else info
+
+
+def _live_thread(procfs: Procfs, pid: int) -> int | None:
+    """A thread of ``pid`` that is not a zombie, or None (all have exited)."""
+    try:
+        tids = procfs.tids(pid)
+    except OSError:
+        return None
+    for tid in tids:
+        name = f"task/{tid}/stat"
+        try:
+            st = parse.parse_stat(procfs.read_pid(pid, name, 4096), procfs.pid_file(pid, name))
+        except (OSError, ParseError):
+            continue  # that thread just exited
+        if st.state not in ZOMBIE_STATES:
+            return tid
+    return None
 
 
 def _read_int(procfs: Procfs, pid: int, name: str) -> int:
@@ -145,3 +172,34 @@ def read_kernel_mem(procfs: Procfs, pid: int) -> tuple[int, int, int, int] | Non
         return parse.parse_status_mem(procfs.read_pid(pid, "status", 16384), procfs.pid_file(pid, "status"))
     except (OSError, ParseError):
         return None
+
+
+def read_mem(procfs: Procfs, pid: int) -> tuple[tuple[int, int], int] | None:
+    """((pid, start time), RSS+swap KiB) of one process, or None if gone,
+    a kernel thread or a zombie."""
+    try:
+        st = parse.parse_stat(procfs.read_pid(pid, "stat", 4096), procfs.pid_file(pid, "stat"))
+        if st.flags & PF_KTHREAD or st.state in ("Z", "X", "x"):
+            return None
+        status = parse.parse_status(procfs.read_pid(pid, "status", 16384), procfs.pid_file(pid, "status"))
+    except (OSError, ParseError):
+        return None
+    return (pid, st.start_time), status.rss_kib + status.swap_kib
+
+
+def follow(procfs: Procfs, skip: set[int], last_scores: dict[int, int], top: int,
+           ) -> tuple[list[tuple[tuple[int, int], int]], dict[int, int]]:
+    """One cheap look for the growth tracker: the ``top`` biggest processes
+    by oom_score and every process whose oom_score rose since ``last_scores``
+    (one small read each), then stat+status of those only.  Returns the
+    observations and the new scores (for the next look)."""
+    scores = read_scores(procfs, skip)
+    now_scores = {pid: s for s, pid in scores}
+    chosen = [pid for _, pid in scores[:top]]
+    chosen += [pid for s, pid in scores[top:] if s > last_scores.get(pid, s)]
+    out = []
+    for pid in chosen:
+        seen = read_mem(procfs, pid)
+        if seen is not None:
+            out.append(seen)
+    return out, now_scores

@@ -1,0 +1,84 @@
+"""The right victim: the process that causes the pressure, not the one the
+kernel's score happens to favour.  Real processes, private PID namespaces,
+thresholds relative to MemAvailable at the start of each scenario."""
+
+from __future__ import annotations
+
+import signal
+
+from integration.harness import events, run_scenario
+
+
+def _kills(r: dict) -> list[dict]:
+    return [e for e in events(r, "kill") if not e["dry_run"]]
+
+
+def _check_only(r: dict, victim_pid: int) -> None:
+    kills = _kills(r)
+    assert [k["pid"] for k in kills] == [victim_pid], (
+        [(k["pid"], k["comm"], k["badness"], k.get("growth")) for k in kills], r["log_tail"][-8:])
+
+
+def test_leak_dies_not_the_browser_tabs() -> None:
+    # Three tabs of 300 MiB at oom_score_adj 300 (as browsers set it) and a
+    # leak at 128 MiB/s: the kernel's order names the tabs first.
+    tabs = [{"rate": 0, "max": 300, "start": 300, "hold": 60, "adj": 300} for _ in range(3)]
+    leak = {"rate": 128, "max": 2200, "start": 50, "hold": 60, "delay": 0.5}
+    r = run_scenario({
+        "term_below_mib": 2200, "kill_below_mib": 3000, "warn_below_mib": 1000, "timeout": 40,
+        "bystanders": tabs, "hogs": [leak], "stop_after_events": ["victim_exited"], "linger": 1.5,
+    })
+    _check_only(r, r["hogs"][0]["pid"])
+    assert all(b["returncode"] is None for b in r["bystanders"])
+    kill = _kills(r)[0]
+    assert kill["growth"]["points"] > 0 and kill["growth"]["over_s"] > 0
+    tab_rows = [c for c in kill["candidates"] if c["pid"] != kill["pid"]]
+    assert tab_rows and all(c["badness"] < kill["badness"] for c in tab_rows)
+    # Without the growth term a tab would have outranked the leak.
+    assert any(c["oom_score"] > kill["oom_score"] for c in tab_rows)
+
+
+def test_grower_dies_not_the_idle_database() -> None:
+    db = {"rate": 0, "max": 2560, "start": 2560, "hold": 60}
+    grower = {"rate": 256, "max": 2400, "start": 100, "hold": 60, "delay": 0.5}
+    r = run_scenario({
+        "term_below_mib": 2560 + 1500, "kill_below_mib": 2560 + 2300, "warn_below_mib": 2700,
+        "timeout": 40, "bystanders": [db], "hogs": [grower], "stop_after_events": ["victim_exited"],
+        "linger": 1.5,
+    })
+    _check_only(r, r["hogs"][0]["pid"])
+    assert r["bystanders"][0]["returncode"] is None
+    kill = _kills(r)[0]
+    db_row = [c for c in kill["candidates"] if c["pid"] == r["bystanders"][0]["pid"]]
+    assert db_row and db_row[0]["oom_score"] > kill["oom_score"]  # the kernel would have chosen the db
+
+
+def test_mixed_tabs_database_and_leak() -> None:
+    tabs = [{"rate": 0, "max": 300, "start": 300, "hold": 60, "adj": 300} for _ in range(2)]
+    db = {"rate": 0, "max": 1500, "start": 1500, "hold": 60}
+    leak = {"rate": 192, "max": 2400, "start": 50, "hold": 60, "delay": 0.5}
+    r = run_scenario({
+        "term_below_mib": 2100 + 1300, "kill_below_mib": 2100 + 2200, "warn_below_mib": 2300,
+        "timeout": 40, "bystanders": tabs + [db], "hogs": [leak], "stop_after_events": ["victim_exited"],
+        "linger": 1.5,
+    })
+    _check_only(r, r["hogs"][0]["pid"])
+    assert all(b["returncode"] is None for b in r["bystanders"])
+
+
+def test_no_growth_keeps_the_kernel_order() -> None:
+    # Three processes allocate at once: nothing grows while tracked, so the
+    # victim is the kernel's first choice (the largest) and one kill suffices.
+    procs = [{"rate": 0, "max": m, "start": m, "hold": 60, "delay": 1.0} for m in (300, 600, 900)]
+    r = run_scenario({
+        "term_below_mib": 1500, "kill_below_mib": 2500, "warn_below_mib": 1200, "timeout": 25,
+        "hogs": procs, "stop_after_events": ["victim_exited"], "linger": 1.5,
+    })
+    largest = r["hogs"][2]
+    _check_only(r, largest["pid"])
+    kill = _kills(r)[0]
+    order = [c["pid"] for c in kill["candidates"]]
+    by_score = [c["pid"] for c in sorted(kill["candidates"], key=lambda c: (-c["oom_score"], -c["rss_kib"]))]
+    assert order == by_score
+    assert all(c["growth_points"] == 0 for c in kill["candidates"])
+    assert [h["returncode"] for h in r["hogs"]] == [None, None, -signal.SIGTERM]
