@@ -30,6 +30,7 @@ import ctypes
 import os
 import pwd
 import queue
+import stat
 import subprocess
 import threading
 import time
@@ -37,7 +38,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import HooksConfig
+from ..config import HooksConfig, trust_problem
+from ..errors import ConfigError
 from ..model import Decision, MemSample
 
 PR_SET_NO_NEW_PRIVS = 38  # <linux/prctl.h>
@@ -67,6 +69,25 @@ def resolve_user(cfg: HooksConfig, euid: int | None = None) -> RunAs:
         return RunAs()
     pw = pwd.getpwnam(cfg.user)
     return RunAs(pw.pw_uid, pw.pw_gid, cfg.user)
+
+
+def check_programs(cfg: HooksConfig, euid: int | None = None) -> None:
+    """As root, refuse a hook program (or its directory) that another user
+    owns or can write: they could make root run their code at every kill
+    (the care sudo takes with sudoers; a sticky directory like /tmp is fine
+    for a root-owned file)."""
+    euid = os.geteuid() if euid is None else euid
+    for argv in (*cfg.pre_kill, *cfg.post_kill):
+        path = argv[0]
+        try:
+            st, dst = os.stat(path), os.stat(os.path.dirname(path) or "/")
+        except OSError:
+            continue  # missing: each run logs hook_failed (a hook never vetoes a kill)
+        problem = trust_problem(st, euid)
+        if problem is None and not dst.st_mode & stat.S_ISVTX:
+            problem = trust_problem(dst, euid)
+        if problem:
+            raise ConfigError(path, f"hook program refused: {problem}")
 
 
 def hook_env(fields: Mapping[str, Any], outcome: str | None = None) -> dict[str, str]:
@@ -110,6 +131,7 @@ class HookRunner:
         self.cfg = cfg
         self.log = log
         self.run_as = run_as if run_as is not None else resolve_user(cfg)
+        check_programs(cfg)  # as root: ConfigError for a hook another user could rewrite
         if cfg.pre_kill or cfg.post_kill:
             drop_inheritable_privileges()
         self._pending: dict[int, dict[str, Any]] = {}  # pid -> kill fields awaiting post_kill

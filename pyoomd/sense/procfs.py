@@ -51,6 +51,10 @@ class Procfs:
                 out.append(int(name))
         return out
 
+    def tids(self, pid: int) -> list[int]:
+        """Thread ids of a process (its ``task`` entries), unsorted."""
+        return [int(n) for n in os.listdir(self.pid_file(pid, "task")) if n.isdigit()]
+
     def read(self, path: str, limit: int = 1 << 20) -> bytes:
         """Read a whole small file (at most ``limit`` bytes)."""
         with open(path, "rb", buffering=0) as f:
