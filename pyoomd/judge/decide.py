@@ -26,6 +26,9 @@ from .pressure import PressureJudge, PsiRule
 # Fill rate window: 2 s holds the last burst (a hog at 256 MiB/s shows its
 # rate within 2 samples) yet forgets it soon after memory is freed.
 RATE_WINDOW_S = 2.0
+# Slopes over at least 20 ms: a hog allocating in 1 MiB steps every 4 ms
+# shows its rate, not the size of its steps; at most 100 slopes in a window.
+RATE_STEP_S = 0.02
 # Headroom is divided by twice the measured rate: the next sample then comes
 # when at most half the headroom can be gone, even if the rate doubles.
 RATE_SAFETY = 2.0
@@ -63,33 +66,44 @@ class Rates:
 
 
 class RateTracker:
-    """Fastest recent decline of MemAvailable and SwapFree, from timed samples."""
+    """Fastest recent decline of MemAvailable and SwapFree, from timed samples.
+
+    Slopes are taken between points at least ``RATE_STEP_S`` apart and kept
+    for the window: at most window/step of them, so a tick costs the same
+    near the threshold (a sample every 2 ms) as anywhere else."""
 
     def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
         self.window_s = window_s
-        self._hist: deque[tuple[float, int, int]] = deque()
+        self._last: tuple[float, int, int] | None = None
+        self._times: deque[float] = deque()
+        self._mem: deque[float] = deque()
+        self._swap: deque[float] = deque()
 
     def add(self, now: float, sample: MemSample) -> Rates:
-        hist = self._hist
-        hist.append((now, sample.mem_available_kib, sample.swap_free_kib))
-        while len(hist) > 2 and now - hist[0][0] > self.window_s:
-            hist.popleft()
+        point = (now, sample.mem_available_kib, sample.swap_free_kib)
+        last = self._last
+        if last is None or now - last[0] > self.window_s:
+            self._last = point  # first point, or after a gap: no slope spans the window
+        elif now - last[0] >= RATE_STEP_S:
+            dt = now - last[0]
+            self._times.append(now)
+            self._mem.append((last[1] - point[1]) / dt)
+            self._swap.append((last[2] - point[2]) / dt)
+            self._last = point
+        while self._times and now - self._times[0] > self.window_s:
+            self._times.popleft()
+            self._mem.popleft()
+            self._swap.popleft()
         return self.rates()
 
     def rates(self) -> Rates:
-        best_mem = best_swap = 0.0
-        prev = None
-        for point in self._hist:
-            if prev is not None:
-                dt = point[0] - prev[0]
-                if dt > 0:
-                    best_mem = max(best_mem, (prev[1] - point[1]) / dt)
-                    best_swap = max(best_swap, (prev[2] - point[2]) / dt)
-            prev = point
-        return Rates(best_mem, best_swap)
+        return Rates(max(0.0, max(self._mem, default=0.0)), max(0.0, max(self._swap, default=0.0)))
 
     def reset(self) -> None:
-        self._hist.clear()
+        self._last = None
+        self._times.clear()
+        self._mem.clear()
+        self._swap.clear()
 
 
 def sleep_for(sample: MemSample, th: Thresholds, rates: Rates, cfg: SamplingConfig) -> float:
