@@ -146,7 +146,7 @@ def test_missing_extension(monkeypatch: pytest.MonkeyPatch) -> None:
     assert choose_backend() == "python"
     with pytest.raises(StartupError) as info:
         choose_backend("cffi")
-    assert info.value.exit_code == 70 and "pip install" in str(info.value)
+    assert info.value.exit_code == 69 and "pip install" in str(info.value)
     monkeypatch.setenv(ENV_VAR, "cffi")
     with pytest.raises(StartupError):
         choose_backend()

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # annotations only: typing_extensions is not a runtime depend
 ENV_VAR = "PYOOMD_READER"
 BACKENDS = ("auto", "cffi", "python")
 # EX_SOFTWARE (sysexits.h): the installed package lacks its own extension.
-EXIT_NO_EXTENSION = 70
+EXIT_NO_EXTENSION = 69  # EX_UNAVAILABLE: the README's "requested reader backend is unavailable"
 # /proc/meminfo is ~1.5 KiB on 6.x kernels: one pread of 8 KiB reads it whole.
 READ_CHUNK = 8192
 # Far above any meminfo or PSI file (same limit as _reader.c's READ_MAX).
@@ -54,7 +54,7 @@ def choose_backend(backend: str = "auto") -> str:
     if backend == "auto":
         backend = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
     if backend not in BACKENDS:
-        raise StartupError(f"unknown reader backend {backend!r} (expected one of {BACKENDS})", 70)
+        raise StartupError(f"unknown reader backend {backend!r} (expected one of {BACKENDS})", 78)  # EX_CONFIG
     if backend == "auto":
         return "cffi" if _load_extension() is not None else "python"
     if backend == "cffi" and _load_extension() is None:
@@ -129,7 +129,7 @@ class _CffiReader:
         self.meminfo_path = meminfo_path
         self.psi_path = psi_path
         if _SAMPLE_STRUCT.size != self._ffi.sizeof("struct pyoomd_sample"):
-            raise StartupError("pyoomd.sense._reader does not match sample.py: rebuild it", 70)
+            raise StartupError("pyoomd.sense._reader does not match sample.py: rebuild it", EXIT_NO_EXTENSION)
         err = self._ffi.new("int *")
         handle = self._lib.pyoomd_open(os.fsencode(meminfo_path), os.fsencode(psi_path), err)
         if handle == self._ffi.NULL:
