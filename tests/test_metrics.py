@@ -104,3 +104,19 @@ def test_prometheus_client_is_not_imported_without_metrics() -> None:
             "print('prometheus_client' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_kills_per_episode_are_recorded() -> None:
+    from pyoomd.config import MetricsConfig
+    from pyoomd.report.metrics import Metrics
+    from pyoomd.config import Thresholds
+
+    m = Metrics(MetricsConfig(), Thresholds(4 << 20, 2 << 20, 1 << 20, 0, 0), lambda *a, **k: None)
+    m.on_event("kill", {"pid": 1, "comm": "a", "signal": "SIGTERM", "dry_run": False, "episode_kills": 1})
+    m.on_event("kill", {"pid": 2, "comm": "b", "signal": "SIGTERM", "dry_run": False, "episode_kills": 2})
+    assert m.registry.get_sample_value("pyoomd_current_episode_kills") == 2
+    m.on_event("memory_recovered", {"kills": 2})
+    assert m.registry.get_sample_value("pyoomd_current_episode_kills") == 0
+    assert m.registry.get_sample_value("pyoomd_episode_kills_bucket", {"le": "1.0"}) == 0
+    assert m.registry.get_sample_value("pyoomd_episode_kills_bucket", {"le": "2.0"}) == 1
+    assert m.registry.get_sample_value("pyoomd_episode_kills_sum") == 2

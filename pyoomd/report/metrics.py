@@ -45,6 +45,7 @@ class Metrics:
         from prometheus_client import (
             CollectorRegistry,
             Counter,
+            Gauge,
             Histogram,
             ProcessCollector,
             disable_created_metrics,
@@ -71,6 +72,12 @@ class Metrics:
                              registry=self.registry)
         self.ticks = Histogram("pyoomd_tick_duration_seconds", "Duration of one sample-judge(-act) tick",
                                buckets=TICK_BUCKETS, registry=self.registry)
+        # Kills per pressure episode (TERM until OK again): 1 is the goal; more
+        # means bystanders went first (see the growth term, judge/growth.py).
+        self.episodes = Histogram("pyoomd_episode_kills", "Kills one pressure episode took, when it ended",
+                                  buckets=(0, 1, 2, 3, 5, 10), registry=self.registry)
+        self.episode_kills = Gauge("pyoomd_current_episode_kills", "Kills in the episode under way (0: none)",
+                                   registry=self.registry)
         self.registry.register(_StateCollector(self))
         self.server: Any = None
         self.port: int | None = None
@@ -127,6 +134,11 @@ class Metrics:
                                 "dry_run": str(bool(fields.get("dry_run"))).lower(),
                                 "reason": reason_label(fields)}
             self._wake.set()  # a textfile shows the kill without waiting for the interval
+            if not fields.get("dry_run"):
+                self.episode_kills.set(int(fields.get("episode_kills") or 0))
+        elif event == "memory_recovered":
+            self.episodes.observe(int(fields.get("kills") or 0))
+            self.episode_kills.set(0)
         elif event == "escalate":
             self.escalations.inc()
         elif event == "victim_stuck":
