@@ -23,9 +23,11 @@ HOSTILE = "$(touch pwn)'\"\n"  # 15 bytes: all of it fits in comm
 @pytest.fixture
 def hook_dir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="pyoomd-it-hooks-"))
-    os.chmod(d, 0o777)  # hooks run as nobody
+    os.chmod(d, 0o755)  # root-owned, not writable by others: pyoomd refuses other hooks
+    (d / "out").mkdir(mode=0o777)
+    os.chmod(d / "out", 0o777)  # hooks run as nobody
     script = d / "dump"
-    script.write_text(f'#!/bin/sh\nenv -0 > "{d}/env.${{PYOOMD_OUTCOME:-pre}}"\n')
+    script.write_text(f'#!/bin/sh\nenv -0 > "{d}/out/env.${{PYOOMD_OUTCOME:-pre}}"\n')
     script.chmod(0o755)
     yield d
     shutil.rmtree(d, ignore_errors=True)
@@ -51,7 +53,7 @@ def test_hooks_see_a_hostile_name_verbatim_and_run_nothing(hook_dir: Path) -> No
     kills = [e for e in events(r, "kill") if not e["dry_run"]]
     assert [k["pid"] for k in kills] == [hog["pid"]], r["log_tail"]
     assert kills[0]["comm"] == HOSTILE
-    pre, post = _env(hook_dir / "env.pre"), _env(hook_dir / "env.exited")
+    pre, post = _env(hook_dir / "out" / "env.pre"), _env(hook_dir / "out" / "env.exited")
     for env in (pre, post):
         assert env["PYOOMD_COMM"] == HOSTILE == env["EARLYOOM_NAME"]
         assert env["PYOOMD_SIGNAL"] == kills[0]["signal"] and env["PYOOMD_DRY_RUN"] == "0"

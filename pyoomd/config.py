@@ -481,8 +481,12 @@ def load_yaml(path: str, text: str) -> tuple[Any, Any]:
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
         raise ConfigError(path, f"invalid YAML: {e.problem or e}", line, col) from None
-    except yaml.YAMLError as e:
-        raise ConfigError(path, f"invalid YAML: {e}") from None
+    except yaml.YAMLError as e:  # a ReaderError (NUL, bad UTF-8) has a position, not a mark
+        pos = getattr(e, "position", None)
+        line = text.count("\n", 0, pos) + 1 if isinstance(pos, int) else 1
+        raise ConfigError(path, f"invalid YAML: {e}", line) from None
+    except RecursionError:  # "[" * 20000: PyYAML's composer recurses (found by tests)
+        raise ConfigError(path, "invalid YAML: nested too deeply", 1) from None
     return data, node
 
 

@@ -238,7 +238,13 @@ class Daemon:
         self._track_level(decision.level, decision.reason, sample)
         self._follow_growth(decision.level, now)
         if decision.level >= Level.TERM:
-            return self._act(decision.level, decision.reason)
+            try:
+                return self._act(decision.level, decision.reason)
+            except OSError as e:  # /proc unlistable (EMFILE, ENOMEM under pressure): retry, never die
+                if now - self.state.last_error_at >= ERROR_LOG_EVERY_S:
+                    self.state.last_error_at = now
+                    self.emit("error", "act_error", error=str(e))
+                return self.settings.sampling.min_interval * 10
         return decision.sleep_s
 
     def _track_level(self, level: Level, reason: str, sample: MemSample) -> None:

@@ -42,7 +42,11 @@ class Table:
 def read_scores(procfs: Procfs, skip: set[int]) -> list[tuple[int, int]]:
     """(oom_score, pid) for every readable pid not in ``skip``, best first."""
     out = []
-    for pid in procfs.pids():
+    try:
+        pids = procfs.pids()
+    except OSError:
+        return out  # /proc unlistable (EMFILE, ENOMEM under pressure): nobody this time; never abort the tick
+    for pid in pids:
         if pid in skip:
             continue
         try:
