@@ -203,19 +203,25 @@ class Witness(threading.Thread):
 
 
 class LogReader(threading.Thread):
-    """Collects the daemon's JSON log lines (stderr)."""
+    """Collects the daemon's JSON log lines (stderr).  ``ready``: for another
+    daemon (plain-text output), the line that says it has started."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, ready: str | None = None) -> None:
         super().__init__(daemon=True)
         self.stream = stream
+        self.ready = ready
         self.events: list[dict[str, Any]] = []
         self.raw: list[str] = []
+        self.raw_t: list[float] = []  # arrival time (monotonic) of each raw line
         self.started = threading.Event()
 
     def run(self) -> None:
         for line in self.stream:
             text = line.decode(errors="replace").rstrip("\n")
             self.raw.append(text)
+            self.raw_t.append(time.monotonic())
+            if self.ready and self.ready in text:
+                self.started.set()
             try:
                 ev = json.loads(text)
             except ValueError:
@@ -226,7 +232,82 @@ class LogReader(threading.Thread):
                 self.started.set()
 
 
+def start_other_daemon(spec: dict[str, Any], term_kib: int, kill_kib: int,
+                       ) -> tuple[subprocess.Popen[bytes], LogReader]:
+    """spec["daemon"] = "earlyoom" / "nohang" / "nohang10": started as
+    integration/bench/daemons.py starts them for the benchmark (earlyoom
+    ``-M term,kill``; nohang from a generated config and a run-time relaxed
+    copy), in this namespace.  No JSON log: kills are the children that died
+    by a signal (spec "watch_children")."""
+    from integration.bench import daemons
+
+    name = spec["daemon"]
+    tmp = tempfile.mkdtemp(prefix="pyoomd-it-daemon-")
+    os.chmod(tmp, 0o755)
+    spec["daemon_tmpdir"] = tmp
+    nohang_copy = spec.get("nohang_copy") or ""
+    if name.startswith("nohang") and not nohang_copy:
+        nohang_copy = daemons.make_relaxed_nohang(tmp)
+    argv, extra = daemons.command(name, term_kib, kill_kib, float(spec.get("grace_s", 3.0)), tmp, nohang_copy)
+    d = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         env={**os.environ, **extra})
+    reader = LogReader(d.stdout, ready=daemons.READY[name])
+    reader.start()
+    if not reader.started.wait(20):
+        d.kill()
+        raise RuntimeError(f"{name} did not start: " + "\n".join(reader.raw[-20:]))
+    return d, reader
+
+
+class ScoreWatch(threading.Thread):
+    """spec "watch_children": every 10 ms, the kernel's oom_score of each
+    hog and bystander (hog.py) in this namespace, frozen at the first death
+    (a zombie, a vanished pid or a score fallen to 0 as memory is released):
+    the kernel's own order just before anyone was killed."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.scores: dict[int, int] = {}
+        self.hogs: set[int] = set()
+        self.gone: dict[int, float] = {}  # pid -> when first seen dead (monotonic)
+        self.stop = threading.Event()
+
+    def _is_hog(self, pid: int) -> bool:
+        if pid not in self.hogs:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"hog.py" in f.read():
+                        self.hogs.add(pid)
+            except OSError:
+                pass
+        return pid in self.hogs
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            now: dict[int, int] = {}
+            for name in os.listdir("/proc"):
+                if not name.isdigit() or not self._is_hog(int(name)):
+                    continue
+                try:
+                    with open(f"/proc/{name}/stat") as f:
+                        if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                            continue
+                    with open(f"/proc/{name}/oom_score") as f:
+                        now[int(name)] = int(f.read())
+                except (OSError, ValueError, IndexError):
+                    continue
+            t = time.monotonic()
+            for pid in self.hogs:
+                if pid not in self.gone and now.get(pid, 0) == 0 and self.scores.get(pid, 0) > 0:
+                    self.gone[pid] = t  # died (or is releasing its memory)
+            if not self.gone:  # the order before anyone died stays
+                self.scores.update(now)
+            time.sleep(0.01)
+
+
 def start_daemon(spec: dict[str, Any], term_kib: int, kill_kib: int) -> tuple[subprocess.Popen[bytes], LogReader]:
+    if spec.get("daemon", "pyoomd") != "pyoomd":
+        return start_other_daemon(spec, term_kib, kill_kib)
     argv = [sys.executable, "-m", "pyoomd", "run", "--log-format", "json",
             "-M", f"{term_kib},{kill_kib}", "--config", os.devnull] + list(spec.get("daemon_args", []))
     if spec.get("dry_run"):
@@ -263,17 +344,38 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         reload_daemon(daemon, log, spec["policy_dir"], spec["reload_before_hogs"])
     witness = Witness()
     witness.start()
+    watch = bool(spec.get("watch_children"))
+    scorer = ScoreWatch() if watch else None
+    if scorer:
+        scorer.start()
     t0 = time.monotonic()
     hogs = [(start_proc(h), time.monotonic()) for h in spec.get("hogs", [])]
     deadline = t0 + spec.get("timeout", 30)
     stop_after = spec.get("stop_after_events")
+    # "watch_children": when each hog/bystander died (and ScoreWatch).
+    children = [h for h, _ in hogs] + bystanders
+    died: dict[int, float] = {}
+    stop_deaths = spec.get("stop_after_hog_deaths")
     while time.monotonic() < deadline:
+        if watch:
+            now = time.monotonic()
+            for c in children:
+                if c.pid not in died and c.poll() is not None:
+                    died[c.pid] = round(now - t0, 3)
         if all(h.poll() is not None for h, _ in hogs):
             break
         if stop_after and sum(1 for e in log.events if e.get("event") in stop_after) >= 1:
             break
+        if stop_deaths and sum(1 for h, _ in hogs if h.poll() is not None) >= stop_deaths:
+            break
         time.sleep(0.02)
     time.sleep(spec.get("linger", 0.3))
+    if scorer:
+        scorer.stop.set()
+        scorer.join(2)
+        for c in children:
+            if c.pid not in died and c.poll() is not None:
+                died[c.pid] = round(time.monotonic() - t0, 3)
     witness.stop.set()
     witness.join()
     result = {
@@ -284,6 +386,13 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "bystanders": [{"pid": b.pid, "returncode": b.poll()} for b in bystanders],
         "daemon_pid": daemon.pid, "daemon_returncode": daemon.poll(),
     }
+    if watch:
+        for entry in result["hogs"] + result["bystanders"]:
+            seen = scorer.gone.get(entry["pid"]) if scorer else None
+            entry["died_s"] = died.get(entry["pid"])
+            if seen is not None and entry["died_s"] is not None:
+                entry["died_s"] = min(entry["died_s"], round(seen - t0, 3))
+            entry["oom_score_before"] = scorer.scores.get(entry["pid"]) if scorer else None
     daemon.send_signal(signal.SIGTERM)
     try:
         daemon.wait(5)
@@ -292,6 +401,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     log.join(2)
     result["events"] = [{k: v for k, v in e.items()} for e in log.events]
     result["log_tail"] = log.raw[-30:]
+    if spec.get("daemon", "pyoomd") != "pyoomd":
+        result["daemon"] = spec["daemon"]
+        result["daemon_lines"] = [[round(t - t0, 4), line] for t, line in zip(log.raw_t, log.raw)][-300:]
     for t0_ev in result["events"]:
         t0_ev["_t"] = round(t0_ev["_t"] - t0, 4)
     return result
@@ -327,6 +439,8 @@ def main() -> int:
             shutil.rmtree(spec["policy_dir"], ignore_errors=True)
         if spec.get("config_file"):
             os.unlink(spec["config_file"])
+        if spec.get("daemon_tmpdir"):
+            shutil.rmtree(spec["daemon_tmpdir"], ignore_errors=True)
         if spec.get("v2_cgroup_dir"):
             remove_v2_cgroup(spec["v2_cgroup_dir"])
     sys.stdout.write(json.dumps(result) + "\n")
