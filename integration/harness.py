@@ -4,12 +4,15 @@ scenario cannot take more than LIMIT of the machine)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -22,6 +25,14 @@ V1_MEMORY = "/sys/fs/cgroup/memory"
 # test runs, a benchmark beside a test) would trip each other's daemons.
 # Every scenario holds this lock while it runs.
 SCENARIO_LOCK = "/tmp/pyoomd-scenario.lock"
+# Memory counts as settled when MemAvailable moves by at most 6 MiB in 1 s.
+# Measured here (a Firecracker VM): after a scenario frees ~2 GiB, MemFree
+# keeps coming back for several seconds in 1-second steps of 8-16 MiB (the
+# balloon's free page reporting holds freed pages while it reports them), and
+# the baseline of back-to-back scenarios differed by up to 500 MiB.
+SETTLE_STEP_S = 1.0
+SETTLE_KIB = 6 * 1024
+SETTLE_TIMEOUT_S = 12.0
 
 
 def why_not_runnable() -> str | None:
@@ -86,9 +97,44 @@ class SafetyCgroup:
 
 def run_scenario(spec: dict[str, Any], extra_s: float = 30.0) -> dict[str, Any]:
     """Run one scenario; return nsrun's JSON result.  Bounded in time."""
+    with scenario_slot():
+        return _run_locked(spec, extra_s)
+
+
+@contextlib.contextmanager
+def scenario_slot() -> Iterator[None]:
+    """Hold the scenario lock, and start only once memory has settled."""
     with open(SCENARIO_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _run_locked(spec, extra_s)
+        settle_memory()
+        yield
+
+
+def settle_memory(step_s: float = SETTLE_STEP_S, timeout_s: float = SETTLE_TIMEOUT_S) -> float:
+    """Wait until MemAvailable stops moving: the previous scenario's processes
+    were killed when its namespace ended, and the kernel frees their memory
+    after they are reaped.  A scenario measuring its thresholds while 1 GiB
+    was still being returned saw them move by that much (measured here: the
+    same 1.8 GiB of processes lowered MemAvailable by 1.25 to 1.86 GiB), so
+    its daemon never crossed TERM.  Returns the seconds waited.  Scenarios
+    still keep margins of several hundred MiB on both sides of a threshold."""
+    t0 = time.monotonic()
+    prev = _mem_available_kib()
+    while time.monotonic() - t0 < timeout_s:
+        time.sleep(step_s)
+        now = _mem_available_kib()
+        if abs(now - prev) <= SETTLE_KIB:
+            break
+        prev = now
+    return time.monotonic() - t0
+
+
+def _mem_available_kib() -> int:
+    with open("/proc/meminfo", "rb") as f:
+        for line in f:
+            if line.startswith(b"MemAvailable:"):
+                return int(line.split()[1])
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
 def _run_locked(spec: dict[str, Any], extra_s: float) -> dict[str, Any]:

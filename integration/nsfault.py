@@ -21,7 +21,6 @@ Modes (``spec["mode"]``):
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -81,8 +80,7 @@ class Freezer:
 
 def run_fault(spec: dict[str, Any], extra_s: float = 30.0) -> dict[str, Any]:
     """Run one scenario under the global scenario lock; bounded in time."""
-    with open(harness.SCENARIO_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with harness.scenario_slot():
         frz = Freezer() if spec.get("freeze") else None
         if frz is not None:
             spec["freeze"]["cgroup"] = frz.path

@@ -60,7 +60,7 @@ def test_sigterm_ignorer_gets_sigkill_after_grace() -> None:
     r = run_scenario({
         "term_below_mib": 500, "kill_below_mib": 2500, "timeout": 25,
         "daemon_args": ["--grace", "1.0"],
-        "hogs": [{"rate": 256, "max": 900, "start": 50, "hold": 30, "ignore_term": True}],
+        "hogs": [{"rate": 256, "max": 1300, "start": 50, "hold": 30, "ignore_term": True}],
     })
     hog = r["hogs"][0]
     assert hog["returncode"] == SIGKILL_RC, r["log_tail"]
@@ -90,7 +90,7 @@ def test_dry_run_names_the_victim_and_sends_nothing() -> None:
     r = run_scenario({
         "term_below_mib": 400, "kill_below_mib": 1600, "timeout": 6, "dry_run": True,
         "bystanders": [{"max": 32}],
-        "hogs": [{"rate": 256, "max": 800, "start": 50, "hold": 30}],
+        "hogs": [{"rate": 256, "max": 1200, "start": 50, "hold": 30}],
     })
     hog = r["hogs"][0]
     assert hog["returncode"] is None, r["log_tail"]  # still alive: nothing was sent

@@ -67,18 +67,21 @@ def test_mixed_tabs_database_and_leak() -> None:
 
 
 def test_no_growth_keeps_the_kernel_order() -> None:
-    # Three processes allocate at once: nothing grows while tracked, so the
-    # victim is the kernel's first choice (the largest) and one kill suffices.
-    procs = [{"rate": 0, "max": m, "start": m, "hold": 60, "delay": 1.0} for m in (300, 600, 900)]
+    # Three processes hold 300, 600 and 1500 MiB before the daemon starts, so
+    # memory is below TERM at its first sample and nothing grows while it
+    # watches: the victim is the kernel's first choice (the largest), and one
+    # kill is enough.  (A tiny sleeper keeps the scenario running.)
+    procs = [{"rate": 0, "max": m, "start": m, "hold": 60} for m in (300, 600, 1500)]
     r = run_scenario({
-        "term_below_mib": 1500, "kill_below_mib": 2500, "warn_below_mib": 1200, "timeout": 25,
-        "hogs": procs, "stop_after_events": ["victim_exited"], "linger": 1.5,
+        "term_below_mib": 1600, "kill_below_mib": 3000, "warn_below_mib": 1200, "timeout": 20,
+        "bystanders": procs, "hogs": [{"rate": 0, "max": 8, "start": 8, "hold": 30}],
+        "stop_after_events": ["victim_exited"], "linger": 1.5,
     })
-    largest = r["hogs"][2]
+    largest = r["bystanders"][2]
     _check_only(r, largest["pid"])
     kill = _kills(r)[0]
     order = [c["pid"] for c in kill["candidates"]]
     by_score = [c["pid"] for c in sorted(kill["candidates"], key=lambda c: (-c["oom_score"], -c["rss_kib"]))]
     assert order == by_score
     assert all(c["growth_points"] == 0 for c in kill["candidates"])
-    assert [h["returncode"] for h in r["hogs"]] == [None, None, -signal.SIGTERM]
+    assert [b["returncode"] for b in r["bystanders"]] == [None, None, -signal.SIGTERM]

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as _dt
-import fcntl
 import json
 import os
 import re
@@ -155,8 +154,7 @@ def run_ns(spec: dict[str, Any]) -> dict[str, Any]:
     """nsrun.py as PID 1 of a fresh PID namespace, in the safety cgroup, under
     the scenario lock.  --kill-child: if the bound kills unshare, the
     namespace's init gets SIGKILL and the kernel ends everything in it."""
-    with open(harness.SCENARIO_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with harness.scenario_slot():
         stop_host_instances()  # a package's service must not be running beside a scenario
         cg = harness.SafetyCgroup()
         env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}

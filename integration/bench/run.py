@@ -76,10 +76,7 @@ def build_tools(tmp: str) -> str:
 def run_ns(spec: dict[str, Any], bound_s: float) -> dict[str, Any]:
     """nsbench.py as PID 1 of a fresh PID namespace, in the safety cgroup,
     under the global scenario lock.  Bounded by bound_s."""
-    import fcntl
-
-    with open(harness.SCENARIO_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with harness.scenario_slot():
         cg = harness.SafetyCgroup()
         env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
         cmd = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, os.path.join(HERE, "nsbench.py"),

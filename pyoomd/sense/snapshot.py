@@ -61,20 +61,11 @@ def read_scores(procfs: Procfs, skip: set[int]) -> list[tuple[int, int]]:
 def read_proc(procfs: Procfs, pid: int, oom_score: int | None = None, full: bool = True) -> ProcInfo | None:
     """Everything about one process, or None if it is gone, a kernel thread or
     a zombie.  ``full`` adds the expensive fields (cmdline, exe, cgroup)."""
+    read = _stat_status(procfs, pid)
+    if read is None:
+        return None
+    st, status = read
     try:
-        st = parse.parse_stat(procfs.read_pid(pid, "stat", 4096), procfs.pid_file(pid, "stat"))
-        if st.flags & PF_KTHREAD:
-            return None
-        status_file = "status"
-        if st.state in ZOMBIE_STATES:
-            # A leader that exited while its other threads still run keeps
-            # the memory (and its oom_score): still a candidate.  Its own
-            # status has no VmRSS; a live thread's has the shared mm's.
-            live = _live_thread(procfs, pid)
-            if live is None:
-                return None  # a real zombie: nothing to free
-            status_file = f"task/{live}/status"
-        status = parse.parse_status(procfs.read_pid(pid, status_file, 16384), procfs.pid_file(pid, status_file))
         if oom_score is None:
             oom_score = _read_int(procfs, pid, "oom_score")
         adj = _read_int(procfs, pid, "oom_score_adj")
@@ -86,6 +77,27 @@ def read_proc(procfs: Procfs, pid: int, oom_score: int | None = None, full: bool
         oom_score=oom_score, oom_score_adj=adj, pgid=st.pgid,
     )
     return _with_details(procfs, info) if full else info
+
+
+def _stat_status(procfs: Procfs, pid: int) -> tuple[parse.StatFields, parse.StatusFields] | None:
+    """stat and status of a process, or None if gone, a kernel thread or a
+    zombie.  A leader that exited while its other threads still run keeps
+    the memory (and its oom_score): still a candidate; its own status has no
+    VmRSS, so a live thread's (the shared mm's) is read instead."""
+    try:
+        st = parse.parse_stat(procfs.read_pid(pid, "stat", 4096), procfs.pid_file(pid, "stat"))
+        if st.flags & PF_KTHREAD:
+            return None
+        status_file = "status"
+        if st.state in ZOMBIE_STATES:
+            live = _live_thread(procfs, pid)
+            if live is None:
+                return None  # a real zombie: nothing to free
+            status_file = f"task/{live}/status"
+        status = parse.parse_status(procfs.read_pid(pid, status_file, 16384), procfs.pid_file(pid, status_file))
+    except (OSError, ParseError):
+        return None
+    return st, status
 
 
 def _live_thread(procfs: Procfs, pid: int) -> int | None:
@@ -181,13 +193,10 @@ def read_kernel_mem(procfs: Procfs, pid: int) -> tuple[int, int, int, int] | Non
 def read_mem(procfs: Procfs, pid: int) -> tuple[tuple[int, int], int] | None:
     """((pid, start time), RSS+swap KiB) of one process, or None if gone,
     a kernel thread or a zombie."""
-    try:
-        st = parse.parse_stat(procfs.read_pid(pid, "stat", 4096), procfs.pid_file(pid, "stat"))
-        if st.flags & PF_KTHREAD or st.state in ("Z", "X", "x"):
-            return None
-        status = parse.parse_status(procfs.read_pid(pid, "status", 16384), procfs.pid_file(pid, "status"))
-    except (OSError, ParseError):
+    read = _stat_status(procfs, pid)
+    if read is None:
         return None
+    st, status = read
     return (pid, st.start_time), status.rss_kib + status.swap_kib
 
 
