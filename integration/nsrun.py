@@ -368,6 +368,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             break
         if stop_deaths and sum(1 for h, _ in hogs if h.poll() is not None) >= stop_deaths:
             break
+        if spec.get("stop_after_deaths") and sum(1 for c in children if c.poll() is not None) >= spec["stop_after_deaths"]:
+            break
         time.sleep(0.02)
     time.sleep(spec.get("linger", 0.3))
     if scorer:

@@ -80,10 +80,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "roles": {"bystanders": ["tab1", "tab2", "db"], "hogs": ["leak"]}, "cause": ["leak"],
     },
     "no_growth": {
-        "what": "300/600/900 MiB at once, no growth",
-        "spec": {"term_below_mib": 1500, "kill_below_mib": 2500, "warn_below_mib": 1200, "timeout": 25,
-                 "hogs": [{"rate": 0, "max": m, "start": m, "hold": 60, "delay": 1.0} for m in (300, 600, 900)]},
-        "roles": {"bystanders": [], "hogs": ["p300", "p600", "p900"]}, "cause": [],
+        "what": "300/600/1500 MiB held before the daemon starts, no growth",
+        "spec": {"term_below_mib": 1600, "kill_below_mib": 3000, "warn_below_mib": 1200, "timeout": 20,
+                 "bystanders": [{"rate": 0, "max": m, "start": m, "hold": 60} for m in (300, 600, 1500)],
+                 "hogs": [{"rate": 0, "max": 8, "start": 8, "hold": 30}]},
+        "roles": {"bystanders": ["p300", "p600", "p1500"], "hogs": ["sleeper"]}, "cause": [],
     },
 }
 
@@ -247,6 +248,9 @@ def run_spec(name: str, daemon: str) -> dict[str, Any]:
     spec = copy.deepcopy(SCENARIOS[name]["spec"])
     spec["timeout"] = min(spec["timeout"], NS_TIMEOUT_S)
     spec.update({"watch_children": True, "stop_after_hog_deaths": 1, "linger": LINGER_S, "grace_s": GRACE_S})
+    if not SCENARIOS[name]["cause"]:  # no growth: the run ends after the first death, whoever it is
+        del spec["stop_after_hog_deaths"]
+        spec["stop_after_deaths"] = 1
     if daemon != "pyoomd":
         spec["daemon"] = daemon
     return spec
