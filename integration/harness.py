@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from integration.nsrun import mem_available_kib
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 # Scenarios use at most ~3 GiB of hogs; 6 GiB leaves room for the daemon,
@@ -119,22 +121,14 @@ def settle_memory(step_s: float = SETTLE_STEP_S, timeout_s: float = SETTLE_TIMEO
     its daemon never crossed TERM.  Returns the seconds waited.  Scenarios
     still keep margins of several hundred MiB on both sides of a threshold."""
     t0 = time.monotonic()
-    prev = _mem_available_kib()
+    prev = mem_available_kib()
     while time.monotonic() - t0 < timeout_s:
         time.sleep(step_s)
-        now = _mem_available_kib()
+        now = mem_available_kib()
         if abs(now - prev) <= SETTLE_KIB:
             break
         prev = now
     return time.monotonic() - t0
-
-
-def _mem_available_kib() -> int:
-    with open("/proc/meminfo", "rb") as f:
-        for line in f:
-            if line.startswith(b"MemAvailable:"):
-                return int(line.split()[1])
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
 def _run_locked(spec: dict[str, Any], extra_s: float) -> dict[str, Any]:

@@ -15,11 +15,12 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .config import DEFAULT_CONFIG_PATH, Amount, Settings, load_config, parse_amount
-from .errors import ConfigError, ParseError, StartupError
+from .errors import ConfigError, StartupError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_UNAVAILABLE, EXIT_OSFILE, EXIT_CONFIG = 69, 72, 78

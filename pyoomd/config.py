@@ -153,7 +153,7 @@ class SamplingConfig(_Strict):
         return parse_duration_s(v)
 
     @model_validator(mode="after")
-    def _order(self) -> "SamplingConfig":
+    def _order(self) -> SamplingConfig:
         if self.min_interval <= 0 or self.min_interval > self.max_interval:
             raise ValueError("need 0 < min_interval <= max_interval")
         rates = (self.min_rate_mib_s, self.max_rate_mib_s, self.swap_min_rate_mib_s)
@@ -295,7 +295,7 @@ class PsiWakeupConfig(_Strict):
         return parse_duration_s(v)
 
     @model_validator(mode="after")
-    def _order(self) -> "PsiWakeupConfig":
+    def _order(self) -> PsiWakeupConfig:
         if not 0 < self.stall <= self.window or self.window > 10.0:
             raise ValueError("need 0 < stall <= window <= 10s (the kernel's limits)")
         return self
@@ -328,7 +328,7 @@ class PsiConfig(_Strict):
         return parse_duration_s(v)
 
     @model_validator(mode="after")
-    def _order(self) -> "PsiConfig":
+    def _order(self) -> PsiConfig:
         if self.kill is not None and self.kill < self.term:
             raise ValueError(f"psi.kill ({self.kill:g}%) is below psi.term ({self.term:g}%)")
         return self
@@ -420,7 +420,7 @@ class Settings(_Strict):
     # earlyoom's -p: run at niceness -20 and in the realtime I/O class.
     raise_priority: bool = False
 
-    def compile(self, mem_total_kib: int, swap_total_kib: int) -> "Thresholds":
+    def compile(self, mem_total_kib: int, swap_total_kib: int) -> Thresholds:
         """Resolve percentages; a KILL level above its TERM level is an error
         (KILL is the worse state).  WARN is raised to TERM if set below it."""
         mem_term = self.memory.term.resolve_kib(mem_total_kib)

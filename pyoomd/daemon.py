@@ -6,8 +6,9 @@ import dataclasses
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from . import selfprotect
 from .act.cgroup_kill import GroupKiller

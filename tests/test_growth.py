@@ -11,7 +11,7 @@ TOTAL = 24 * GIB
 def test_steady_big_process_vs_grower() -> None:
     t = GrowthTracker(TOTAL, weight=10, window_s=20)
     db, leak = (100, 1), (200, 2)
-    for s in range(0, 13):
+    for s in range(13):
         t.observe(float(s), db, int(2.5 * GIB))
         t.observe(float(s), leak, 100 * 1024 + s * 128 * 1024)
     assert t.growth(db).points == 0
@@ -44,7 +44,7 @@ def test_growth_counts_only_inside_the_window() -> None:
 def test_process_appearing_mid_window_counts_from_first_sight() -> None:
     t = GrowthTracker(TOTAL, window_s=20)
     old, new = (1, 1), (2, 500)
-    for s in range(0, 20):
+    for s in range(20):
         t.observe(float(s), old, GIB)
     t.observe(15.0, new, 200 * 1024)
     t.observe(19.0, new, 200 * 1024 + GIB)

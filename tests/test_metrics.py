@@ -107,9 +107,8 @@ def test_prometheus_client_is_not_imported_without_metrics() -> None:
 
 
 def test_kills_per_episode_are_recorded() -> None:
-    from pyoomd.config import MetricsConfig
+    from pyoomd.config import MetricsConfig, Thresholds
     from pyoomd.report.metrics import Metrics
-    from pyoomd.config import Thresholds
 
     m = Metrics(MetricsConfig(), Thresholds(4 << 20, 2 << 20, 1 << 20, 0, 0), lambda *a, **k: None)
     m.on_event("kill", {"pid": 1, "comm": "a", "signal": "SIGTERM", "dry_run": False, "episode_kills": 1})

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -534,15 +533,7 @@ def test_server_policy_batch_jobs_go_first_as_a_group() -> None:
 
 
 # -- the daemon: start-up report and reload keeping the last good set ----------------
-class Log:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def __getattr__(self, severity: str) -> Any:
-        return lambda event, **kw: self.events.append((event, kw))
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [kw for ev, kw in self.events if ev == name]
+from test_reliability import Log
 
 
 class FixedSampler:

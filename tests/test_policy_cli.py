@@ -9,14 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from pyoomd import cli, daemon
 from pyoomd.act.kill import Killer, KillPlan
-from pyoomd.cli import EXIT_CONFIG, EXIT_OK, main
+from pyoomd.cli import EXIT_CONFIG, EXIT_OK
 from pyoomd.model import Candidate, Level
 from pyoomd.sense import snapshot
 from pyoomd.sense.procfs import Procfs
@@ -27,20 +25,7 @@ from test_snapshot import FakeProc, build
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 
-def run_main(argv: Sequence[str]) -> int:
-    try:
-        return main(list(argv))
-    except SystemExit as e:
-        return int(e.code) if isinstance(e.code, int) else 1
-
-
-@pytest.fixture(autouse=True)
-def no_daemon_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(self: daemon.Daemon) -> None:
-        pytest.fail("the daemon loop was started")
-
-    monkeypatch.setattr(daemon.Daemon, "run", refuse)
-    monkeypatch.setattr(cli, "DEFAULT_CONFIG_PATH", "/nonexistent/pyoomd/config.yaml")
+from test_cli import no_daemon_loop, run_main  # noqa: F401  (autouse fixture: no test reaches the loop)
 
 
 def write(path: Path, text: str) -> Path:

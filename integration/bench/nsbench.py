@@ -33,7 +33,7 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import daemons  # noqa: E402
+import daemons
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

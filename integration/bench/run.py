@@ -28,15 +28,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
-import daemons  # noqa: E402
-import micro  # noqa: E402
-from integration import harness  # noqa: E402
+import daemons
+import micro
+
+from integration import harness
 
 RESULTS = os.path.join(HERE, "results", "last.json")
 CSRC = os.path.join(HERE, "csrc")

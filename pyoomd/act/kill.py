@@ -17,8 +17,8 @@ import os
 import select
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import ParseError
 from ..model import Candidate, KillOutcome, Level

@@ -93,7 +93,7 @@ class Procfs:
     def cgroup_path_of(self, cgroup_dir: str) -> str:
         """Inverse of cgroup_v2_dir: ``/sys/fs/cgroup/unified/a/b`` -> ``/a/b``."""
         base = self.cgroup_v2_dir("/")
-        rel = cgroup_dir[len(base):] if cgroup_dir.startswith(base) else cgroup_dir
+        rel = cgroup_dir.removeprefix(base)
         return "/" + rel.strip("/")
 
     # -- /proc/swaps and zram --------------------------------------------------

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import bisect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 from ..errors import ParseError
 from ..model import Candidate, Excluded, ProcInfo
