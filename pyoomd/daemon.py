@@ -261,10 +261,13 @@ class Daemon:
             self.state.episode = Episode()
 
     def _follow_growth(self, level: Level, now: float) -> None:
-        """Below WARN, follow the biggest and the growing processes (cheaply,
-        once per growth.interval); back at OK, forget them."""
+        """Between WARN and TERM, follow the biggest and the growing processes
+        (cheaply, once per growth.interval); back at OK, forget them.  At
+        TERM and above the history so far decides: a look there would read
+        every oom_score once more just before the scan that picks the victim
+        (measured: 109 -> 282 ms to the kill among 10,000 processes)."""
         cfg = self.settings.growth
-        if not cfg.enabled:
+        if not cfg.enabled or level >= Level.TERM:
             return
         if level < Level.WARN:
             if len(self.growth):
