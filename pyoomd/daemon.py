@@ -61,6 +61,8 @@ class State:
     last_error_at: float = -1e9
     stop: bool = False
     reload: bool = False
+    # After a victim exited: (deadline, MemAvailable then, KiB expected back).
+    release: tuple[float, int, int] | None = None
 
 
 class Daemon:
@@ -238,6 +240,8 @@ class Daemon:
                 self.log.error("observer_failed", observer=type(obs).__name__, error=repr(e))
         self._track_level(decision.level, decision.reason, sample)
         self._follow_growth(decision.level, now)
+        if decision.level >= Level.TERM and self._releasing(sample, now):
+            return self.settings.sampling.min_interval
         if decision.level >= Level.TERM:
             try:
                 return self._act(decision.level, decision.reason)
@@ -247,6 +251,19 @@ class Daemon:
                     self.emit("error", "act_error", error=str(e))
                 return self.settings.sampling.min_interval * 10
         return decision.sleep_s
+
+    def _releasing(self, sample: MemSample, now: float) -> bool:
+        """True while the last victim's memory is still on its way back (see
+        kill.release_timeout): judging now would pick a second victim for
+        the pressure the first one's death is about to relieve."""
+        rel = self.state.release
+        if rel is None:
+            return False
+        deadline, avail_then, expect_kib = rel
+        if now < deadline and sample.mem_available_kib - avail_then < expect_kib:
+            return True
+        self.state.release = None
+        return False
 
     def _track_level(self, level: Level, reason: str, sample: MemSample) -> None:
         prev = self.state.level
@@ -384,6 +401,9 @@ class Daemon:
             self.emit("info", "victim_exited", pid=victim.proc.pid, comm=victim.proc.comm,
                           ms=outcome.ms_to_exit, signals=list(outcome.signals))
             self.judge.forget_rates()
+            self.state.release = (self.clock() + self.settings.kill.release_timeout,
+                                  self.last_sample.mem_available_kib,
+                                  (victim.proc.rss_kib + victim.proc.swap_kib) // 2)
             return self.settings.kill.settle
         self.state.stuck[victim.proc.identity] = self.clock()
         self.emit("error", "victim_stuck", pid=victim.proc.pid, comm=victim.proc.comm,

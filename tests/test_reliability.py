@@ -369,3 +369,19 @@ def test_random_config_bytes_on_disk(tmp_path: Path) -> None:
 def test_noop_policy_is_what_a_daemon_without_policies_uses(tmp_path: Path) -> None:
     d = dry_daemon(Procfs(str(tmp_path)))
     assert isinstance(d.policy, NoPolicy)
+
+
+def test_no_second_victim_while_the_first_ones_memory_comes_back(tmp_path: Path) -> None:
+    """After a victim exited, the next victim waits until MemAvailable rose by
+    half of the first one's size or kill.release_timeout passed."""
+    procfs = build(tmp_path / "proc", [FakeProc(pid=4242, oom_score=900)])
+    now = [100.0]
+    log = Log()
+    d = Daemon(load_config(None, {"dry_run": True}), procfs, Sampler(), log, clock=lambda: now[0])
+    d.state.release = (now[0] + 1.0, 1 << 10, 512 << 10)  # 512 MiB still expected back
+    acted = lambda: log.named("kill") + log.named("kill_skipped")  # noqa: E731  (pid 4242 is not real)
+    d.tick()
+    assert acted() == []  # still within the release timeout: no new victim is chosen
+    now[0] += 1.5
+    d.tick()
+    assert [k["pid"] for k in acted()] == [4242] and d.state.release is None

@@ -138,8 +138,9 @@ class StatusServer:
         server.observer = self.observer
         self._server = server
         self._wake_r, self._wake_w = os.pipe()
-        threading.Thread(target=self._serve, args=(server, self._wake_r), name="pyoomd-status",
-                         daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, args=(server, self._wake_r), name="pyoomd-status",
+                                        daemon=True)
+        self._thread.start()
         return self
 
     def _serve(self, server: _Server, wake_fd: int) -> None:
@@ -157,8 +158,12 @@ class StatusServer:
     def stop(self) -> None:
         if self._server is not None:
             os.write(self._wake_w, b"x")
+            self._thread.join(2.0)  # it stops selecting before the socket closes under it
             self._server.server_close()
             _remove_stale(self.path)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._server = None
 
 
 def _remove_stale(path: str) -> None:
