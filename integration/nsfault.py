@@ -393,6 +393,10 @@ def soak_mode(spec: dict[str, Any]) -> dict[str, Any]:
         cycles.append({"hog": hog.pid, "returncode": hog.returncode, "kills": kills, "recovered": recovered,
                        "bystanders_alive": all(b.poll() is None for b in bystanders),
                        "daemon_rss_kib": vm_rss_kib(daemon.pid)})
+        if len(kills) > 1:  # what the daemon saw, for the report of a wrong victim
+            cycles[-1]["events"] = [{k: e.get(k) for k in ("event", "_t", "pid", "reason", "rss_kib", "ms",
+                                                            "mem_available_kib", "candidates")}
+                                    for e in log.events[seen:] if e.get("event") != "killed_process"]
     alive = daemon.poll() is None
     stop(daemon)
     for b in bystanders:

@@ -38,7 +38,11 @@ DEATHS = {-signal.SIGTERM, -signal.SIGKILL}
 
 
 def soak(seconds: float) -> dict[str, Any]:
-    return run_fault({"mode": "soak", "duration": seconds, "term_below_mib": 600, "kill_below_mib": 1400,
+    # TERM 1200 MiB below MemAvailable at start: this VM's baseline drifts by
+    # up to ~250 MiB within a minute (the balloon), and with TERM only 600 MiB
+    # below, memory after a kill sometimes stayed under TERM, so the daemon
+    # (rightly, by its rules) went on to the bystanders.
+    return run_fault({"mode": "soak", "duration": seconds, "term_below_mib": 1200, "kill_below_mib": 2000,
                       "timeout": seconds + 30}, extra_s=60)
 
 
