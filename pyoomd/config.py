@@ -134,10 +134,11 @@ class SwapConfig(LevelsConfig):
 
 class SamplingConfig(_Strict):
     # 1 s at most between samples when memory is plentiful: earlyoom's ceiling,
-    # and what keeps an idle daemon near 0.01 % CPU (one ~50 us tick a second).
+    # one tick a second costs 0.03 % CPU idle (README, Benchmarks: ~280 us
+    # for a tick after a second asleep, ~30 us warm).
     max_interval: float = 1.0
     # 2 ms at least: at 256 MiB/s a hog gains ~0.5 MiB between two samples;
-    # a tick costs ~50 us, so even the tightest loop stays under 3 % of a core.
+    # a warm tick costs ~30 us, so even the tightest loop stays near 1.5 % of a core.
     min_interval: float = 0.002
     # Fill rates assumed at least / at most, MiB/s.  The floor is earlyoom's
     # 6000 MiB/s (its measurement with `stress`): from idle, a burst must not
@@ -169,8 +170,8 @@ class KillConfig(_Strict):
     # waits 10 s).  5 s lets a browser or editor save state and exit.
     grace: float = 5.0
     # After SIGKILL, how long to wait for the exit before calling the victim
-    # stuck (D state, frozen cgroup) and moving on.  Exit after SIGKILL plus
-    # process_mrelease took < 50 ms for a 4 GiB hog here; 2 s is ample.
+    # stuck (D state, frozen cgroup) and moving on.  The 0.5-1.5 GiB hogs of
+    # the integration tests exited ~30 ms after their signal; 2 s is ample.
     kill_timeout: float = 2.0
     # Wait after a kill for memory to be released before judging again.
     settle: float = 0.05
@@ -387,8 +388,8 @@ class GrowthConfig(_Strict):
     # 3 % of memory (+300) level with a browser tab's oom_score_adj +300.
     weight: float = Field(default=10.0, ge=0.0, le=1000.0)
     window: float = 20.0  # seconds of history (see judge/growth.py for why)
-    # Follow processes once a second while below WARN: ~1 ms a look at 100
-    # processes, 15 ms at 2,000 (one small read each, plus two per followed).
+    # Follow processes once a second between WARN and TERM: one small read
+    # (oom_score) per process, plus stat and status of each one followed.
     interval: float = 1.0
     # How many of the biggest processes to follow, besides any that grew.
     follow_top: int = Field(default=16, ge=1, le=4096)
@@ -532,6 +533,8 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Se
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(path, f"cannot read: {e}") from None
+    except ValueError as e:  # a NUL in the path
+        raise ConfigError(repr(path), f"cannot read: {e}") from None
     return settings_from_text(path, text, overrides)
 
 

@@ -606,6 +606,8 @@ def expand(paths: Iterable[str], euid: int | None = None, missing_ok: bool = Fal
             raise ConfigError(p, "no such file or directory") from None
         except OSError as e:
             raise ConfigError(p, f"cannot read: {e.strerror}") from None
+        except ValueError as e:  # a NUL in the path
+            raise ConfigError(repr(p), f"cannot read: {e}") from None
         if not stat.S_ISDIR(st.st_mode):
             files.append(p)
             continue

@@ -10,7 +10,7 @@ from pyoomd import cli
 
 DOCUMENTED = {cli.EXIT_OK, cli.EXIT_FAILURE, cli.EXIT_USAGE, cli.EXIT_UNAVAILABLE, cli.EXIT_OSFILE,
               cli.EXIT_CONFIG}
-FLAGS = ["-m", "-s", "-M", "-S", "--grace", "--top", "--config", "--reader", "--log-format", "--json",
+FLAGS = ["-m", "-s", "-M", "-S", "--grace", "--top", "--config", "--policy", "--reader", "--log-format", "--json",
          "--dry-run", "--procfs", "--nonsense", "-x", ""]
 VALUES = st.one_of(
     st.sampled_from(["10", "10,5", "200", "-1", "5%", "2G", "1,2,3", ",", "nan", "inf", "1e400", "",
