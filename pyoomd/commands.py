@@ -158,7 +158,8 @@ def measure_growth(procfs: Procfs, settings: Settings, seconds: float) -> Any:
 
     from .judge.growth import GrowthTracker
 
-    first = Sampler(procfs, "python").read()
+    with Sampler(procfs, "python") as sampler:
+        first = sampler.read()
     tracker = GrowthTracker(first.mem_total_kib, settings.growth.weight, max(seconds, settings.growth.window))
     if seconds <= 0 or not settings.growth.enabled:
         return tracker

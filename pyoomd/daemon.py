@@ -147,7 +147,7 @@ class Daemon:
             wakeup=self.waiter.mode if self.waiter is not None else "sampling only",
             psi_rule=_psi_desc(s), zram=self.zram.active,
             cgroup_choice=f"{s.cgroup_choice.by} below {s.cgroup_choice.root}" if s.cgroup_choice.enabled else "off",
-            growth=(f"weight {s.growth.weight:g} over {s.growth.window:g}s, following below warn"
+            growth=(f"weight {s.growth.weight:g} over {s.growth.window:g}s, following between warn and term"
                     if s.growth.enabled else "off"),
             self_test=self.self_test(), **self._policy_fields(),
         )

@@ -35,15 +35,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import daemons
 
+from integration.nsrun import mem_available_kib  # run_ns puts the repo root on PYTHONPATH
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def mem_available_kib() -> int:
-    with open("/proc/meminfo", "rb") as f:
-        for line in f:
-            if line.startswith(b"MemAvailable:"):
-                return int(line.split()[1])
-    raise RuntimeError("no MemAvailable")
 
 
 class Lines(threading.Thread):

@@ -1,7 +1,7 @@
 """Growth-aware ranking: who is causing the pressure.  Pure: ``now`` comes in.
 
 The kernel's oom_score says who is big; it cannot say who is growing.  When
-memory falls below the WARN level, the daemon follows the RSS+swap of the
+memory is between the WARN and TERM levels, the daemon follows the RSS+swap of the
 biggest processes and of those whose oom_score rose since its last look, and
 this tracker turns those timed observations into a badness term on the
 oom_score scale (thousandths of memory):
