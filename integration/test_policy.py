@@ -130,7 +130,7 @@ rules:
         "reload_before_hogs": {"10-prefer.yaml": broken},
         "hogs": [
             {"rate": 0, "max": 100, "start": 100, "hold": 30, "comm": "smallhog"},
-            {"rate": 128, "max": 1200, "start": 50, "hold": 30, "delay": 0.5},
+            {"rate": 128, "max": 1500, "start": 50, "hold": 30, "delay": 0.5},
         ],
         "stop_after_events": ["victim_exited"],
     })
