@@ -28,11 +28,11 @@ def _kills(result: dict) -> list[dict]:
 
 def test_policy_preferring_a_smaller_process_makes_it_the_victim() -> None:
     r = run_scenario({
-        "term_below_mib": 900, "kill_below_mib": 1800, "timeout": 25,
+        "term_below_mib": 900, "kill_below_mib": 2200, "timeout": 25,
         "policies": {"10-prefer.yaml": PREFER_SMALL},
         "hogs": [
             {"rate": 0, "max": 100, "start": 100, "hold": 30, "comm": "smallhog"},
-            {"rate": 128, "max": 1200, "start": 50, "hold": 30, "delay": 0.5},
+            {"rate": 128, "max": 1600, "start": 50, "hold": 30, "delay": 0.5},
         ],
         "stop_after_events": ["victim_exited"],
     })
