@@ -1,5 +1,10 @@
 """Daemon settings: YAML -> pydantic -> frozen runtime objects.
 
+Only the short-lived validation process (``pyoomd.compile``) and the one-shot
+commands import this module; the running loop rebuilds plain objects from
+the compiled plan (``pyoomd.runtime``).  The pure pieces (Amount, Thresholds,
+parsers) live in ``pyoomd.values`` and are re-exported here.
+
 The loop never sees a dict: ``load_config`` returns a ``Settings`` (validated,
 strict: unknown keys are errors), and ``Settings.compile(mem_total, swap_total)``
 turns percentages into KiB once, giving the frozen ``Thresholds`` the judge uses.
@@ -9,95 +14,30 @@ from __future__ import annotations
 
 import math
 import os
-import re
-import stat
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .values import Amount, Thresholds, compile_thresholds, parse_amount, parse_duration_s, trust_problem
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "DEFAULT_POLICY_DIR",
+    "Amount",
+    "Settings",
+    "Thresholds",
+    "compile_thresholds",
+    "load_config",
+    "parse_amount",
+    "parse_duration_s",
+    "settings_from_text",
+    "trust_problem",
+]
 
 DEFAULT_CONFIG_PATH = "/etc/pyoomd/config.yaml"
 DEFAULT_POLICY_DIR = "/etc/pyoomd/policies.d"
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|[KMGT]|kB)?\s*$", re.IGNORECASE)
-_UNIT_KIB = {"": 1, "k": 1, "m": 1024, "g": 1024**2, "t": 1024**3}
-
-
-@dataclass(frozen=True, slots=True)
-class Amount:
-    """A threshold as written: a percentage of the total, or a size in KiB."""
-
-    pct: float | None = None
-    kib: int | None = None
-
-    def resolve_kib(self, total_kib: int) -> int:
-        """KiB; where both a percentage and a size are given (earlyoom's -m
-        with -M), the lower one wins, as in earlyoom."""
-        values = []
-        if self.pct is not None:
-            values.append(int(total_kib * self.pct / 100.0))
-        if self.kib is not None:
-            values.append(self.kib)
-        return min(values) if values else 0
-
-    def __str__(self) -> str:
-        parts = []
-        if self.pct is not None:
-            parts.append(f"{self.pct:g}%")
-        if self.kib is not None:
-            parts.append(f"{self.kib}KiB")
-        return " or ".join(parts) or "0"
-
-
-def parse_amount(raw: object) -> Amount:
-    """``10%`` -> percent; ``2G``, ``512M``, ``300K``; a bare number is KiB (as
-    earlyoom's -M/-S); ``[10%, 1G]``: both, the lower wins (earlyoom's -m
-    with -M).  Raises ValueError with the raw text."""
-    if isinstance(raw, (list, tuple)) and len(raw) == 2:
-        a, b = parse_amount(raw[0]), parse_amount(raw[1])
-        if (a.pct is None) == (b.pct is None):
-            raise ValueError(f"a pair must be one percentage and one size, got {list(raw)!r}")
-        return Amount(pct=a.pct if a.pct is not None else b.pct, kib=a.kib if a.kib is not None else b.kib)
-    if isinstance(raw, bool):
-        raise ValueError(f"expected a percentage or a size, got {raw!r}")
-    if isinstance(raw, (int, float)):
-        if not math.isfinite(raw) or raw < 0:
-            raise ValueError(f"not a size: {raw!r}")
-        return Amount(kib=int(raw))
-    text = str(raw).strip()
-    if text.endswith("%"):
-        try:
-            pct = float(text[:-1])
-        except ValueError:
-            raise ValueError(f"not a percentage: {raw!r}") from None
-        if not math.isfinite(pct) or not 0.0 <= pct <= 100.0:
-            raise ValueError(f"percentage out of 0..100: {raw!r}")
-        return Amount(pct=pct)
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise ValueError(f"not a percentage or size (like 10%, 2G, 512M, 1048576): {raw!r}")
-    unit = (m.group(2) or "")[:1].lower()
-    return Amount(kib=int(float(m.group(1)) * _UNIT_KIB[unit]))
-
-
-def parse_duration_s(raw: object) -> float:
-    """``5``, ``5s``, ``250ms``, ``2m`` -> seconds."""
-    if isinstance(raw, bool):
-        raise ValueError(f"expected a duration, got {raw!r}")
-    if isinstance(raw, (int, float)):
-        value = float(raw)
-    else:
-        m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$", str(raw))
-        if not m:
-            raise ValueError(f"not a duration (like 5s, 250ms): {raw!r}")
-        value = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"not a duration: {raw!r}")
-    return value
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -427,34 +367,8 @@ class Settings(_Strict):
     raise_priority: bool = False
 
     def compile(self, mem_total_kib: int, swap_total_kib: int) -> Thresholds:
-        """Resolve percentages; a KILL level above its TERM level is an error
-        (KILL is the worse state).  WARN is raised to TERM if set below it."""
-        mem_term = self.memory.term.resolve_kib(mem_total_kib)
-        mem_kill = self.memory.kill.resolve_kib(mem_total_kib)
-        swap_term = self.swap.term.resolve_kib(swap_total_kib)
-        swap_kill = self.swap.kill.resolve_kib(swap_total_kib)
-        if mem_kill > mem_term:
-            raise ConfigError("<config>", f"memory.kill ({self.memory.kill}) is above memory.term ({self.memory.term})")
-        if swap_kill > swap_term:
-            raise ConfigError("<config>", f"swap.kill ({self.swap.kill}) is above swap.term ({self.swap.term})")
-        return Thresholds(
-            mem_warn_kib=max(self.memory.warn.resolve_kib(mem_total_kib), mem_term),
-            mem_term_kib=mem_term,
-            mem_kill_kib=mem_kill,
-            swap_term_kib=swap_term,
-            swap_kill_kib=swap_kill,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    """Levels in KiB, resolved once against MemTotal and SwapTotal."""
-
-    mem_warn_kib: int
-    mem_term_kib: int
-    mem_kill_kib: int
-    swap_term_kib: int
-    swap_kill_kib: int
+        """Resolve percentages (see ``pyoomd.values.compile_thresholds``)."""
+        return compile_thresholds(self.memory, self.swap, mem_total_kib, swap_total_kib)
 
 
 def _yaml_line(doc: Any, loc: tuple[Any, ...]) -> int | None:
@@ -536,19 +450,6 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Se
     except ValueError as e:  # a NUL in the path
         raise ConfigError(repr(path), f"cannot read: {e}") from None
     return settings_from_text(path, text, overrides)
-
-
-def trust_problem(st: os.stat_result, euid: int) -> str | None:
-    """Why root must not trust a config or policy file (or directory), or
-    None: the care sudo takes with sudoers.  Only regular files and
-    directories are judged (``--config /dev/null`` is fine)."""
-    if euid != 0 or not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
-        return None
-    if st.st_uid != 0:
-        return f"owned by uid {st.st_uid}, not root: that user could change what root enforces"
-    if st.st_mode & 0o022:
-        return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); chmod go-w"
-    return None
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

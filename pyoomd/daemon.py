@@ -8,19 +8,17 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import selfprotect
 from .act.cgroup_kill import GroupKiller
 from .act.kill import Killer, KillPlan
-from .config import Settings, Thresholds
 from .errors import ConfigError, ParseError
 from .judge.decide import Judge
 from .judge.growth import NO_GROWTH, Growth, GrowthTracker
 from .judge.pressure import compile_rule
 from .judge.rank import NoPolicy, Policy, order, score
 from .model import Candidate, Decision, Excluded, KillOutcome, Level, MemSample, ProcInfo
-from .policy import Loaded
 from .report.log import kernel_style
 from .sense import snapshot
 from .sense.cgroup import CgroupRef, Cgroups, LeafStat, choose_leaf
@@ -28,6 +26,11 @@ from .sense.procfs import Procfs
 from .sense.psi import Waiter
 from .sense.sample import Sampler
 from .sense.zram import Zram
+from .values import Thresholds
+
+if TYPE_CHECKING:  # the loop gets plain objects from pyoomd.runtime; tests pass a pydantic Settings
+    from .config import Settings
+    from .rules import Loaded
 
 # A victim that did not exit within kill_timeout is left alone for this long
 # (frozen cgroup, D state): re-trying it at once would loop forever.

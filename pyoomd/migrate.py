@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .errors import ConfigError
+from .rules import RssOrder  # the loop's light home of --sort-by-rss; re-exported here
 
 if TYPE_CHECKING:
     from .policy import Loaded
@@ -149,34 +150,6 @@ def with_flag_rules(loaded: Loaded, args: argparse.Namespace) -> Loaded:
     if getattr(args, "sort_by_rss", None):
         loaded.policy = RssOrder(loaded.policy)  # type: ignore[assignment]  # same interface
     return loaded
-
-
-class RssOrder:
-    """earlyoom's --sort-by-rss: badness from VmRSS (per mille of RAM, the
-    oom_score scale) instead of the kernel's oom_score; policy adjusts still
-    add, -1000 processes stay untouchable (rank.score checks that first).
-
-    The lazy scan's bound grows by 1000, since a process with a low
-    oom_score_adj can have a small oom_score and a large RSS: every process
-    is read, as earlyoom does."""
-
-    def __init__(self, inner: Any, mem_total_kib: int | None = None) -> None:
-        self.inner = inner
-        self.mem_total_kib = mem_total_kib or max(1, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 1024)
-
-    def __getattr__(self, name: str) -> Any:  # rules, files, matching: as the inner set
-        return getattr(self.inner, name)
-
-    @property
-    def max_bonus(self) -> int:
-        return int(self.inner.max_bonus) + 1000
-
-    def evaluate(self, proc: Any) -> Any:
-        from dataclasses import replace
-
-        v = self.inner.evaluate(proc)
-        rss_score = proc.rss_kib * 1000 // self.mem_total_kib
-        return replace(v, adjust=v.adjust + rss_score - proc.oom_score)
 
 
 # -- migrate-earlyoom ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Policy files: schema, per-host selection, compile, match.
+"""Policy files: schema, per-host selection, compile (matching: ``pyoomd.rules``).
 
 A policy file is YAML (``version: 1``, optional ``hosts`` globs, ``rules``),
 validated strictly by pydantic (unknown keys are errors), then compiled once
@@ -40,10 +40,15 @@ from pydantic import (
     model_validator,
 )
 
-from .config import parse_duration_s, trust_problem
 from .errors import ConfigError
-from .judge.rank import BADNESS_MAX, Verdict
-from .model import ProcInfo
+from .judge.rank import BADNESS_MAX
+from .rules import Finding, Loaded, PolicySet, Rule
+from .values import parse_duration_s, trust_problem
+
+# The compiled classes live in pyoomd.rules (light: the running loop imports
+# that, never this module); they are re-exported here.
+__all__ = ["Finding", "Loaded", "PolicySet", "Rule", "check_file", "check_text", "expand", "host_applies",
+           "load_policies"]
 
 # A policy is a few dozen rules; 1 MiB is far beyond any real one and keeps a
 # stray binary or log file named *.yaml from being parsed at length.
@@ -163,120 +168,6 @@ class PolicyDoc(_Strict):
 
 
 # -- compiled ----------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """A warning (or a refused rule) at file:line:column."""
-
-    file: str
-    line: int | None
-    column: int | None
-    message: str
-
-    def __str__(self) -> str:
-        return str(ConfigError(self.file, self.message, self.line, self.column))
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One compiled rule.  ``uids`` None: no user matcher."""
-
-    name: str
-    file: str
-    line: int
-    comm: re.Pattern[str] | None = None
-    cmdline: re.Pattern[str] | None = None
-    parent: re.Pattern[str] | None = None
-    exe: tuple[str, ...] | None = None
-    uids: frozenset[int] | None = None
-    cgroup: tuple[str, ...] | None = None
-    adjust: int = 0
-    protect: bool = False
-    kill_group: bool | None = None
-    signal: str | None = None
-    grace_s: float | None = None
-    kill_cgroup: bool = False  # kill: cgroup (act/cgroup_kill.py)
-
-    def matches(self, proc: ProcInfo) -> bool:
-        """All given matchers match.  A field we could not read never matches."""
-        if self.uids is not None and proc.uid not in self.uids:
-            return False
-        if self.comm is not None and not self.comm.search(proc.comm):
-            return False
-        if self.exe is not None and not _glob_any(_exe_path(proc.exe), self.exe):
-            return False
-        if self.cgroup is not None and not _glob_any(proc.cgroup, self.cgroup):
-            return False
-        if self.cmdline is not None and (proc.cmdline is None or not self.cmdline.search(proc.cmdline)):
-            return False
-        return self.parent is None or (proc.parent_comm is not None and bool(self.parent.search(proc.parent_comm)))
-
-    def effects(self) -> list[str]:
-        """What this rule does, in words (for explain)."""
-        out = []
-        if self.protect:
-            out.append("protect")
-        if self.adjust:
-            out.append(f"adjust {self.adjust:+d}")
-        if self.kill_cgroup:
-            out.append("kill cgroup")
-        elif self.kill_group is not None:
-            out.append("kill group" if self.kill_group else "kill process")
-        if self.signal:
-            out.append(f"signal {self.signal}")
-        if self.grace_s is not None:
-            out.append(f"grace {self.grace_s:g}s")
-        return out
-
-
-def _exe_path(exe: str | None) -> str | None:
-    """A binary replaced by a package upgrade shows as ``PATH (deleted)``; the
-    process was still started from PATH, which only its owner could write."""
-    if exe is not None and exe.endswith(" (deleted)"):
-        return exe[: -len(" (deleted)")]
-    return exe
-
-
-def _glob_any(value: str | None, globs: tuple[str, ...]) -> bool:
-    return value is not None and any(fnmatch.fnmatchcase(value, g) for g in globs)
-
-
-@dataclass(frozen=True)
-class PolicySet:
-    """The compiled rules of every file that applies, in load order."""
-
-    rules: tuple[Rule, ...] = ()
-    files: tuple[str, ...] = ()
-
-    @property
-    def max_bonus(self) -> int:
-        """The largest total positive adjust any process can get: every
-        positive rule matching at once (the lazy scan's bound)."""
-        return min(BADNESS_MAX, sum(r.adjust for r in self.rules if r.adjust > 0))
-
-    def matching(self, proc: ProcInfo) -> list[Rule]:
-        return [r for r in self.rules if r.matches(proc)]
-
-    def evaluate(self, proc: ProcInfo) -> Verdict:
-        """Adjusts sum; protect wins; for kill, signal and grace the first
-        matching rule that sets one decides."""
-        hits = self.matching(proc)
-        if not hits:
-            return Verdict()
-        protect = next((r.name for r in hits if r.protect), None)
-        first_kill = next((r for r in hits if r.kill_group is not None or r.kill_cgroup), None)
-        group = first_kill.kill_group if first_kill is not None else None
-        return Verdict(
-            adjust=sum(r.adjust for r in hits),
-            protect=protect is not None,
-            rules=tuple(r.name for r in hits),
-            signal=next((r.signal for r in hits if r.signal), None),
-            grace_s=next((r.grace_s for r in hits if r.grace_s is not None), None),
-            kill_group=bool(group),
-            kill_cgroup=first_kill is not None and first_kill.kill_cgroup,
-            protect_rule=protect,
-        )
-
-
 @dataclass
 class FileResult:
     """What checking one file found."""
@@ -288,27 +179,6 @@ class FileResult:
     rules: tuple[Rule, ...] = ()
     hosts: tuple[str, ...] | None = None
     applies: bool = True
-
-
-@dataclass
-class Loaded:
-    """The policy set plus what to say about it at startup."""
-
-    policy: PolicySet
-    loaded: list[str] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
-    refused: list[Finding] = field(default_factory=list)
-    warnings: list[Finding] = field(default_factory=list)
-    missing_dirs: list[str] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "policy_files": list(self.loaded),
-            "policy_skipped": [{"file": f, "why": w} for f, w in self.skipped],
-            "policy_rules": [r.name for r in self.policy.rules],
-            "policy": "none" if not self.policy.rules else f"{len(self.policy.rules)} rules",
-            "policy_missing": list(self.missing_dirs),
-        }
 
 
 # -- YAML -> nodes -----------------------------------------------------------------

@@ -36,11 +36,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import HooksConfig, trust_problem
 from ..errors import ConfigError
 from ..model import Decision, MemSample
+from ..values import trust_problem
+
+if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
+    from ..config import HooksConfig
 
 PR_SET_NO_NEW_PRIVS = 38  # <linux/prctl.h>
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4

@@ -35,10 +35,12 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import NotifyConfig
 from ..model import Decision, Level, MemSample
+
+if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
+    from ..config import NotifyConfig
 
 APP_NAME = "pyoomd"
 # Fixed by the Desktop Notifications Specification.

@@ -18,10 +18,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..config import SamplingConfig, Thresholds
 from ..model import Decision, Level, MemSample
+from ..values import Thresholds
 from .pressure import PressureJudge, PsiRule
+
+if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
+    from ..config import SamplingConfig
 
 # Fill rate window: 2 s holds the last burst (a hog at 256 MiB/s shows its
 # rate within 2 samples) yet forgets it soon after memory is freed.

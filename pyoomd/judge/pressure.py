@@ -16,9 +16,12 @@ the optional KILL threshold.  Two guards against false kills:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..config import PsiConfig
 from ..model import Level, MemSample
+
+if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
+    from ..config import PsiConfig
 
 
 @dataclass(frozen=True, slots=True)

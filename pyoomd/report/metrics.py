@@ -15,10 +15,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import MetricsConfig, Thresholds
 from ..model import Decision, Level, MemSample
+from ..values import Thresholds
+
+if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
+    from ..config import MetricsConfig
 
 # Tick durations: a tick is ~10-50 us (sample + judge); a tick that acts
 # includes the scan and the wait for the victim (up to the grace, seconds).

@@ -13,10 +13,12 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Settings
 from ..model import Decision, MemSample
+
+if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
+    from ..config import Settings
 
 # earlyoom's -p: niceness -20 (its value); I/O class realtime, level 4 (the
 # middle of 0..7), falling back to best-effort 0 where CAP_SYS_ADMIN is missing.
