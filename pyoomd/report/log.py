@@ -1,36 +1,71 @@
-"""structlog setup: console lines on a TTY, JSON lines otherwise.
+"""Logging: console lines on a TTY, JSON lines otherwise (stdlib only).
 
 Events are stable names with flat keys (see README, "Log events"), so tests
 and log shippers can rely on them: startup, sample_error, low_memory,
 kill, victim_exited, escalate, victim_stuck, kill_skipped, shutdown, ...
+
+The output is what structlog printed with the processors pyoomd used
+(add_log_level, TimeStamper(fmt="iso", utc=True), JSONRenderer or
+ConsoleRenderer(colors=False)): a JSON object with the event's fields in
+the order given, then ``event``, ``level`` and ``timestamp`` (ISO 8601,
+UTC, ``Z``).  structlog itself is not used: importing it costs the running
+loop ~10 MiB (it imports asyncio, which imports ssl); see README,
+"Memory of the running daemon".
 """
 
 from __future__ import annotations
 
+import _thread
+import json
 import sys
+import time
 from typing import Any, TextIO
 
-import structlog
+# structlog's add_log_level: the method name, warn -> warning, exception -> error.
+_LEVEL_OF = {"debug": "debug", "info": "info", "warning": "warning", "warn": "warning", "error": "error",
+             "critical": "critical", "exception": "error", "msg": "info"}
+_LEVEL_WIDTH = len("exception")  # ConsoleRenderer pads to its longest level name
+_EVENT_WIDTH = 30  # ConsoleRenderer's pad_event_to
+_CONSOLE_QUOTE = frozenset(" \t=\r\n\"'")
 
 
-def configure(fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """``fmt`` is auto, console or json.  Logs go to ``stream`` (stderr)."""
-    stream = stream or sys.stderr
-    if fmt == "auto":
-        fmt = "console" if stream.isatty() else "json"
-    processors: list[Any] = [
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    if fmt == "json":
-        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
-    else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=False))
-    structlog.configure(
-        processors=processors,
-        logger_factory=structlog.WriteLoggerFactory(file=_Flushing(stream)),
-        cache_logger_on_first_use=True,
-    )
+def _fallback(obj: object) -> Any:
+    """JSON for what json cannot encode, as structlog's JSONRenderer did."""
+    method = getattr(obj, "__structlog__", None)
+    return method() if method is not None else repr(obj)
+
+
+def timestamp(now_ns: int | None = None) -> str:
+    """``datetime.now(timezone.utc).isoformat()`` with ``Z``, without datetime."""
+    ns = time.time_ns() if now_ns is None else now_ns
+    secs, us = divmod(ns // 1000, 1_000_000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    return f"{text}.{us:06d}Z" if us else f"{text}Z"
+
+
+def render_json(event_dict: dict[str, Any]) -> str:
+    return json.dumps(event_dict, default=_fallback)
+
+
+def _console_value(value: object) -> str:
+    if isinstance(value, str):
+        return repr(value) if _CONSOLE_QUOTE.intersection(value) else value
+    return repr(value)
+
+
+def render_console(event_dict: dict[str, Any]) -> str:
+    """ConsoleRenderer(colors=False): timestamp, [level], event padded to 30,
+    then key=value sorted by key (strings bare unless they need quotes)."""
+    d = dict(event_dict)
+    cols = []
+    if "timestamp" in d:
+        cols.append(str(d.pop("timestamp")))
+    if "level" in d:
+        cols.append(f"[{str(d.pop('level')).ljust(_LEVEL_WIDTH)}]")
+    if "event" in d:
+        cols.append(str(d.pop("event")).ljust(_EVENT_WIDTH))
+    cols.extend(f"{k}={_console_value(d[k])}" for k in sorted(d))
+    return " ".join(c for c in cols if c).rstrip(" ")
 
 
 class _Flushing:
@@ -39,20 +74,79 @@ class _Flushing:
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
+        self._lock = _thread.allocate_lock()  # observers log from their threads
 
     def write(self, text: str) -> None:
-        try:
-            self._stream.write(text)
-            self._stream.flush()
-        except (OSError, ValueError):
-            pass  # the log destination is gone: keep killing, stop logging
+        with self._lock:
+            try:
+                self._stream.write(text)
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass  # the log destination is gone: keep killing, stop logging
 
     def flush(self) -> None:
         pass
 
 
-def get_logger() -> Any:
-    return structlog.get_logger("pyoomd")
+class _Config:
+    out: _Flushing | None = None  # None: not configured yet (stderr, auto)
+    render = staticmethod(render_json)
+
+
+def configure(fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """``fmt`` is auto, console or json.  Logs go to ``stream`` (stderr)."""
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    _Config.out = _Flushing(stream)
+    _Config.render = staticmethod(render_json if fmt == "json" else render_console)
+
+
+class Logger:
+    """``log.info("event", key=value, ...)`` and so on, as structlog's bound
+    logger was called; the configuration in force at each call is used."""
+
+    __slots__ = ()
+
+    def _log(self, method: str, event: str, fields: dict[str, Any]) -> None:
+        if _Config.out is None:
+            configure()
+        fields["event"] = event
+        fields["level"] = _LEVEL_OF[method]
+        fields["timestamp"] = timestamp()
+        assert _Config.out is not None
+        _Config.out.write(_Config.render(fields) + "\n")
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._log("debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._log("info", event, fields)
+
+    def msg(self, event: str, **fields: Any) -> None:
+        self._log("msg", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log("warning", event, fields)
+
+    def warn(self, event: str, **fields: Any) -> None:
+        self._log("warn", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._log("error", event, fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        self._log("exception", event, fields)
+
+    def critical(self, event: str, **fields: Any) -> None:
+        self._log("critical", event, fields)
+
+
+_LOGGER = Logger()
+
+
+def get_logger() -> Logger:
+    return _LOGGER
 
 
 def kernel_style(pid: int, comm: str, uid: int, vm_kib: int, anon_kib: int, file_kib: int,
