@@ -19,7 +19,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def test_bench_quick_steady_pyoomd(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     r = subprocess.run([sys.executable, os.path.join(HERE, "bench", "run.py"), "--quick", "--runs", "1",
-                        "--daemons", "pyoomd", "--scenarios", "steady", "--no-micro", "--out", str(out)],
+                        "--daemons", "pyoomd", "--scenarios", "steady", "--no-micro", "--pyoomd-from", "source",
+                        "--out", str(out)],
                        capture_output=True, text=True, timeout=90)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     data = json.loads(out.read_text())
@@ -28,3 +29,6 @@ def test_bench_quick_steady_pyoomd(tmp_path: Path) -> None:
     assert steady["overshoot_mib"]["median"] is not None and steady["overshoot_mib"]["median"] >= 0
     assert steady["latency_ms"]["median"] is not None and 0 < steady["latency_ms"]["median"] < 5000
     assert "steady overshoot MiB" in data["table"]
+    f = data["raw"]["steady"]["pyoomd"][0]["figures"]
+    # the overshoot splits at the witness' crossing sample
+    assert abs(f["at_crossing_mib"] + f["after_crossing_mib"] - f["overshoot_mib"]) <= 0.2, f

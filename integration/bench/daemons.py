@@ -40,13 +40,24 @@ READY = {"pyoomd": '"event": "startup"', "earlyoom": "mem total:", "nohang": "Mo
          "nohang10": "Monitoring has started"}
 
 
+def _pid_ns(pid: int | str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return None
+
+
 def running_instances() -> list[tuple[int, str]]:
-    """(pid, cmdline) of every earlyoom/nohang process on the machine."""
+    """(pid, cmdline) of every earlyoom/nohang process in this PID namespace:
+    those would act on the whole machine.  Instances inside another PID
+    namespace (a benchmark scenario, ours or a concurrent run's) see only
+    their namespace's processes, and are not ours to stop."""
     r = subprocess.run(["pgrep", "-a", "earlyoom|nohang"], capture_output=True, text=True)
+    ours = _pid_ns("self")
     out = []
     for line in r.stdout.splitlines():
         pid, _, cmd = line.partition(" ")
-        if int(pid) != os.getpid():
+        if int(pid) != os.getpid() and _pid_ns(pid) == ours:
             out.append((int(pid), cmd))
     return out
 
@@ -140,13 +151,19 @@ def nohang_config(path: str, term_kib: int, kill_kib: int, grace_s: float, min_s
 
 
 def command(name: str, term_kib: int, kill_kib: int, grace_s: float, tmpdir: str, nohang_copy: str,
-            pct: tuple[float, float] | None = None) -> tuple[list[str], dict[str, str]]:
-    """argv and extra environment for one daemon.  ``pct`` (term, kill) uses
-    percentages instead of sizes (the idle scenario: default-like levels)."""
+            pct: tuple[float, float] | None = None,
+            pyoomd_python: str | None = None) -> tuple[list[str], dict[str, str | None]]:
+    """argv and extra environment (None: remove the variable) for one daemon.
+    ``pct`` (term, kill) uses percentages instead of sizes (the idle
+    scenario: default-like levels); ``pyoomd_python`` is the interpreter of a
+    venv where pyoomd is installed (see install_pyoomd), else this one runs
+    the repo's source."""
     if name == "pyoomd":
         lv = ["-m", f"{pct[0]},{pct[1]}"] if pct else ["-M", f"{term_kib},{kill_kib}"]
-        return ([sys.executable, "-m", "pyoomd", "run", "--log-format", "json", "--config", os.devnull,
-                 "--grace", str(grace_s), *lv], {"PYTHONPATH": ROOT})
+        argv = ["-m", "pyoomd", "run", "--log-format", "json", "--config", os.devnull, "--grace", str(grace_s), *lv]
+        if pyoomd_python:  # as deployed: a venv with a plain (non-editable) install, nothing from the repo
+            return [pyoomd_python, *argv], {"PYTHONPATH": None}
+        return [sys.executable, *argv], {"PYTHONPATH": ROOT}
     if name == "earlyoom":
         lv = ["-m", f"{pct[0]:g},{pct[1]:g}"] if pct else ["-M", f"{term_kib},{kill_kib}"]
         # -r 0: no periodic memory report (its Debian default is one an hour).
@@ -168,3 +185,15 @@ def _total_kib() -> int:
             if line.startswith("MemTotal:"):
                 return int(line.split()[1])
     raise RuntimeError("no MemTotal")
+
+
+def install_pyoomd(tmpdir: str) -> str:
+    """A fresh venv in ``tmpdir`` with ``pip install <repo>`` (not editable):
+    the daemon then starts as a deployed one does, without this machine's
+    site .pth hooks or the editable-install finder (each imports modules, ~5
+    MiB of RSS here, that an installed pyoomd never loads).  Returns its python."""
+    venv = os.path.join(tmpdir, "venv")
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    py = os.path.join(venv, "bin", "python")
+    subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", ROOT], check=True)
+    return py

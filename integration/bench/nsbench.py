@@ -87,8 +87,8 @@ class DeathWatch(threading.Thread):
 def start_daemon(name: str, spec: dict[str, Any], term_kib: int, kill_kib: int,
                  pct: tuple[float, float] | None = None) -> tuple[subprocess.Popen[bytes], Lines]:
     argv, extra = daemons.command(name, term_kib, kill_kib, spec["grace_s"], spec["tmpdir"], spec["nohang_copy"],
-                                  pct)
-    env = {**os.environ, **extra}
+                                  pct, spec.get("pyoomd_python"))
+    env = {k: v for k, v in {**os.environ, **extra}.items() if v is not None}
     d = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                          env=env)
     lines = Lines(d.stdout)

@@ -133,6 +133,16 @@ def figures(name: str, r: dict[str, Any]) -> dict[str, Any]:
         "daemon_vmhwm_mib": round((r["daemon_vmhwm_kib"] or 0) / 1024, 1),
         "rank_ms": rank_ms(r),
     }
+    # The overshoot, split at the witness' first sample at or below TERM:
+    # how far below TERM that sample already was (MemAvailable moves in
+    # batches, so the crossing sample lands some way past the line whatever
+    # the daemon does) and how much lower it went after it (the daemon's part).
+    w = r.get("witness", {})
+    if w.get("cross_ns") and "cross_kib" in w:
+        f["at_crossing_mib"] = round((r["term_kib"] - w["cross_kib"]) / 1024, 1)
+        f["after_crossing_mib"] = round(max(0, w["cross_kib"] - w["min_kib"]) / 1024, 1)
+        f["max_drop_mib"] = round(w["max_drop_kib"] / 1024, 1)
+        f["big_drops"] = w["big_drops"]
     if name == "ignorer":
         f["term_to_kill_s"] = (round((death - term) / 1e9, 3) if term and death and not r["hog_survived"]
                                else None)
@@ -179,6 +189,10 @@ def table(summary: dict[str, Any], daemon_names: list[str]) -> str:
     for scn in ("steady", "burst", "crowd2k", "crowd10k"):
         if scn in sc:
             rows.append((f"{scn} overshoot MiB", cell(scn, "overshoot_mib")))
+            if scn == "steady":
+                rows.append(("  of which: below TERM at the crossing sample", cell(scn, "at_crossing_mib")))
+                rows.append(("  of which: further drop after it", cell(scn, "after_crossing_mib")))
+                rows.append(("  largest 1-ms drop before the crossing MiB", cell(scn, "max_drop_mib")))
             rows.append((f"{scn} latency ms (crossing->death)", cell(scn, "latency_ms")))
             rows.append((f"{scn} right victim", victims(scn)))
     for scn in ("crowd2k", "crowd10k"):
@@ -242,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-micro", action="store_true")
     ap.add_argument("--idle-s", type=float)
     ap.add_argument("--out", default=RESULTS)
+    ap.add_argument("--pyoomd-from", choices=("install", "source"), default="install",
+                    help="install: pip install the repo into a fresh venv and run that, as deployed (default); "
+                         "source: run the repo's source with this interpreter (faster to start)")
     args = ap.parse_args(argv)
     why = harness.why_not_runnable()
     if why:
@@ -257,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bindir = build_tools(tmp)
         nohang_copy = daemons.make_relaxed_nohang(tmp) if any(d.startswith("nohang") for d in args.daemons) else ""
+        pyoomd_python = (daemons.install_pyoomd(tmp) if "pyoomd" in args.daemons and args.pyoomd_from == "install"
+                         else None)
         specs = scenarios(args.quick)
         raw: dict[str, dict[str, list[Any]]] = {}
         names = list(args.daemons)
@@ -265,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             for scn in args.scenarios:
                 if scn == "idle":
                     spec = {"kind": "idle", "daemons": order, "pct": [10, 5], "idle_s": idle_s, "grace_s": GRACE_S,
-                            "bin": bindir, "tmpdir": tmp, "nohang_copy": nohang_copy}
+                            "bin": bindir, "tmpdir": tmp, "nohang_copy": nohang_copy, "pyoomd_python": pyoomd_python}
                     r = run_ns(spec, idle_s + 60)
                     for d, v in r["daemons"].items():
                         raw.setdefault("idle", {}).setdefault(d, []).append(
@@ -276,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True)
                     continue
                 for d in order:
-                    spec = {**specs[scn], "daemon": d, "bin": bindir, "tmpdir": tmp, "nohang_copy": nohang_copy}
+                    spec = {**specs[scn], "daemon": d, "bin": bindir, "tmpdir": tmp, "nohang_copy": nohang_copy,
+                            "pyoomd_python": pyoomd_python}
                     r = run_ns(spec, specs[scn]["timeout"] + 60)
                     f = figures(scn, r)
                     raw.setdefault(scn, {}).setdefault(d, []).append({"figures": f, "raw": r})
@@ -303,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": round(time.time() - t_start), "grace_s": GRACE_S,
             "levels": f"TERM = MemAvailable at start - {TERM_BELOW_MIB} MiB, KILL = - {KILL_BELOW_MIB} MiB; "
                       "idle: 10 %/5 % of MemTotal",
+            "pyoomd_from": ("a fresh venv, pip install of the repo (not editable)" if pyoomd_python
+                            else f"the repo's source run by {sys.executable}"),
             "nohang_comparable_by": "a locally relaxed copy of /usr/sbin/nohang generated at run time in a temp dir "
                                     f"({daemons.NOHANG_50_PCT!r} -> {daemons.NOHANG_RELAXED!r}), never committed"}
     text = table(summary, args.daemons)
@@ -312,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{meta['date']}; {meta['machine']['cpus']} CPUs ({meta['machine']['cpu']}), "
           f"{meta['machine']['mem_total_gib']} GiB, swap {meta['machine']['swap_total_gib']} GiB, "
           f"kernel {meta['machine']['kernel']}; {meta['versions']}; {args.runs} runs")
+    print(f"pyoomd run from: {meta['pyoomd_from']}")
     print(f"nohang made comparable by: {meta['nohang_comparable_by']}")
     print(text)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

@@ -45,6 +45,11 @@ int main(int argc, char **argv)
     int fd = open("/proc/meminfo", O_RDONLY);
     if (fd < 0) { perror("open"); return 1; }
     long long minv = avail(fd), min_t = now_ns(), cross_t = 0, above_t = 0, n = 0;
+    /* MemAvailable at the crossing sample and at the last sample above TERM;
+     * before the crossing, the largest drop between two samples and how many
+     * drops were >= 1 MiB (the kernel's counters move in batches: the page
+     * allocator's per-CPU lists are refilled and drained in bulk). */
+    long long cross_v = 0, above_v = 0, prev = minv, max_drop = 0, big_drops = 0;
     struct timespec step = {0, period_us * 1000};
     printf("ready\n");
     fflush(stdout);
@@ -52,11 +57,15 @@ int main(int argc, char **argv)
         long long t = now_ns(), a = avail(fd);
         n++;
         if (a >= 0 && a < minv) { minv = a; min_t = t; }
-        if (a >= 0 && a <= term && !cross_t) cross_t = t;
-        if (a > term && !cross_t) above_t = t;
+        if (a >= 0 && !cross_t && prev - a > max_drop) max_drop = prev - a;
+        if (a >= 0 && !cross_t && prev - a >= 1024) big_drops++;
+        if (a >= 0 && a <= term && !cross_t) { cross_t = t; cross_v = a; }
+        if (a > term && !cross_t) { above_t = t; above_v = a; }
+        if (a >= 0) prev = a;
         nanosleep(&step, NULL);
     }
-    printf("{\"min_kib\": %lld, \"min_ns\": %lld, \"cross_ns\": %lld, \"last_above_ns\": %lld, \"samples\": %lld}\n",
-           minv, min_t, cross_t, above_t, n);
+    printf("{\"min_kib\": %lld, \"min_ns\": %lld, \"cross_ns\": %lld, \"last_above_ns\": %lld, \"samples\": %lld, "
+           "\"cross_kib\": %lld, \"last_above_kib\": %lld, \"max_drop_kib\": %lld, \"big_drops\": %lld}\n",
+           minv, min_t, cross_t, above_t, n, cross_v, above_v, max_drop, big_drops);
     return 0;
 }
