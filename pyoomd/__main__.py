@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from .entry import main  # `run` without cli.py's heavy imports (see entry.py)
 
 sys.exit(main())

@@ -20,10 +20,16 @@ from typing import Any
 
 from . import __version__
 from .config import DEFAULT_CONFIG_PATH, Amount, Settings, load_config, parse_amount
-from .errors import ConfigError, StartupError
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-EXIT_UNAVAILABLE, EXIT_OSFILE, EXIT_CONFIG = 69, 72, 78
+from .errors import (  # noqa: F401  (the exit codes are re-exported)
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_OSFILE,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    ConfigError,
+    StartupError,
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -7,10 +7,10 @@ import dataclasses
 import sys
 from typing import Any
 
-from .cli import EXIT_FAILURE, EXIT_OK, EXIT_OSFILE, print_json, settings_for
+from .cli import EXIT_FAILURE, EXIT_OK, print_json, settings_for
 from .config import Settings
-from .errors import ParseError, StartupError
 from .judge.rank import order, score
+from .loop import open_sampler
 from .model import MemSample
 from .policy import Loaded, load_policies
 from .sense import snapshot
@@ -18,45 +18,19 @@ from .sense.procfs import Procfs
 from .sense.sample import Sampler
 
 
-def open_sampler(procfs: Procfs, reader: str) -> Sampler:
-    try:
-        sampler = Sampler(procfs, reader)
-        sampler.read()
-    except (OSError, ParseError) as e:
-        raise StartupError(f"cannot read {procfs.meminfo}: {e}", EXIT_OSFILE) from None
-    return sampler
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import Daemon
-    from .report.log import configure, get_logger
+    """``run`` in this process (``pyoomd.cli.main``); the ``pyoomd`` command
+    itself compiles in a child instead (``pyoomd.loop``).  Both build the
+    daemon from the same JSON plan."""
+    import json
 
-    settings = settings_for(args)
-    loaded = load_policies_for(args, settings)  # invalid: ConfigError, exit 78 before anything runs
-    configure(settings.log_format)
-    procfs = Procfs(args.procfs)
-    sampler = open_sampler(procfs, settings.reader)
-    from .sense.psi import open_waiter
+    from .compile import build_plan
+    from .loop import serve
 
-    wake = settings.psi.wakeup
-    waiter = open_waiter(procfs, wake.kind, wake.stall, wake.window) if wake.enabled else None
-    daemon = Daemon(settings, procfs, sampler, get_logger(), waiter=waiter)
-    daemon.use_policies(loaded)
-    daemon.policy_loader = lambda s: load_policies_for(args, s)  # SIGHUP: same --policy or policy_dirs
-    daemon.reloader = lambda: settings_for(args)  # SIGHUP: same file, same flags
-    from .report.sdnotify import observer_for
-    sd = observer_for(settings, daemon.last_sample)  # None unless started by systemd
-    if sd is not None:
-        daemon.observers.append(sd)
-    from .report.reporters import attach
+    def plan() -> dict[str, Any]:  # invalid: ConfigError, exit 78 before anything runs
+        return dict(json.loads(json.dumps(build_plan(args))))
 
-    stops = attach(daemon, settings, [f for f in (config_path(args),) if f])
-    try:
-        daemon.run()
-    finally:
-        for stop in stops:
-            stop()
-    return EXIT_OK
+    return serve(plan(), plan)  # SIGHUP: same file, same flags, same --policy or policy_dirs
 
 
 def load_policies_for(args: argparse.Namespace, settings: Settings) -> Loaded:

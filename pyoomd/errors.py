@@ -3,6 +3,10 @@ line, the field, the raw value, the pid."""
 
 from __future__ import annotations
 
+# Exit codes (README, "Command line"); cli.py re-exports them.
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_UNAVAILABLE, EXIT_OSFILE, EXIT_CONFIG = 69, 72, 78
+
 
 class PyoomdError(Exception):
     """Base class: every error pyoomd raises on purpose."""
