@@ -167,6 +167,17 @@ def open_sampler(procfs: Procfs, reader: str) -> Sampler:
 def serve(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> int:
     """Build the daemon from ``plan`` and run it until SIGTERM/SIGINT.
     ``recompile`` gives a fresh plan on SIGHUP (ConfigError if invalid)."""
+    daemon, stops = build(plan, recompile)
+    try:
+        daemon.run()
+    finally:
+        for stop in stops:
+            stop()
+    return EXIT_OK
+
+
+def build(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> tuple[Any, list[Callable[[], None]]]:
+    """The daemon for ``plan``, its observers attached; and their stop functions."""
     from .daemon import Daemon
     from .report.log import configure, get_logger
 
@@ -199,13 +210,7 @@ def serve(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> int:
         daemon.observers.append(sd)
     from .report.reporters import attach
 
-    stops = attach(daemon, settings, list(plan["config_files"]))
-    try:
-        daemon.run()
-    finally:
-        for stop in stops:
-            stop()
-    return EXIT_OK
+    return daemon, attach(daemon, settings, list(plan["config_files"]))
 
 
 def main(argv: Sequence[str]) -> int:

@@ -89,17 +89,40 @@ def raise_priority() -> dict[str, str]:
         out["nice"] = str(NICENESS)
     except OSError as e:
         out["nice"] = f"refused: {e.strerror}"
-    import psutil
-
-    me = psutil.Process()
-    for cls, value, name in ((psutil.IOPRIO_CLASS_RT, 4, "realtime/4"), (psutil.IOPRIO_CLASS_BE, 0, "best-effort/0")):
+    for cls, value, name in ((IOPRIO_CLASS_RT, 4, "realtime/4"), (IOPRIO_CLASS_BE, 0, "best-effort/0")):
         try:
-            me.ionice(cls, value)
+            set_ioprio(cls, value)
             out["ionice"] = name
             break
-        except (OSError, psutil.Error) as e:
+        except OSError as e:
             out["ionice"] = f"refused: {e}"
     return out
+
+
+# <linux/ioprio.h>; ioprio_set(2) has no wrapper in libc nor in os: the
+# syscall by number (the loop does not import psutil, ~1 MiB, for this).
+IOPRIO_CLASS_RT, IOPRIO_CLASS_BE, IOPRIO_WHO_PROCESS, IOPRIO_CLASS_SHIFT = 1, 2, 1, 13
+_SYS_IOPRIO_SET = {"x86_64": 251, "i386": 289, "i686": 289, "aarch64": 30, "riscv64": 30, "loongarch64": 30,
+                   "armv7l": 314, "armv6l": 314, "ppc64le": 273, "ppc64": 273, "s390x": 282}
+
+
+def set_ioprio(cls: int, value: int) -> None:
+    """ioprio_set(IOPRIO_WHO_PROCESS, self, class/value); OSError if refused."""
+    import ctypes
+
+    nr = _SYS_IOPRIO_SET.get(os.uname().machine)
+    if nr is None:  # an architecture not in the table: psutil knows them all
+        import psutil
+
+        try:
+            psutil.Process().ionice(cls, value)
+        except psutil.Error as e:
+            raise OSError(str(e)) from None
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(nr, IOPRIO_WHO_PROCESS, 0, (cls << IOPRIO_CLASS_SHIFT) | value) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 class MemoryReport:
@@ -110,6 +133,7 @@ class MemoryReport:
         self.log = log
         self.clock = clock
         self.next_at = 0.0
+        self.idle_every_s = interval  # the daemon's idle wait comes back this often
 
     def on_event(self, event: str, fields: dict[str, Any]) -> None:
         pass

@@ -1,0 +1,298 @@
+"""The light `pyoomd run` path: the loop imports no heavy library, the
+compiled plan gives the same daemon as the pydantic Settings, the compile
+child's errors and exit codes pass through, and SIGHUP recompiles."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyoomd.config import Settings
+from pyoomd.daemon import Daemon
+from pyoomd.entry import subcommand
+from pyoomd.errors import ConfigError
+from pyoomd.judge.decide import Judge
+from pyoomd.judge.pressure import compile_rule
+from pyoomd.loop import compile_plan
+from pyoomd.migrate import with_flag_rules
+from pyoomd.model import MemSample, ProcInfo
+from pyoomd.policy import load_policies
+from pyoomd.rules import loaded_from_plan, loaded_to_plan
+from pyoomd.runtime import RuntimeSettings, settings_from_plan, settings_to_plan
+from pyoomd.sense.procfs import Procfs
+from pyoomd.sense.sample import Sampler
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE_PROC = str(REPO / "tests" / "fixtures" / "proc")
+HEAVY = ("pydantic", "pydantic_core", "yaml", "structlog", "argparse", "psutil", "asyncio", "ssl",
+         "pyoomd.config", "pyoomd.policy", "pyoomd.cli", "pyoomd.commands", "pyoomd.migrate")
+ENV = {k: v for k, v in os.environ.items() if k != "PYOOMD_READER"} | {"PYTHONPATH": str(REPO)}
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(text)
+    cfg.chmod(0o644)
+    return cfg
+
+
+BASE_CONFIG = "psi: {wakeup: {enabled: false}}\nstatus: {socket: %s}\npolicy_dirs: [%s]\n"
+
+
+# -- what the loop imports -------------------------------------------------------------
+def test_the_loop_imports_no_heavy_library(tmp_path: Path) -> None:
+    """A process that compiles a plan (in its child), builds the daemon from
+    it with every default observer, ticks, and lists its modules."""
+    cfg = _config(tmp_path, BASE_CONFIG % (tmp_path / "status.sock", REPO / "policies"))
+    code = f"""
+import json, sys
+from pyoomd import loop
+plan = loop.compile_plan(["--procfs", {FIXTURE_PROC!r}, "run", "--dry-run", "--log-format", "json",
+                          "--config", {str(cfg)!r}, "--prefer", "^hog$"], capture_stderr=True)
+daemon, stops = loop.build(plan, lambda: plan)
+daemon.tick()
+daemon.reload()
+for stop in stops:
+    stop()
+print(json.dumps(sorted(sys.modules)))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    modules = set(json.loads(r.stdout.splitlines()[-1]))
+    assert "pyoomd.daemon" in modules and "pyoomd.report.control" in modules  # it did build the daemon
+    assert '"event": "reloaded"' in r.stderr
+    assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+    assert not [m for m in modules if m.split(".")[0] in ("pydantic", "yaml", "structlog", "psutil")]
+
+
+def test_python_m_pyoomd_run_goes_the_light_way() -> None:
+    assert subcommand(["run", "--dry-run"]) == "run"
+    assert subcommand(["--procfs", "/x", "run"]) == "run"
+    assert subcommand(["--proc", "/x", "run"]) == "run"  # argparse's prefix matching
+    assert subcommand(["--procfs=/x", "run"]) == "run"
+    assert subcommand(["--procfs", "run", "rank"]) == "rank"
+    assert subcommand(["rank", "run"]) == "rank"
+    assert subcommand(["--help", "run"]) is None
+    assert subcommand(["--version"]) is None
+    assert subcommand([]) is None
+
+
+# -- exit codes and messages of the compile child ------------------------------------------
+def _pyoomd(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pyoomd", *argv], capture_output=True, text=True, env=ENV,
+                          timeout=timeout, check=False, cwd="/")
+
+
+def test_run_help_and_bad_flags_pass_through() -> None:
+    r = _pyoomd("run", "--help")
+    assert r.returncode == 0 and "--dry-run" in r.stdout and not r.stderr
+    r = _pyoomd("run", "--bad-flag")
+    assert r.returncode == 2 and "pyoomd: error: unrecognized arguments: --bad-flag" in r.stderr
+    r = _pyoomd("run", "-m", "200")
+    assert r.returncode == 2 and "200" in r.stderr
+
+
+def test_run_config_error_exits_78_with_file_and_line(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "memory:\n  term: 10%\n  trem: 5%\n")
+    r = _pyoomd("--procfs", FIXTURE_PROC, "run", "--dry-run", "--config", str(cfg))
+    assert r.returncode == 78
+    assert f"pyoomd: config error: {cfg}:3: memory.trem" in r.stderr
+
+
+def test_run_errors_found_by_the_loop_keep_their_exit_codes(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, BASE_CONFIG % ("null", tmp_path / "absent"))
+    r = _pyoomd("--procfs", "/nonexistent", "run", "--dry-run", "--config", str(cfg))
+    assert r.returncode == 72 and "/nonexistent/meminfo" in r.stderr
+    r = _pyoomd("--procfs", FIXTURE_PROC, "run", "--dry-run", "--config", str(cfg), "-m", "10,20")
+    assert r.returncode == 78 and "memory.kill" in r.stderr
+
+
+def test_compile_plan_reports_a_config_error_as_file_line(tmp_path: Path) -> None:
+    from pyoomd.loop import CompileFailed
+
+    cfg = _config(tmp_path, "kill:\n  grace: soon\n")
+    with pytest.raises(CompileFailed) as exc:
+        compile_plan(["run", "--config", str(cfg)], capture_stderr=True)
+    assert exc.value.exit_code == 78
+    assert isinstance(exc.value.error, ConfigError)
+    assert str(exc.value.error).startswith(f"{cfg}:2: kill.grace: not a duration")
+
+
+# -- the plan round trip -------------------------------------------------------------------
+SETTINGS_DOCS: list[dict[str, Any]] = [
+    {},
+    {"memory": {"term": ["8%", "2G"], "kill": "1G", "warn": "30%"}, "swap": {"term": "0", "kill": 0},
+     "sampling": {"min_interval": "5ms", "max_interval": "500ms"}, "kill": {"grace": "2s", "settle": 0.1},
+     "growth": {"enabled": False, "weight": 3, "window": "1m", "follow_top": 4},
+     "psi": {"kill": "60%", "wakeup": {"kind": "full", "window": "2s", "stall": "100ms"}},
+     "cgroups": {"kill_whole": ["/system.slice/build.service/"]}, "cgroup_choice": {"enabled": True, "by": "memory"},
+     "hooks": {"pre_kill": "/bin/true", "post_kill": [["/usr/bin/logger", "-t", "pyoomd"]]},
+     "notify": {"enabled": True, "min_interval": "1m"}, "metrics": {"listen": "127.0.0.1:9101"},
+     "status": {"socket": None}, "report_interval": 60, "raise_priority": True, "dry_run": True,
+     "log_format": "json", "reader": "python", "policy_dirs": ["/a", "/b"], "report_top": 2},
+]
+
+
+def _outcome(f: Any, *args: Any) -> Any:
+    try:
+        return f(*args)
+    except ConfigError as e:
+        return str(e)
+
+
+def _same(ours: Any, theirs: Any, path: str) -> None:
+    if hasattr(type(theirs), "model_fields"):
+        for name in type(theirs).model_fields:
+            _same(getattr(ours, name), getattr(theirs, name), f"{path}.{name}")
+        return
+    assert ours == theirs, path
+    assert type(ours) is type(theirs), path
+
+
+@pytest.mark.parametrize("doc", SETTINGS_DOCS)
+def test_settings_round_trip_through_the_plan(doc: dict[str, Any]) -> None:
+    s = Settings.model_validate(doc)
+    plan = json.loads(json.dumps(settings_to_plan(s)))
+    r = settings_from_plan(plan)
+    assert isinstance(r, RuntimeSettings)
+    assert settings_to_plan(r) == plan
+    _same(r, s, "settings")  # every attribute path, with the same values and types
+    assert r.psi.wakeup.window == s.psi.wakeup.window
+    for total in ((16318708, 8388604), (1024, 0), (64 << 20, 1 << 20)):
+        assert _outcome(r.compile, *total) == _outcome(s.compile, *total)
+    th = s.compile(16318708, 8388604)
+    sample = MemSample(mem_total_kib=16318708, mem_available_kib=int(th.mem_warn_kib * 0.9),
+                       swap_total_kib=8388604, swap_free_kib=100)
+    a = Judge(th, s.sampling, compile_rule(s.psi, th.mem_warn_kib))
+    b = Judge(r.compile(16318708, 8388604), r.sampling, compile_rule(r.psi, th.mem_warn_kib))
+    assert a.judge(sample, 1.0) == b.judge(sample, 1.0)
+    with pytest.raises(AttributeError):
+        r.kill.grace = 1.0  # type: ignore[misc]
+
+
+def test_a_daemon_from_the_plan_starts_as_one_from_settings(tmp_path: Path) -> None:
+    """Daemon takes the pydantic Settings (tests) or the plan's plain objects
+    (the loop): the startup event is the same."""
+
+    class Log:
+        def __init__(self) -> None:
+            self.events: list[tuple[str, dict[str, Any]]] = []
+
+        def __getattr__(self, level: str) -> Any:
+            return lambda event, **kw: self.events.append((event, kw))
+
+    s = Settings.model_validate(SETTINGS_DOCS[1] | {"psi": {}, "cgroup_choice": {}, "memory": {}})
+    events = []
+    for settings in (s, settings_from_plan(json.loads(json.dumps(settings_to_plan(s))))):
+        log = Log()
+        d = Daemon(settings, Procfs(FIXTURE_PROC), Sampler(Procfs(FIXTURE_PROC), "python"), log)
+        d.startup()
+        (startup,) = [kw for ev, kw in log.events if ev == "startup"]
+        startup.pop("pid"), startup.pop("oom_score_adj"), startup.pop("mlockall"), startup.pop("self_test")
+        events.append(startup)
+    assert events[0] == events[1]
+
+
+def _proc(**kw: Any) -> ProcInfo:
+    base: dict[str, Any] = {"pid": 4242, "comm": "chrome", "ppid": 1, "state": "S", "uid": 1000, "oom_score": 600, "oom_score_adj": 300,
+                            "rss_kib": 1 << 20, "swap_kib": 0, "start_time": 1, "exe": "/usr/lib/chromium/chrome",
+                            "cmdline": "chrome --type=renderer", "cgroup": "/user.slice/app.slice/x.scope",
+                            "parent_comm": "chrome", "pgid": 4242}
+    return ProcInfo(**(base | kw))
+
+
+def test_policies_round_trip_through_the_plan(tmp_path: Path) -> None:
+    from pyoomd.cli import build_parser
+
+    args = build_parser().parse_args(["run", "--prefer", "^hog$", "--avoid", "^sshd$", "--ignore-root-user",
+                                      "-g", "--sort-by-rss"])
+    loaded = with_flag_rules(load_policies([str(REPO / "policies")], hostname="h", euid=os.geteuid()), args)
+    assert len(loaded.policy.rules) > 5
+    back = loaded_from_plan(json.loads(json.dumps(loaded_to_plan(loaded))))
+    assert back.summary() == loaded.summary()
+    assert back.warnings == loaded.warnings and back.refused == loaded.refused
+    assert back.policy.inner.rules == loaded.policy.inner.rules  # --sort-by-rss wraps both
+    assert back.policy.max_bonus == loaded.policy.max_bonus
+    procs = [_proc(), _proc(comm="hog", exe="/usr/bin/hog"), _proc(comm="sshd", uid=0, exe="/usr/sbin/sshd"),
+             _proc(comm="firefox", exe="/usr/lib/firefox/firefox", cmdline=None, cgroup=None),
+             _proc(comm="Xorg", exe="/usr/lib/xorg/Xorg (deleted)", uid=0)]
+    for p in procs:
+        assert back.policy.evaluate(p) == loaded.policy.evaluate(p)
+        assert back.policy.matching(p) == loaded.policy.matching(p)
+
+
+# -- SIGHUP ----------------------------------------------------------------------------------
+def _events(path: Path) -> list[dict[str, Any]]:
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def _wait_for(path: Path, event: str, n: int = 1, timeout: float = 30.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [e for e in _events(path) if e.get("event") == event]
+        if len(found) >= n:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"no {event} event in {path.read_text()[-3000:]}")
+
+
+def test_sighup_recompiles_and_a_bad_config_keeps_the_running_plan(tmp_path: Path) -> None:
+    """The real `python -m pyoomd run` (dry run, fixture /proc): a bad config
+    on SIGHUP is reload_failed with file:line and the old plan stays; a good
+    one is put in force."""
+    pol = tmp_path / "policies"
+    pol.mkdir()
+    pol.chmod(0o755)
+    (pol / "a.yaml").write_text('version: 1\nrules:\n  - name: old\n    match: {comm: "^x$"}\n    adjust: 100\n')
+    base = BASE_CONFIG % ("null", pol)
+    cfg = _config(tmp_path, base + "kill: {grace: 2s}\n")
+    err = tmp_path / "stderr"
+    with err.open("w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "pyoomd", "--procfs", FIXTURE_PROC, "run", "--dry-run",
+                                 "--log-format", "json", "--config", str(cfg)], stderr=f, env=ENV, cwd="/")
+    try:
+        (startup,) = _wait_for(err, "startup")
+        assert startup["grace_s"] == 2.0 and startup["policy_rules"] == ["old"]
+        cfg.write_text(base + "kill:\n  grace: soon\n")
+        proc.send_signal(signal.SIGHUP)
+        (failed,) = _wait_for(err, "reload_failed")
+        assert failed["error"].startswith(f"{cfg}:5: kill.grace: not a duration")
+        assert failed["policy_rules"] == ["old"]
+        cfg.write_text(base + "kill: {grace: 3s}\n")
+        (pol / "a.yaml").write_text('version: 1\nrules:\n  - name: new\n    match: {comm: "^x$"}\n    adjust: 7\n')
+        proc.send_signal(signal.SIGHUP)
+        (reloaded,) = _wait_for(err, "reloaded")
+        assert reloaded["grace_s"] == 3.0 and reloaded["policy_rules"] == ["new"]
+        assert [e["event"] for e in _events(err)].count("reloading") == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert _events(err)[-1]["event"] == "shutdown"
+
+
+def test_set_ioprio_without_psutil() -> None:
+    psutil = pytest.importorskip("psutil")
+    code = ("import sys; from pyoomd.report.reporters import set_ioprio, IOPRIO_CLASS_BE; "
+            "set_ioprio(IOPRIO_CLASS_BE, 7); print('psutil' in sys.modules); sys.stdout.flush(); input()")
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                         env=ENV)
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "False"
+        assert tuple(psutil.Process(p.pid).ionice()) == (psutil.IOPRIO_CLASS_BE, 7)
+    finally:
+        p.communicate("\n", timeout=10)
