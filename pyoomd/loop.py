@@ -34,7 +34,8 @@ from .sense.sample import Sampler
 PLAN_FD = 3
 # A reload's compile child is killed after this long (a hung NFS policy dir
 # must not stop the killer; start-up waits as long as it takes).  Measured
-# here: the child takes ~0.3 s (interpreter + pydantic + YAML).
+# here: a reload's child takes ~0.19 s (interpreter, pydantic, YAML), during
+# which the loop waits for it.
 RELOAD_TIMEOUT_S = 30.0
 _CHILD = ("import json, os, sys\n"
           "p = os.environ.pop('PYOOMD_COMPILE_PATH', None)\n"
