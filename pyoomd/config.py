@@ -180,6 +180,13 @@ class NotifyConfig(_Strict):
     warn_low_memory: bool = False
     # Where per-user session buses live: <run_user_dir>/<uid>/bus.
     run_user_dir: str = "/run/user"
+    # Who is told: "graphical" = users with an active local or remote
+    # graphical session (x11, wayland, mir) as systemd-logind lists them on
+    # the system bus; "all" = every user with a session bus.  Where logind
+    # cannot be asked (no system bus, a container), "graphical" falls back to
+    # "all" and says so once (notify_sessions_fallback).
+    sessions: Literal["graphical", "all"] = "graphical"
+    system_bus: str = "unix:path=/run/dbus/system_bus_socket"
 
     @field_validator("min_interval", mode="before")
     @classmethod

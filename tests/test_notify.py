@@ -121,6 +121,7 @@ def nobody_bus() -> Iterator[Bus]:
 
 def _notifier(run_dir: str, **kw: Any) -> tuple[Notifier, list[tuple[str, dict[str, Any]]]]:
     logged: list[tuple[str, dict[str, Any]]] = []
+    kw.setdefault("sessions", "all")  # delivery tests; who is told is tested with a fake logind below
     cfg = NotifyConfig(enabled=True, run_user_dir=run_dir, **kw)
     return Notifier(cfg, lambda ev, **f: logged.append((ev, f))), logged
 
@@ -221,3 +222,114 @@ def test_low_memory_warning_once_per_episode() -> None:
         msgs.append(n._queue.get_nowait())
     assert [m.kind for m in msgs] == ["warning", "warning"]
     assert "1.0 GiB" in msgs[0].body
+
+
+# -- who is told: systemd-logind's active graphical sessions --------------------
+LOGIND_SESSIONS = [  # (id, uid, user, seat, type, active, class)
+    ("2", 1000, "ann", "seat0", "wayland", True, "user"),
+    ("3", 1001, "bob", "seat0", "x11", False, "user"),    # switched away (not the active one)
+    ("4", 1002, "cid", "", "tty", True, "user"),           # a text console or ssh login
+    ("c1", 113, "gdm", "seat0", "x11", True, "greeter"),   # the login screen
+    ("5", 1003, "dee", "", "x11", True, "user"),           # a remote desktop: still told
+]
+
+
+def _fake_logind(bus_path: str, ready: str) -> None:  # pragma: no cover - child
+    code = 1
+    try:
+        from jeepney import MessageType, message_bus, new_error, new_method_return
+        from jeepney.io.blocking import open_dbus_connection
+
+        conn = open_dbus_connection(f"unix:path={bus_path}")
+        assert conn.send_and_get_reply(message_bus.RequestName("org.freedesktop.login1")).body[0] == 1
+        open(ready, "w").close()
+        paths = {f"/org/freedesktop/login1/session/_{sid}": row for sid, *row in LOGIND_SESSIONS}
+        while True:
+            msg = conn.receive()
+            if msg.header.message_type != MessageType.method_call:
+                continue
+            member, path = msg.header.fields.get(3), msg.header.fields.get(1)
+            if member == "ListSessions":
+                rows = [(sid, uid, user, seat, f"/org/freedesktop/login1/session/_{sid}")
+                        for sid, uid, user, seat, *_ in LOGIND_SESSIONS]
+                conn.send(new_method_return(msg, "a(susso)", (rows,)))
+            elif member == "GetAll" and path in paths and msg.body[0] == "org.freedesktop.login1.Session":
+                uid, user, seat, typ, active, cls = paths[path]
+                props = {"Type": ("s", typ), "Active": ("b", active), "Class": ("s", cls), "User": ("(uo)", (uid, "/"))}
+                conn.send(new_method_return(msg, "a{sv}", (props,)))
+            else:
+                conn.send(new_error(msg, "org.freedesktop.DBus.Error.UnknownMethod", "s", (str(member),)))
+    finally:
+        os._exit(code)
+
+
+@pytest.fixture
+def fake_system_bus() -> Iterator[str]:
+    """A dbus-daemon standing in for the system bus, with a fake logind on it."""
+    if shutil.which("dbus-daemon") is None:
+        pytest.skip("dbus-daemon is not installed (Debian: apt-get install dbus-daemon)")
+    d = tempfile.mkdtemp(prefix="pyoomd-logind-")
+    bus_path, ready = os.path.join(d, "system_bus_socket"), os.path.join(d, "ready")
+    daemon = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address=unix:path={bus_path}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    svc = None
+    try:
+        _wait_for(lambda: os.path.exists(bus_path), daemon)
+        svc = os.fork()
+        if svc == 0:  # pragma: no cover
+            _fake_logind(bus_path, ready)
+        _wait_for(lambda: os.path.exists(ready), daemon)
+        yield f"unix:path={bus_path}"
+    finally:
+        if svc:
+            os.kill(svc, 9)
+            os.waitpid(svc, 0)
+        daemon.kill()
+        daemon.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_logind_names_the_users_with_an_active_graphical_session(fake_system_bus: str) -> None:
+    from pyoomd.act.notify import graphical_uids
+
+    # wayland ann and remote x11 dee; not bob (inactive), cid (tty), gdm (greeter)
+    assert graphical_uids(fake_system_bus) == {1000, 1003}
+
+
+def _user_buses(d: str, uids: list[int]) -> None:
+    for uid in uids:
+        os.mkdir(os.path.join(d, str(uid)))
+        path = os.path.join(d, str(uid), "bus")
+        socket.socket(socket.AF_UNIX).bind(path)
+        os.chown(path, uid, uid)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making sockets owned by other uids needs root")
+def test_only_active_graphical_users_are_told(fake_system_bus: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        _user_buses(d, [1000, 1001, 1002, 1003, 113])
+        sent: list[int] = []
+        n, logged = _notifier(d, system_bus=fake_system_bus, min_interval=0.0, sessions="graphical")
+        n.send = lambda uid, bus, msg: sent.append(uid)
+        assert n.deliver(kill_message(KILL_FIELDS)) == 2
+        assert sorted(sent) == [1000, 1003]
+        # sessions: all tells every user with a session bus
+        sent.clear()
+        n, _ = _notifier(d, system_bus=fake_system_bus, min_interval=0.0, sessions="all")
+        n.send = lambda uid, bus, msg: sent.append(uid)
+        assert n.deliver(kill_message(KILL_FIELDS)) == 5 and sorted(sent) == [113, 1000, 1001, 1002, 1003]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making sockets owned by other uids needs root")
+def test_without_logind_everyone_with_a_bus_is_told_and_it_is_said_once() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        _user_buses(d, [1000, 1002])
+        sent: list[int] = []
+        n, logged = _notifier(d, system_bus=f"unix:path={d}/no-such-bus", min_interval=0.0,
+                              sessions="graphical")
+        n.send = lambda uid, bus, msg: sent.append(uid)
+        assert n.deliver(kill_message(KILL_FIELDS)) == 2
+        assert n.deliver(kill_message(KILL_FIELDS)) == 2
+        assert sorted(sent) == [1000, 1000, 1002, 1002]
+        fallbacks = [f for ev, f in logged if ev == "notify_sessions_fallback"]
+        assert len(fallbacks) == 1 and fallbacks[0]["sessions"] == "all" and "no-such-bus" in fallbacks[0]["system_bus"]

@@ -1,7 +1,10 @@
 """Desktop notifications: org.freedesktop.Notifications.Notify over D-Bus.
 
-Each logged-in user with a session bus (``/run/user/<uid>/bus``, a socket
-owned by that uid) is told, in plain words, what was killed:
+Each user with an active graphical session (systemd-logind's sessions of
+type x11, wayland or mir that are Active, class "user"; ``notify.sessions:
+all`` widens it to every user with a session bus) is told through their
+session bus (``/run/user/<uid>/bus``, a socket owned by that uid), in plain
+words, what was killed:
 "pyoomd killed firefox (pid 4242), 7.1 GiB, to keep the system responsive".
 jeepney (pure-Python D-Bus) speaks the protocol; nothing is spawned but a
 short-lived fork.
@@ -120,6 +123,34 @@ def find_sessions(run_user_dir: str) -> list[Session]:
     return out
 
 
+GRAPHICAL_TYPES = ("x11", "wayland", "mir")
+LOGIND_NAME = "org.freedesktop.login1"
+
+
+def graphical_uids(address: str, timeout: float = CALL_TIMEOUT_S) -> set[int]:
+    """The uids with an active graphical session, asked of systemd-logind on
+    the system bus at ``address`` (ListSessions, then each session's Type,
+    Active and Class).  Raises OSError (or a jeepney error) when logind
+    cannot be asked."""
+    from jeepney import DBusAddress, Properties, new_method_call
+    from jeepney.io.blocking import open_dbus_connection
+    from jeepney.wrappers import unwrap_msg
+
+    manager = DBusAddress("/org/freedesktop/login1", bus_name=LOGIND_NAME,
+                          interface=LOGIND_NAME + ".Manager")
+    uids: set[int] = set()
+    with open_dbus_connection(address, auth_timeout=timeout) as conn:
+        reply = conn.send_and_get_reply(new_method_call(manager, "ListSessions"), timeout=timeout)
+        for _sid, uid, _user, _seat, path in unwrap_msg(reply)[0]:
+            session = DBusAddress(path, bus_name=LOGIND_NAME, interface=LOGIND_NAME + ".Session")
+            props = unwrap_msg(conn.send_and_get_reply(Properties(session).get_all(), timeout=timeout))[0]
+            value = {k: v[1] for k, v in props.items()}
+            if value.get("Active") is True and value.get("Type") in GRAPHICAL_TYPES \
+                    and value.get("Class", "user") == "user":
+                uids.add(int(uid))
+    return uids
+
+
 def send_direct(bus_path: str, msg: Message, timeout: float = CALL_TIMEOUT_S) -> int:
     """Notify over the bus at ``bus_path`` as ourselves; the notification id."""
     from jeepney import DBusAddress, DBusErrorResponse, new_method_call
@@ -194,6 +225,9 @@ class Notifier:
     log: Callable[..., None]
     clock: Callable[[], float] = time.monotonic
     send: Callable[[int, str, Message], None] = send_as
+    # Who has an active graphical session (notify.sessions: graphical).
+    graphical: Callable[[str], set[int]] = graphical_uids
+    _fallback_told: bool = False
     _queue: queue.Queue[Message] = field(default_factory=lambda: queue.Queue(QUEUE_MAX))
     _budgets: dict[tuple[int, str], _Budget] = field(default_factory=dict)
     _level: Level = Level.OK
@@ -226,7 +260,7 @@ class Notifier:
     def deliver(self, msg: Message) -> int:
         """Send ``msg`` to every session within its rate limit; how many got it."""
         sent = 0
-        for s in find_sessions(self.cfg.run_user_dir):
+        for s in self.recipients():
             budget = self._budgets.setdefault((s.uid, msg.kind), _Budget())
             now = self.clock()
             if now - budget.last < self.cfg.min_interval:
@@ -245,3 +279,19 @@ class Notifier:
             sent += 1
             self.log("notified", uid=s.uid, kind=msg.kind)
         return sent
+
+    def recipients(self) -> list[Session]:
+        """The session buses to tell: those of users with an active graphical
+        session, or every one (``sessions: all``, or logind unreachable)."""
+        buses = find_sessions(self.cfg.run_user_dir)
+        if self.cfg.sessions == "all" or not buses:
+            return buses
+        try:
+            uids = self.graphical(self.cfg.system_bus)
+        except Exception as e:  # noqa: BLE001 - no system bus, no logind, a jeepney error: tell everyone
+            if not self._fallback_told:
+                self._fallback_told = True
+                self.log("notify_sessions_fallback", sessions="all", system_bus=self.cfg.system_bus,
+                         error=str(e) or repr(e))
+            return buses
+        return [b for b in buses if b.uid in uids]
