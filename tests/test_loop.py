@@ -285,6 +285,50 @@ def test_sighup_recompiles_and_a_bad_config_keeps_the_running_plan(tmp_path: Pat
     assert _events(err)[-1]["event"] == "shutdown"
 
 
+def test_sighup_rebuilds_the_reporters_whose_settings_changed(tmp_path: Path) -> None:
+    """systemctl reload turns metrics and the status socket on (and off):
+    the real `python -m pyoomd run` (dry run, fixture /proc)."""
+    pol = tmp_path / "policies"
+    pol.mkdir()
+    base = BASE_CONFIG % ("null", pol)
+    cfg = _config(tmp_path, base)
+    prom, sock = tmp_path / "pyoomd.prom", tmp_path / "status.sock"
+    err = tmp_path / "stderr"
+    with err.open("w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "pyoomd", "--procfs", FIXTURE_PROC, "run", "--dry-run",
+                                 "--log-format", "json", "--config", str(cfg)], stderr=f, env=ENV, cwd="/")
+    try:
+        _wait_for(err, "startup")
+        assert not prom.exists() and not sock.exists()
+        cfg.write_text(BASE_CONFIG % (sock, pol) + f"metrics: {{textfile: {prom}}}\n")
+        proc.send_signal(signal.SIGHUP)
+        (rebuilt,) = _wait_for(err, "reporters_rebuilt")
+        assert rebuilt["reporters"] == ["metrics", "status"]
+        deadline = time.monotonic() + 10
+        while not (prom.exists() and sock.exists()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "pyoomd_level " in prom.read_text() and "pyoomd_kills" in prom.read_text()
+        assert sock.exists()
+        # a reload that changes nothing of theirs leaves them be
+        cfg.write_text(BASE_CONFIG % (sock, pol) + f"metrics: {{textfile: {prom}}}\nkill: {{grace: 4s}}\n")
+        proc.send_signal(signal.SIGHUP)
+        _wait_for(err, "reloaded", n=2)
+        assert len(_wait_for(err, "reporters_rebuilt")) == 1
+        # and one that turns them off stops them
+        cfg.write_text(base)
+        proc.send_signal(signal.SIGHUP)
+        second = _wait_for(err, "reporters_rebuilt", n=2)[1]
+        assert second["reporters"] == ["metrics", "status"]
+        deadline = time.monotonic() + 10
+        while sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not sock.exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert not [e for e in _events(err) if e.get("level") == "error"], _events(err)
+
+
 def test_set_ioprio_without_psutil() -> None:
     psutil = pytest.importorskip("psutil")
     code = ("import sys; from pyoomd.report.reporters import set_ioprio, IOPRIO_CLASS_BE; "

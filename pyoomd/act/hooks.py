@@ -139,6 +139,7 @@ class HookRunner:
             drop_inheritable_privileges()
         self._pending: dict[int, dict[str, Any]] = {}  # pid -> kill fields awaiting post_kill
         self._queue: queue.Queue[tuple[tuple[str, ...], dict[str, str]]] = queue.Queue(QUEUE_MAX)
+        self._stopped = False
         self._reaper = threading.Thread(target=self._work, name="pyoomd-hooks", daemon=True)
         self._reaper.start()
 
@@ -211,7 +212,18 @@ class HookRunner:
         if rc != 0:
             self.log("hook_failed", hook=argv[0], pid=p.pid, returncode=rc)
 
+    def stop(self) -> None:
+        """End the worker (a reload replaced this runner); hooks already
+        started finish under their reaper threads."""
+        self._stopped = True
+        try:
+            self._queue.put_nowait(None)  # type: ignore[arg-type]
+        except queue.Full:
+            pass  # the worker sees _stopped after the hook it is starting
+
     def _work(self) -> None:
         while True:
-            argv, env = self._queue.get()
-            self.spawn(argv, env)
+            item = self._queue.get()
+            if item is None or self._stopped:
+                return
+            self.spawn(*item)

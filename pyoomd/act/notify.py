@@ -228,6 +228,7 @@ class Notifier:
     # Who has an active graphical session (notify.sessions: graphical).
     graphical: Callable[[str], set[int]] = graphical_uids
     _fallback_told: bool = False
+    _stopped: bool = False
     _queue: queue.Queue[Message] = field(default_factory=lambda: queue.Queue(QUEUE_MAX))
     _budgets: dict[tuple[int, str], _Budget] = field(default_factory=dict)
     _level: Level = Level.OK
@@ -253,9 +254,21 @@ class Notifier:
         except queue.Full:
             pass  # the worker is stuck on a bus: this one is lost, the loop goes on
 
+    def stop(self) -> None:
+        """End the worker (a reload replaced this notifier) once it is done
+        with what it is sending."""
+        self._stopped = True
+        try:
+            self._queue.put_nowait(None)  # type: ignore[arg-type]
+        except queue.Full:
+            pass  # the worker sees _stopped after its current message
+
     def _work(self) -> None:
-        while True:
-            self.deliver(self._queue.get())
+        while not self._stopped:
+            msg = self._queue.get()
+            if msg is None or self._stopped:
+                return
+            self.deliver(msg)
 
     def deliver(self, msg: Message) -> int:
         """Send ``msg`` to every session within its rate limit; how many got it."""

@@ -85,6 +85,7 @@ class Metrics:
         self.server: Any = None
         self.port: int | None = None
         self._wake = threading.Event()
+        self._stopped = False
 
     # -- outputs ------------------------------------------------------------
     def start(self) -> Metrics:
@@ -108,15 +109,18 @@ class Metrics:
             self.log("metrics_textfile_failed", path=self.cfg.textfile, error=str(e))
 
     def _textfile_loop(self) -> None:
-        while True:
+        while not self._stopped:
             self.write_textfile()
             self._wake.wait(self.cfg.textfile_interval)
             self._wake.clear()
 
     def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+            self.server = None
 
     # -- observer -------------------------------------------------------------
     def on_tick(self, sample: MemSample, decision: Decision) -> None:

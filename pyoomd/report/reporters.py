@@ -26,37 +26,145 @@ NICENESS = -20
 
 
 def attach(daemon: Any, settings: Settings, config_files: list[str]) -> list[Callable[[], None]]:
-    """Add the configured observers to ``daemon.observers``; returns stop functions."""
-    log = daemon.log
-    stops: list[Callable[[], None]] = []
+    """Add the configured observers to ``daemon.observers`` (as one
+    ``Reporters``, which rebuilds them when a reload changes their
+    settings); returns stop functions."""
     if settings.raise_priority:
         daemon.emit("info", "priority_raised", **raise_priority())
+    reporters = Reporters(daemon, config_files)
+    daemon.observers.append(reporters)
+    return [reporters.stop]
+
+
+# The settings each reporter is built from: a reload that changes one of
+# them rebuilds that reporter (and only it: the others keep their state,
+# e.g. the metrics' counters and the notifier's rate limits).
+_PARTS: dict[str, Callable[[Any], Any]] = {
+    "hooks": lambda s: s.hooks,
+    "notify": lambda s: s.notify,
+    "metrics": lambda s: s.metrics,
+    "status": lambda s: s.status.socket,
+    "report": lambda s: s.report_interval,
+}
+
+
+class Reporters:
+    """The report observers of a ``pyoomd run`` (hooks, notifications,
+    metrics, status socket, memory report) as one observer.  On a
+    ``reloaded`` event, each part whose settings changed is stopped and built
+    again from the daemon's new settings: ``systemctl reload`` turns
+    notifications on, moves the metrics port, changes hooks.  A part that
+    cannot start is logged and left out; the killer runs on."""
+
+    def __init__(self, daemon: Any, config_files: list[str]) -> None:
+        self.daemon = daemon
+        self.config_files = config_files
+        self._keys: dict[str, Any] = {}
+        self._parts: dict[str, tuple[list[Any], list[Callable[[], None]]]] = {}
+        for name in _PARTS:  # at start-up a refused part (a hook others may rewrite: ConfigError) stops us
+            self._build(name, strict=True)
+
+    @property
+    def observers(self) -> list[Any]:
+        return [o for obs, _ in self._parts.values() for o in obs]
+
+    def _build(self, name: str, strict: bool = False) -> None:
+        self._keys[name] = _PARTS[name](self.daemon.settings)
+        obs: list[Any] = []
+        stops: list[Callable[[], None]] = []
+        try:
+            _BUILDERS[name](self.daemon, self.daemon.settings, self.config_files, obs, stops)
+        except Exception as e:  # noqa: BLE001 - on reload: e.g. a hook made writable by others since
+            if strict:
+                raise
+            self.daemon.emit("error", "reporter_failed", reporter=name, error=str(e) or repr(e))
+        self._parts[name] = (obs, stops)
+
+    def on_event(self, event: str, fields: dict[str, Any]) -> None:
+        for obs in self.observers:
+            try:
+                obs.on_event(event, fields)
+            except Exception as e:  # noqa: BLE001 - an observer must never stop the loop
+                self.daemon.log.error("observer_failed", observer=type(obs).__name__, error=repr(e))
+        if event == "reloaded":
+            self.reload()
+
+    def on_tick(self, sample: MemSample, decision: Decision) -> None:
+        for obs in self.observers:
+            try:
+                obs.on_tick(sample, decision)
+            except Exception as e:  # noqa: BLE001
+                self.daemon.log.error("observer_failed", observer=type(obs).__name__, error=repr(e))
+
+    def reload(self) -> None:
+        changed = [n for n, key in _PARTS.items() if key(self.daemon.settings) != self._keys[n]]
+        for name in changed:
+            for stop in self._parts[name][1]:
+                stop()
+            self._build(name)
+        for obs in self._parts["metrics"][0]:  # new levels, same counters
+            obs.thresholds = self.daemon.thresholds
+        if changed:
+            self.daemon.emit("info", "reporters_rebuilt", reporters=changed)
+
+    def stop(self) -> None:
+        for _, stops in self._parts.values():
+            for stop in stops:
+                stop()
+
+
+def _hooks(daemon: Any, settings: Settings, config_files: list[str], obs: list[Any],
+           stops: list[Callable[[], None]]) -> None:
     if settings.hooks.pre_kill or settings.hooks.post_kill:
         from ..act.hooks import HookRunner
 
-        daemon.observers.append(HookRunner(settings.hooks, lambda ev, **kw: log.warning(ev, **kw)))
+        h = HookRunner(settings.hooks, lambda ev, **kw: daemon.log.warning(ev, **kw))
+        obs.append(h)
+        stops.append(h.stop)
+
+
+def _notify(daemon: Any, settings: Settings, config_files: list[str], obs: list[Any],
+            stops: list[Callable[[], None]]) -> None:
     if settings.notify.enabled:
         from ..act.notify import Notifier
 
-        daemon.observers.append(Notifier(settings.notify, lambda ev, **kw: log.info(ev, **kw)).start())
+        n = Notifier(settings.notify, lambda ev, **kw: daemon.log.info(ev, **kw)).start()
+        obs.append(n)
+        stops.append(n.stop)
+
+
+def _metrics(daemon: Any, settings: Settings, config_files: list[str], obs: list[Any],
+             stops: list[Callable[[], None]]) -> None:
     if settings.metrics.listen or settings.metrics.textfile:
         from .metrics import Metrics
 
         try:
-            m = Metrics(settings.metrics, daemon.thresholds, lambda ev, **kw: log.warning(ev, **kw),
+            m = Metrics(settings.metrics, daemon.thresholds, lambda ev, **kw: daemon.log.warning(ev, **kw),
                         last_tick_s=lambda: daemon.last_tick_s).start()
-            daemon.observers.append(m)
-            stops.append(m.stop)
         except OSError as e:
             daemon.emit("error", "metrics_failed", listen=settings.metrics.listen, error=str(e))
+            return
+        obs.append(m)
+        stops.append(m.stop)
+
+
+def _status(daemon: Any, settings: Settings, config_files: list[str], obs: list[Any],
+            stops: list[Callable[[], None]]) -> None:
     if settings.status.socket:
-        _attach_status(daemon, settings.status.socket, config_files, stops)
+        _attach_status(daemon, settings.status.socket, config_files, obs, stops)
+
+
+def _report(daemon: Any, settings: Settings, config_files: list[str], obs: list[Any],
+            stops: list[Callable[[], None]]) -> None:
     if settings.report_interval > 0:
-        daemon.observers.append(MemoryReport(settings.report_interval, lambda ev, **kw: log.info(ev, **kw)))
-    return stops
+        obs.append(MemoryReport(settings.report_interval, lambda ev, **kw: daemon.log.info(ev, **kw)))
 
 
-def _attach_status(daemon: Any, path: str, config_files: list[str], stops: list[Callable[[], None]]) -> None:
+_BUILDERS = {"hooks": _hooks, "notify": _notify, "metrics": _metrics, "status": _status, "report": _report}
+
+
+def _attach_status(daemon: Any, path: str, config_files: list[str], observers: list[Any],
+                   stops: list[Callable[[], None]]) -> None:
     from .control import StatusObserver, StatusServer
 
     def static() -> dict[str, Any]:
@@ -77,7 +185,7 @@ def _attach_status(daemon: Any, path: str, config_files: list[str], stops: list[
     except OSError as e:
         daemon.emit("error", "status_socket_failed", socket=path, error=str(e))
         return
-    daemon.observers.append(obs)
+    observers.append(obs)
     stops.append(server.stop)
 
 
