@@ -22,6 +22,7 @@ struct pyoomd_sample {
     int has_available;
     int has_psi;
     int has_full;
+    int psi_same;
     double some10, some60, some300, full10, full60, full300;
     unsigned long long some_total, full_total;
 };
@@ -33,6 +34,33 @@ int pyoomd_read(struct pyoomd_reader *r, struct pyoomd_sample *out);
 void pyoomd_close(struct pyoomd_reader *r);
 int pyoomd_parse_meminfo(const char *buf, size_t len, struct pyoomd_sample *out);
 int pyoomd_parse_psi(const char *buf, size_t len, struct pyoomd_sample *out);
+/* The fast path over a remembered layout (tests compare it with the full scan). */
+struct pyoomd_meminfo_hint {
+    int valid;
+    int off[8];
+};
+int pyoomd_parse_meminfo_hinted(const char *buf, size_t len, struct pyoomd_meminfo_hint *h,
+                                struct pyoomd_sample *out);
+
+struct pyoomd_idle {
+    long long gate_kib;
+    double first_sleep_s;
+    double timeout_s;
+    double min_interval_s, max_interval_s;
+    double min_rate_kib_s, max_rate_kib_s;
+    double rate_kib_s;
+    double rate_safety, rate_step_s, rate_window_s;
+    int psi_fd;
+    int wake_fd;
+    int reason;
+    int revents;
+    int samples;
+    double prev_age_s;
+    long long prev_available_kib;
+};
+/* Samples in C while MemAvailable > gate_kib; called with the GIL released
+   (cffi's default in API mode), so other threads run meanwhile. */
+int pyoomd_idle_wait(struct pyoomd_reader *r, struct pyoomd_idle *w, struct pyoomd_sample *out);
 """
 
 ffibuilder = FFI()

@@ -13,10 +13,15 @@ reports the one chosen.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import importlib
+import math
 import os
+import select
 import struct
+import time
+from collections.abc import Callable
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -36,9 +41,91 @@ EXIT_NO_EXTENSION = 69  # EX_UNAVAILABLE: the README's "requested reader backend
 READ_CHUNK = 8192
 # Far above any meminfo or PSI file (same limit as _reader.c's READ_MAX).
 READ_MAX = 1 << 20
-# struct pyoomd_sample of _reader.c in native layout: 8 long long, 3 int,
-# (padding), 6 double, 2 unsigned long long.  Checked against ffi.sizeof.
-_SAMPLE_STRUCT = struct.Struct("@8q3i6d2Q")
+# struct pyoomd_sample of _reader.c in native layout: 8 long long, 4 int
+# (has_available, has_psi, has_full, psi_same), then 6 double and 2 unsigned
+# long long (the PSI values).  Checked against ffi.sizeof.
+_HEAD_STRUCT = struct.Struct("@8q4i")
+_PSI_STRUCT = struct.Struct("@6d2Q")
+_SAMPLE_SIZE = _HEAD_STRUCT.size + _PSI_STRUCT.size
+_MEMSAMPLE_FIELDS = ("mem_total_kib", "mem_available_kib", "swap_total_kib", "swap_free_kib", "psi",
+                     "available_estimated")
+
+
+def _memsample_maker() -> Callable[[int, int, int, int, Pressure | None, bool], MemSample]:
+    """MemSample(...) at half the cost: the frozen dataclass's __init__ sets
+    each field through object.__setattr__ (~0.7 us for six); setting the
+    slots through their descriptors gives the same object in ~0.35 us.
+    Falls back to the constructor if MemSample's fields ever change."""
+    names = tuple(f.name for f in dataclasses.fields(MemSample))
+    slots = getattr(MemSample, "__slots__", ())
+    if names != _MEMSAMPLE_FIELDS or tuple(slots) != names:
+        return MemSample
+    new = object.__new__
+    s_total, s_avail, s_swap_total, s_swap_free, s_psi, s_est = (
+        MemSample.__dict__[n].__set__ for n in _MEMSAMPLE_FIELDS)
+
+    def make(total: int, avail: int, swap_total: int, swap_free: int, psi: Pressure | None,
+             estimated: bool) -> MemSample:
+        o = new(MemSample)
+        s_total(o, total)
+        s_avail(o, avail)
+        s_swap_total(o, swap_total)
+        s_swap_free(o, swap_free)
+        s_psi(o, psi)
+        s_est(o, estimated)
+        return o
+    return make
+
+
+make_memsample = _memsample_maker()
+
+# Why an idle wait returned (the IDLE_ codes of _reader.c, by number).
+IDLE_REASONS = ("?", "gate", "deadline", "psi", "wake", "signal")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IdleResult:
+    """What ``Sampler.idle_wait`` returns.  ``sample`` is a whole sample taken
+    at the return (the one at or below the gate for ``gate``), to be judged
+    as any other.  ``reason``: gate | deadline | psi | wake | signal.
+    ``revents``: the PSI fd's poll events for ``psi``.  ``prev_age_s`` and
+    ``prev_available_kib``: the sample before it (None when there was none),
+    so the caller's fill-rate history sees the last step of a decline."""
+
+    sample: MemSample
+    reason: str
+    revents: int = 0
+    samples: int = 0
+    prev_age_s: float | None = None
+    prev_available_kib: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IdleParams:
+    """The idle wait's settings (see ``Sampler.idle_wait``)."""
+
+    gate_kib: int
+    timeout_s: float
+    first_sleep_s: float
+    min_interval_s: float
+    max_interval_s: float
+    min_rate_kib_s: float
+    max_rate_kib_s: float
+    rate_kib_s: float = 0.0  # the caller's measured decline (KiB/s)
+    # judge/decide.py's RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S (passed in:
+    # the sense stage does not import the judge).
+    rate_safety: float = 2.0
+    rate_step_s: float = 0.02
+    rate_window_s: float = 2.0
+    psi_fd: int | None = None  # polled for POLLPRI (a PSI trigger)
+    wake_fd: int | None = None  # polled for POLLIN (signal.set_wakeup_fd's pipe)
+
+
+def idle_sleep_s(avail_kib: int, p: IdleParams, peak_kib_s: float) -> float:
+    """The sleep between idle samples: headroom to the gate over the assumed
+    rate, clamped (the daemon's rule with the gate in place of TERM)."""
+    rate = min(max(peak_kib_s * p.rate_safety, p.min_rate_kib_s), p.max_rate_kib_s)
+    return min(p.max_interval_s, max(p.min_interval_s, (avail_kib - p.gate_kib) / rate))
 
 
 def _load_extension() -> ModuleType | None:
@@ -111,6 +198,71 @@ class _PythonReader:
             sample.swap_free_kib, psi, sample.available_estimated,
         )
 
+    def idle_wait(self, p: IdleParams) -> IdleResult:
+        """_reader.c's pyoomd_idle_wait in Python (same rule and reasons).
+        One difference: Python retries an interrupted poll() after running
+        the signal handlers (PEP 475), so a signal ends the wait through
+        ``wake_fd`` only."""
+        if self._meminfo_fd < 0:
+            raise ValueError("read from a closed Sampler")
+        poller = select.poll()
+        if p.psi_fd is not None:
+            poller.register(p.psi_fd, select.POLLPRI)
+        if p.wake_fd is not None:
+            poller.register(p.wake_fd, select.POLLIN)
+        clock = time.monotonic
+        now = clock()
+        deadline, sleep_s = now + p.timeout_s, p.first_sleep_s
+        anchor: tuple[float, int] | None = None  # start of the slope being measured
+        prev: tuple[float, int] | None = None  # the last sample before this one
+        peak, peak_t = max(0.0, p.rate_kib_s), now
+        samples, revents, reason = 0, 0, ""
+        while True:
+            for fd, ev in poller.poll(max(0, math.ceil(min(sleep_s, deadline - clock()) * 1000))):
+                if fd == p.wake_fd:
+                    reason = "wake"
+                elif not reason:
+                    reason, revents = "psi", ev
+            if reason:
+                break
+            now = clock()
+            sample = parse_meminfo(pread_all(self._meminfo_fd), self.meminfo_path)
+            samples += 1
+            avail = sample.mem_available_kib
+            if avail <= p.gate_kib:
+                reason = "gate"
+                break
+            if anchor is None or now - anchor[0] > p.rate_window_s:
+                anchor = (now, avail)
+            elif now - anchor[0] >= p.rate_step_s:
+                slope = (anchor[1] - avail) / (now - anchor[0])
+                if slope >= peak or now - peak_t > p.rate_window_s:
+                    peak, peak_t = max(0.0, slope), now
+                anchor = (now, avail)
+            if now - peak_t > p.rate_window_s:
+                peak = 0.0
+            if now >= deadline - 1e-4:
+                reason = "deadline"
+                break
+            prev = (now, avail)
+            sleep_s = idle_sleep_s(avail, p, peak)
+        if reason in ("gate", "deadline"):
+            out = self._with_psi(sample)
+        else:  # woken: a fresh whole sample; the last one read here comes before it
+            now = clock()
+            out = self.read()
+            samples += 1
+        if prev is None:
+            return IdleResult(out, reason, revents, samples)
+        return IdleResult(out, reason, revents, samples, now - prev[0], prev[1])
+
+    def _with_psi(self, sample: MemSample) -> MemSample:
+        if self._psi_fd is None:
+            return sample
+        psi = parse_pressure(pread_all(self._psi_fd), self.psi_path)
+        return MemSample(sample.mem_total_kib, sample.mem_available_kib, sample.swap_total_kib,
+                         sample.swap_free_kib, psi, sample.available_estimated)
+
     def close(self) -> None:
         for fd in (self._meminfo_fd, self._psi_fd):
             if fd is not None and fd >= 0:
@@ -128,42 +280,91 @@ class _CffiReader:
         self._lib: Any = ext.lib
         self.meminfo_path = meminfo_path
         self.psi_path = psi_path
-        if _SAMPLE_STRUCT.size != self._ffi.sizeof("struct pyoomd_sample"):
+        if _SAMPLE_SIZE != self._ffi.sizeof("struct pyoomd_sample"):
             raise StartupError("pyoomd.sense._reader does not match sample.py: rebuild it", EXIT_NO_EXTENSION)
         err = self._ffi.new("int *")
         handle = self._lib.pyoomd_open(os.fsencode(meminfo_path), os.fsencode(psi_path), err)
         if handle == self._ffi.NULL:
             raise OSError(-err[0], os.strerror(-err[0]), meminfo_path)
         self._handle: Any = handle
-        self._out: Any = self._ffi.new("struct pyoomd_sample *")
-        self._out_buf: Any = self._ffi.buffer(self._out)
+        # The struct lives in a bytearray: struct.unpack_from reads a bytearray
+        # faster than a cffi buffer (~0.1 us against ~0.17 us).
+        self._out_buf = bytearray(_SAMPLE_SIZE)
+        self._out: Any = self._ffi.from_buffer("struct pyoomd_sample *", self._out_buf)
+        self._idle: Any = self._ffi.new("struct pyoomd_idle *")
         self.has_psi = bool(self._lib.pyoomd_has_psi(handle))
-        self._psi_key: tuple[Any, ...] | None = None
         self._psi: Pressure | None = None
+        self.read = self._make_read()  # type: ignore[method-assign]
 
-    def read(self) -> MemSample:
-        if self._handle is None:
-            raise ValueError("read from a closed Sampler")
-        rc = self._lib.pyoomd_read(self._handle, self._out)
+    def _make_read(self) -> Callable[[], MemSample]:
+        """The hot path as a closure: everything it touches is a local."""
+        call, out, buf = self._lib.pyoomd_read, self._out, self._out_buf
+        head, make = _HEAD_STRUCT.unpack_from, make_memsample
+
+        def read() -> MemSample:
+            handle = self._handle
+            if handle is None:
+                raise ValueError("read from a closed Sampler")
+            rc = call(handle, out)
+            if rc:
+                self._failed(rc)
+            total, avail, swap_total, swap_free, _, _, _, _, has_avail, has_psi, has_full, same = head(buf)
+            if has_psi:
+                psi = self._psi if same and self._psi is not None else self._pressure(has_full)
+            else:
+                psi = None
+            return make(total, avail, swap_total, swap_free, psi, not has_avail)
+        return read
+
+    def read(self) -> MemSample:  # replaced per instance by _make_read's closure
+        raise NotImplementedError
+
+    def _failed(self, rc: int) -> None:
+        self._psi = None  # the C side forgot its last PSI read too
         if rc == -errno.EINVAL:
             self._raise_parse_error()
-        if rc < 0:
-            raise OSError(-rc, os.strerror(-rc), self.meminfo_path)
-        # One unpack of the whole struct: ~0.2 us against ~0.8 us for 19 cffi field reads.
-        fields = _SAMPLE_STRUCT.unpack_from(self._out_buf)
-        psi = self._pressure(fields[9:]) if fields[9] else None
-        return MemSample(fields[0], fields[1], fields[2], fields[3], psi, not fields[8])
+        raise OSError(-rc, os.strerror(-rc), self.meminfo_path)
 
-    def _pressure(self, key: tuple[Any, ...]) -> Pressure:
-        """PSI from (has_psi, has_full, some10..full300, some_total, full_total).
-        PSI totals stand still while nothing stalls (the usual case), so the
-        last Pressure is reused when nothing changed: it is immutable."""
-        if key != self._psi_key:
-            _, has_full, s10, s60, s300, f10, f60, f300, some_total, full_total = key
-            full = PsiLine(f10, f60, f300, full_total) if has_full else None
-            self._psi = Pressure(PsiLine(s10, s60, s300, some_total), full)
-            self._psi_key = key
-        assert self._psi is not None
+    def _sample(self) -> MemSample:
+        """The MemSample in self._out."""
+        total, avail, swap_total, swap_free, _, _, _, _, has_avail, has_psi, has_full, same = (
+            _HEAD_STRUCT.unpack_from(self._out_buf))
+        if has_psi:
+            psi = self._psi if same and self._psi is not None else self._pressure(has_full)
+        else:
+            psi = None
+        return make_memsample(total, avail, swap_total, swap_free, psi, not has_avail)
+
+    def idle_wait(self, p: IdleParams) -> IdleResult:
+        """Sample in C (GIL released) until there is something to judge: see
+        pyoomd_idle_wait in _reader.c."""
+        if self._handle is None:
+            raise ValueError("read from a closed Sampler")
+        w = self._idle
+        w.gate_kib, w.first_sleep_s, w.timeout_s = p.gate_kib, p.first_sleep_s, p.timeout_s
+        w.min_interval_s, w.max_interval_s = p.min_interval_s, p.max_interval_s
+        w.min_rate_kib_s, w.max_rate_kib_s, w.rate_kib_s = p.min_rate_kib_s, p.max_rate_kib_s, p.rate_kib_s
+        w.rate_safety, w.rate_step_s, w.rate_window_s = p.rate_safety, p.rate_step_s, p.rate_window_s
+        w.psi_fd = -1 if p.psi_fd is None else p.psi_fd
+        w.wake_fd = -1 if p.wake_fd is None else p.wake_fd
+        rc = self._lib.pyoomd_idle_wait(self._handle, w, self._out)
+        if rc:
+            self._failed(rc)
+        sample = self._sample()
+        if w.prev_age_s < 0:
+            return IdleResult(sample, IDLE_REASONS[w.reason], w.revents, w.samples)
+        return IdleResult(sample, IDLE_REASONS[w.reason], w.revents, w.samples, w.prev_age_s,
+                          w.prev_available_kib)
+
+    def _pressure(self, has_full: int) -> Pressure:
+        """PSI from the struct.  The C reader says when the file read the
+        same bytes as last time (psi_same: nothing stalled, the usual case);
+        then the last Pressure is reused (it is immutable) and this is not
+        called."""
+        s10, s60, s300, f10, f60, f300, some_total, full_total = _PSI_STRUCT.unpack_from(
+            self._out_buf, _HEAD_STRUCT.size)
+        full = PsiLine(f10, f60, f300, full_total) if has_full else None
+        self._psi = Pressure(PsiLine(s10, s60, s300, some_total), full)
         return self._psi
 
     def _raise_parse_error(self) -> None:
@@ -197,6 +398,16 @@ class Sampler:
     def read(self) -> MemSample:
         """One sample; raises ParseError on a malformed file, OSError on I/O."""
         return self._reader.read()
+
+    def idle_wait(self, params: IdleParams) -> IdleResult:
+        """Sample while MemAvailable stays above ``params.gate_kib``, sleeping
+        between samples by the daemon's rule (headroom to the gate over the
+        assumed fill rate, clamped to the sampling intervals), and return a
+        whole sample as soon as there is something to judge: MemAvailable at
+        or below the gate, ``timeout_s`` passed, the PSI fd fired, the wake
+        fd became readable or (C reader) a signal interrupted the sleep.
+        Raises as ``read`` does."""
+        return self._reader.idle_wait(params)
 
     def close(self) -> None:
         self._reader.close()
