@@ -14,7 +14,7 @@ from . import selfprotect
 from .act.cgroup_kill import GroupKiller
 from .act.kill import Killer, KillPlan
 from .errors import ConfigError, ParseError
-from .judge.decide import Judge
+from .judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, Judge
 from .judge.growth import NO_GROWTH, Growth, GrowthTracker
 from .judge.pressure import compile_rule
 from .judge.rank import NoPolicy, Policy, order, score
@@ -24,7 +24,7 @@ from .sense import snapshot
 from .sense.cgroup import CgroupRef, Cgroups, LeafStat, choose_leaf
 from .sense.procfs import Procfs
 from .sense.psi import Waiter
-from .sense.sample import Sampler
+from .sense.sample import IdleParams, IdleResult, Sampler
 from .sense.zram import Zram
 from .values import Thresholds
 
@@ -38,6 +38,13 @@ STUCK_FORGET_S = 300.0
 # Sample errors are logged at most this often, so a broken file cannot fill
 # the journal at 500 lines a second.
 ERROR_LOG_EVERY_S = 10.0
+# While memory is above the WARN level the loop samples in C (Sampler.idle_wait)
+# and comes back to Python for a tick at least this often; sooner when an
+# observer asks for it (its ``idle_every_s``: the watchdog, metrics, the status
+# socket, memory reports).  At the OK level the daemon itself has nothing
+# periodic to do; each such tick costs ~300 us of CPU (cold caches), so a
+# short period would cost more than the sampling (README, Sampling).
+IDLE_HOUSEKEEPING_S = 60.0
 
 
 class Observer(Protocol):
@@ -174,17 +181,127 @@ class Daemon:
             os.close(opened)
 
     # -- the loop -------------------------------------------------------------
+    # Sample in C between ticks while memory is plentiful (see _can_idle):
+    # None = when the sampler can and the daemon runs on real time (an
+    # injected clock or sleep means the caller drives time itself).
+    use_idle_wait: bool | None = None
+
     def run(self) -> None:
         self._install_signals()
+        idle = self.use_idle_wait
+        if idle is None:
+            idle = self.clock is time.monotonic and (self.sleep is time.sleep or self.sleep is self.waiter)
+        idle_wait = getattr(self.sampler, "idle_wait", None) if idle else None
+        wake_fd = self._signal_wakeup() if idle_wait is not None else None
         self.startup()
-        while not self.state.stop:
-            if self.state.reload:
-                self.reload()
-            t0 = time.perf_counter()
-            pause = self.tick()
-            self.last_tick_s = time.perf_counter() - t0  # for the metrics' tick histogram
-            self.sleep(pause)
+        sample: MemSample | None = None
+        before: tuple[float, int] | None = None
+        try:
+            while not self.state.stop:
+                if self.state.reload:
+                    self.reload()
+                t0 = time.perf_counter()
+                pause = self.tick(sample, before)
+                self.last_tick_s = time.perf_counter() - t0  # for the metrics' tick histogram
+                sample, before = None, None
+                if idle_wait is not None and self._can_idle():
+                    got = self._idle(idle_wait, pause, wake_fd)
+                    if got is not None:
+                        sample = got.sample
+                        if got.prev_age_s is not None:
+                            before = (got.prev_age_s, got.prev_available_kib)
+                else:
+                    self.sleep(pause)
+        finally:
+            self._signal_wakeup_off()
         self.emit("info", "shutdown", pid=os.getpid())
+
+    def _can_idle(self) -> bool:
+        """Only at the OK level with nothing pending: above WARN no kill, PSI
+        rule or growth following can start (see idle_gate_kib)."""
+        st = self.state
+        return (st.level == Level.OK and st.release is None and not st.episode.active
+                and not st.reload and not st.stop)
+
+    def idle_gate_kib(self) -> int:
+        """The highest MemAvailable at which anything can start: the WARN
+        level (growth following starts there, the PSI rule counts only at or
+        below it, TERM and KILL are at or below it)."""
+        th = self.thresholds
+        gate = max(th.mem_warn_kib, th.mem_term_kib, th.mem_kill_kib)
+        pressure = getattr(self.judge, "pressure", None)
+        if pressure is not None:
+            gate = max(gate, pressure.rule.gate_kib)
+        return gate
+
+    def idle_timeout_s(self) -> float:
+        """How long the idle wait may last: IDLE_HOUSEKEEPING_S, or less if an
+        observer needs ticks more often (``idle_every_s``)."""
+        every = [IDLE_HOUSEKEEPING_S]
+        for obs in self.observers:
+            want = getattr(obs, "idle_every_s", None)
+            if want is not None and want > 0:
+                every.append(float(want))
+        return max(self.settings.sampling.min_interval, min(every))
+
+    def _idle(self, idle_wait: Callable[[IdleParams], IdleResult], pause: float,
+              wake_fd: int | None) -> IdleResult | None:
+        """Sleep ``pause``, then sample in C until there is something to judge.
+        Returns the sample for the next tick, or None when sampling failed
+        (the tick reads again and reports the error)."""
+        s = self.settings.sampling
+        waiter = self.waiter
+        psi_fd = getattr(waiter, "fd", None)
+        params = IdleParams(
+            gate_kib=self.idle_gate_kib(), timeout_s=self.idle_timeout_s(), first_sleep_s=pause,
+            min_interval_s=s.min_interval, max_interval_s=s.max_interval,
+            min_rate_kib_s=s.min_rate_mib_s * 1024.0, max_rate_kib_s=s.max_rate_mib_s * 1024.0,
+            rate_kib_s=self.judge.rates.rates().mem_kib_s, rate_safety=RATE_SAFETY,
+            rate_step_s=RATE_STEP_S, rate_window_s=RATE_WINDOW_S, psi_fd=psi_fd, wake_fd=wake_fd)
+        try:
+            got = idle_wait(params)
+        except (OSError, ParseError):
+            return None
+        finally:
+            _drain(wake_fd)
+        if got.reason == "psi" and waiter is not None:
+            waiter.note(got.revents)
+        return got
+
+    def _signal_wakeup(self) -> int | None:
+        """A non-blocking pipe that Python's C-level signal handler writes to
+        (signal.set_wakeup_fd): the idle wait polls it, so a SIGTERM or SIGHUP
+        ends the wait even when it lands just before the wait begins (EINTR
+        alone would miss that one).  None where it cannot be set (not the
+        main thread, or someone else's fd is in place)."""
+        self._wake_pipe: tuple[int, int] | None = None
+        try:
+            r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            old = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread
+            old = None
+        if old is None or old != -1:
+            if old is not None:
+                signal.set_wakeup_fd(old)
+            os.close(r)
+            os.close(w)
+            return None
+        self._wake_pipe = (r, w)
+        return r
+
+    def _signal_wakeup_off(self) -> None:
+        pipe = getattr(self, "_wake_pipe", None)
+        if pipe is not None:
+            try:
+                signal.set_wakeup_fd(-1)
+            except ValueError:
+                pass
+            os.close(pipe[0])
+            os.close(pipe[1])
+            self._wake_pipe = None
 
     def reload(self) -> None:
         """Re-read the configuration between two ticks; a bad one is logged
@@ -223,18 +340,25 @@ class Daemon:
             self.state.reload = True
         signal.signal(signal.SIGHUP, reload)
 
-    def tick(self) -> float:
-        """One trip: sense, judge, maybe act.  Returns seconds to sleep."""
+    def tick(self, sample: MemSample | None = None, before: tuple[float, int] | None = None) -> float:
+        """One trip: sense, judge, maybe act.  Returns seconds to sleep.
+        ``sample``: one already taken (by the idle wait) instead of reading;
+        ``before``: (seconds older, MemAvailable) of the sample the idle wait
+        took before it, so the fill rate covers the last step of a decline."""
         now = self.clock()
-        try:
-            sample = self.sampler.read()
-        except (OSError, ParseError) as e:
-            if now - self.state.last_error_at >= ERROR_LOG_EVERY_S:
-                self.state.last_error_at = now
-                self.emit("error", "sample_error", error=str(e))
-            return self.settings.sampling.min_interval * 10
+        if sample is None:
+            try:
+                sample = self.sampler.read()
+            except (OSError, ParseError) as e:
+                if now - self.state.last_error_at >= ERROR_LOG_EVERY_S:
+                    self.state.last_error_at = now
+                    self.emit("error", "sample_error", error=str(e))
+                return self.settings.sampling.min_interval * 10
         sample = self.zram.adjust(sample)
         self.last_sample = sample
+        if before is not None:
+            # Swap as now: the idle wait follows MemAvailable only.
+            self.judge.rates.add(now - before[0], dataclasses.replace(sample, mem_available_kib=before[1]))
         decision = self.judge.judge(sample, now)
         for obs in self.observers:
             try:
@@ -443,6 +567,17 @@ class Daemon:
 
     def _killer_event(self, event: str, **kw: object) -> None:
         self.emit("warning", event, **kw)
+
+
+def _drain(fd: int | None) -> None:
+    """Empty the signal wakeup pipe (the handlers have run or will)."""
+    if fd is None:
+        return
+    try:
+        while os.read(fd, 512):
+            pass
+    except OSError:  # BlockingIOError: empty
+        pass
 
 
 def _make_judge(settings: Settings, th: Thresholds) -> Judge:

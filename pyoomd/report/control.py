@@ -45,6 +45,9 @@ class StatusObserver:
         self._last: tuple[MemSample, Decision, float] | None = None
         self._kills: collections.deque[dict[str, Any]] = collections.deque(maxlen=LAST_KILLS)
         self._lock = threading.Lock()
+        # The daemon's idle wait comes back at least this often, so the
+        # document's sample is at most this old while memory is plentiful.
+        self.idle_every_s = 10.0
 
     def on_tick(self, sample: MemSample, decision: Decision) -> None:
         self._last = (sample, decision, self.clock())  # one assignment: readers see a whole tuple

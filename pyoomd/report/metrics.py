@@ -59,6 +59,9 @@ class Metrics:
         self.cfg = cfg
         self.log = log
         self.thresholds = thresholds
+        # The daemon's idle wait comes back at least this often: the gauges'
+        # sample is at most this old while memory is plentiful.
+        self.idle_every_s = 10.0
         self.last_tick_s = last_tick_s
         self.sample: MemSample | None = None
         self.level = Level.OK

@@ -158,6 +158,16 @@ class SdNotifyObserver:
         self.last_kill: str | None = None
         self.ready = False
 
+    @property
+    def idle_every_s(self) -> float | None:
+        """How often the daemon's idle wait must come back for a tick (see
+        Daemon.idle_timeout_s): a third of the watchdog timeout (10 s for
+        WatchdogSec=30s), so a ping, due after half of it, comes at most
+        5/6 of the way.  STATUS needs no more: a level change ends the idle
+        wait anyway (WARN and below are ticked in Python), and the refresh
+        rides on these ticks."""
+        return self.watchdog_s / 3 if self.watchdog_s > 0 else None
+
     # -- Observer -------------------------------------------------------------
     def on_event(self, event: str, fields: dict[str, Any]) -> None:
         if event == "startup":

@@ -141,6 +141,17 @@ class Waiter:
                 self._sleep(timeout_s)
         return False
 
+    def note(self, revents: int) -> bool:
+        """Events that someone else's poll() saw on ``fd`` (the idle wait
+        polls it in C): counted and handled as ``wait`` would.  True for a
+        trigger."""
+        if revents & select.POLLPRI:
+            self.wakeups += 1
+            return True
+        if revents & (select.POLLERR | select.POLLNVAL):
+            self._fallback("sampling only (trigger lost: POLLERR)")
+        return False
+
     def _fallback(self, mode: str) -> None:
         if self.fd is not None:
             os.close(self.fd)
