@@ -136,3 +136,40 @@ def run_all(bindir: str, quick: bool = False, crowd_rank: Callable[[int], dict[s
     out.update(rank_costs(quick))
     out.update(burst_rate(bindir))
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python3 integration/bench/micro.py [--quick] [--only sample|rank|burst]``:
+    builds the C helpers it needs in a temp dir and prints the figures as JSON
+    (with ``cffi_over_pread``, the cffi reader's cost over the bare pread floor)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer rounds")
+    ap.add_argument("--only", choices=("sample", "rank", "burst"), help="one group of figures")
+    args = ap.parse_args(argv)
+    tmp = tempfile.mkdtemp(prefix="pyoomd-micro-")
+    try:
+        tools = {"sample": ["preadbench"], "burst": ["bhog"], "rank": []}
+        need = tools[args.only] if args.only else ["preadbench", "bhog"]
+        for name in need:
+            subprocess.run(["gcc", "-O2", "-Wall", "-o", os.path.join(tmp, name),
+                            os.path.join(HERE, "csrc", name + ".c")], check=True)
+        if args.only == "sample":
+            out = sample_costs(tmp, args.quick)
+        elif args.only == "rank":
+            out = rank_costs(args.quick)
+        elif args.only == "burst":
+            out = burst_rate(tmp)
+        else:
+            out = run_all(tmp, args.quick)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if "sample_cffi_us" in out:
+        out["cffi_over_pread"] = round(out["sample_cffi_us"]["median"] / out["sample_bare_pread_us"]["median"], 3)
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
