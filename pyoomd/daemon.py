@@ -220,7 +220,10 @@ class Daemon:
         """Only at the OK level with nothing pending: above WARN no kill, PSI
         rule or growth following can start (see idle_gate_kib)."""
         st = self.state
-        return (st.level == Level.OK and st.release is None and not st.episode.active
+        # The wait for a victim's memory is pending until its deadline (the
+        # tick clears it only at TERM and below, where it is used).
+        releasing = st.release is not None and self.clock() < st.release[0]
+        return (st.level == Level.OK and not releasing and not st.episode.active
                 and not st.reload and not st.stop)
 
     def idle_gate_kib(self) -> int:

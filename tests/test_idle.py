@@ -540,3 +540,16 @@ def test_observers_say_how_often_they_need_a_tick() -> None:
     assert SdNotifyObserver(Notifier(None)).idle_every_s is None  # no watchdog: no need
     assert StatusObserver(dict).idle_every_s == 10.0
     assert MemoryReport(1.0, lambda *a, **k: None).idle_every_s == 1.0
+
+
+def test_pending_release_wait_keeps_python_ticks_until_its_deadline(quiet_start: None) -> None:
+    sampler = IdleSampler(mem(8), [])
+    d, _ = make_daemon(sampler, [])
+    d.state.level = Level.OK
+    assert d._can_idle()
+    d.state.release = (d.clock() + 60, 0, 1)
+    assert not d._can_idle()
+    d.state.release = (d.clock() - 1, 0, 1)  # expired: memory came back at OK
+    assert d._can_idle()
+    d.state.episode.active = True
+    assert not d._can_idle()
