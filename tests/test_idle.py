@@ -63,8 +63,9 @@ def fake_proc(root: Path, meminfo: bytes = MEMINFO, psi: bytes | None = PSI) -> 
 
 
 def params(gate_kib: int, timeout_s: float = 5.0, **kw: Any) -> IdleParams:
-    base: dict[str, Any] = dict(gate_kib=gate_kib, timeout_s=timeout_s, first_sleep_s=0.0, min_interval_s=0.002,
-                                max_interval_s=0.05, min_rate_kib_s=6000 * 1024.0, max_rate_kib_s=65536 * 1024.0)
+    base: dict[str, Any] = {"gate_kib": gate_kib, "timeout_s": timeout_s, "first_sleep_s": 0.0,
+                            "min_interval_s": 0.002, "max_interval_s": 0.05, "min_rate_kib_s": 6000 * 1024.0,
+                            "max_rate_kib_s": 65536 * 1024.0}
     base.update(kw)
     return IdleParams(**base)
 
@@ -421,7 +422,7 @@ def test_run_idles_at_ok_and_judges_what_it_returns(quiet_start: None) -> None:
     # 20 % of 16 GiB = 3.2 GiB: WARN; 10 % = 1.6 GiB: TERM.
     sampler = IdleSampler(mem(8), [mem(7), mem(6), mem(3), mem(9)])
     sleeps: list[float] = []
-    d, log = make_daemon(sampler, sleeps)
+    d, _ = make_daemon(sampler, sleeps)
     d.run()
     # OK, OK, OK -> idle waits; the 3 GiB sample (WARN) is judged, then Python ticks.
     assert len(sampler.calls) == 3 and sampler.script == [mem(9)]
