@@ -242,6 +242,8 @@ class Daemon:
         observer needs ticks more often (``idle_every_s``)."""
         every = [IDLE_HOUSEKEEPING_S]
         for obs in self.observers:
+            if self._pinger_spec(obs) is not None:
+                continue  # the idle wait pings the watchdog itself
             want = getattr(obs, "idle_every_s", None)
             if want is not None and want > 0:
                 every.append(float(want))
@@ -255,12 +257,16 @@ class Daemon:
         s = self.settings.sampling
         waiter = self.waiter
         psi_fd = getattr(waiter, "fd", None)
+        pinger = next((o for o in self.observers if self._pinger_spec(o) is not None), None)
+        ping = self._pinger_spec(pinger) if pinger is not None else None
         params = IdleParams(
             gate_kib=self.idle_gate_kib(), timeout_s=self.idle_timeout_s(), first_sleep_s=pause,
             min_interval_s=s.min_interval, max_interval_s=s.max_interval,
             min_rate_kib_s=s.min_rate_mib_s * 1024.0, max_rate_kib_s=s.max_rate_mib_s * 1024.0,
             rate_kib_s=self.judge.rates.rates().mem_kib_s, rate_safety=RATE_SAFETY,
-            rate_step_s=RATE_STEP_S, rate_window_s=RATE_WINDOW_S, psi_fd=psi_fd, wake_fd=wake_fd)
+            rate_step_s=RATE_STEP_S, rate_window_s=RATE_WINDOW_S, psi_fd=psi_fd, wake_fd=wake_fd,
+            notify_fd=ping[0] if ping else None, notify_every_s=ping[1] if ping else 0.0,
+            notify_last_s=ping[2] if ping else 0.0)
         try:
             got = idle_wait(params)
         except (OSError, ParseError):
@@ -269,7 +275,15 @@ class Daemon:
             _drain(wake_fd)
         if got.reason == "psi" and waiter is not None:
             waiter.note(got.revents)
+        if got.pings and pinger is not None:
+            pinger.pinged(got.notify_last_s)
         return got
+
+    @staticmethod
+    def _pinger_spec(obs: object) -> tuple[int, float, float] | None:
+        """An observer's watchdog ping request (report/sdnotify.py idle_ping)."""
+        idle_ping = getattr(obs, "idle_ping", None)
+        return idle_ping() if idle_ping is not None else None
 
     def _signal_wakeup(self) -> int | None:
         """A non-blocking pipe that Python's C-level signal handler writes to
@@ -294,6 +308,17 @@ class Daemon:
             return None
         self._wake_pipe = (r, w)
         return r
+
+    def wake(self) -> None:
+        """End the idle wait now (from any thread: the status socket asks for
+        a fresh sample).  Outside run(), or on the non-idle path (which
+        sleeps at most sampling.max_interval), there is nothing to end."""
+        pipe = getattr(self, "_wake_pipe", None)
+        if pipe is not None:
+            try:
+                os.write(pipe[1], b"w")
+            except OSError:
+                pass  # full (a wake is already pending) or closed (run() ended)
 
     def _signal_wakeup_off(self) -> None:
         pipe = getattr(self, "_wake_pipe", None)

@@ -329,6 +329,39 @@ def test_sighup_rebuilds_the_reporters_whose_settings_changed(tmp_path: Path) ->
     assert not [e for e in _events(err) if e.get("level") == "error"], _events(err)
 
 
+def test_a_status_request_gets_a_fresh_sample_from_the_idle_loop(tmp_path: Path) -> None:
+    """At the OK level the loop waits in C for up to a minute; the status
+    socket wakes it, so `pyoomd status` shows a sample taken for the request
+    (the real `python -m pyoomd run`, dry run, fixture /proc)."""
+    from pyoomd.report.control import query
+
+    pol = tmp_path / "policies"
+    pol.mkdir()
+    sock = tmp_path / "status.sock"
+    cfg = _config(tmp_path, BASE_CONFIG % (sock, pol))
+    err = tmp_path / "stderr"
+    with err.open("w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "pyoomd", "--procfs", FIXTURE_PROC, "run", "--dry-run",
+                                 "--log-format", "json", "--config", str(cfg)], stderr=f, env=ENV, cwd="/")
+    try:
+        _wait_for(err, "startup")
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        times = []
+        for _ in range(2):
+            time.sleep(1.5)  # older than status.FRESH_S: the request must wake the loop
+            asked = time.time()
+            doc = query(str(sock))
+            assert doc["level"] == "OK"
+            times.append(doc["last_sample"]["time"])
+            assert asked - 0.05 <= times[-1] <= time.time(), (asked, doc["last_sample"])
+        assert times[1] - times[0] >= 1.5
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
 def test_set_ioprio_without_psutil() -> None:
     psutil = pytest.importorskip("psutil")
     code = ("import sys; from pyoomd.report.reporters import set_ioprio, IOPRIO_CLASS_BE; "

@@ -301,3 +301,46 @@ class _Recorder:
 
     def on_tick(self, sample: MemSample, decision: Decision) -> None:
         pass
+
+
+@pytest.mark.parametrize("reader", ["cffi", "python"])
+def test_the_idle_wait_pings_the_watchdog_without_python_ticks(listener: tuple[Listener, str], tmp_path: Path,
+                                                                reader: str) -> None:
+    """The real `python -m pyoomd run` (dry run, fixture /proc, memory far
+    above WARN): the loop waits in the reader for up to a minute, and the
+    watchdog is still pinged every WatchdogSec/2, from inside that wait."""
+    import subprocess
+    import sys
+    import time
+
+    lst, path = listener
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("kill: {grace: 100ms, kill_timeout: 100ms}\nstatus: {socket: null}\npsi: {wakeup: {enabled: false}}\n")
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo), "PYOOMD_READER": reader, "NOTIFY_SOCKET": path,
+           "WATCHDOG_USEC": "4000000"}
+    err = tmp_path / "stderr"
+    with err.open("w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "pyoomd", "--procfs", FIXTURE_PROC, "run", "--dry-run",
+                                 "--log-format", "json", "--config", str(cfg)], stderr=f, env=env, cwd="/")
+    got: list[tuple[float, dict[str, str]]] = []
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sum("WATCHDOG" in m for _, m in got) < 4:
+            time.sleep(0.05)
+            got += [(time.monotonic(), m) for m in lst.messages()]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, err.read_text()[-2000:]
+    assert '"reader": "%s"' % reader in err.read_text()
+    pings = [t for t, m in got if m.get("WATCHDOG") == "1"]
+    assert len(pings) >= 4, (got, err.read_text()[-2000:])
+    # every half of the watchdog timeout (4 s, or what the daemon raised it
+    # to for its longest gap between ticks), at most one idle sample
+    # interval (1 s) late
+    raised = [int(m["WATCHDOG_USEC"]) for _, m in got if "WATCHDOG_USEC" in m]
+    half = (raised[-1] if raised else 4_000_000) / 2e6
+    gaps = [b - a for a, b in zip(pings[1:], pings[2:])]
+    assert all(half - 0.2 <= g <= half + 1.2 for g in gaps), (gaps, half)
+    # STATUS rides on Python's ticks: the idle wait kept them away
+    assert sum("STATUS" in m for _, m in got) <= 2, got

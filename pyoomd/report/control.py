@@ -30,6 +30,10 @@ from typing import Any
 from ..model import Decision, MemSample
 
 LAST_KILLS = 10  # kills kept for `pyoomd status`; older ones are in the journal
+# A request finds the last sample older than this: the loop is woken for a
+# fresh one (at most FRESH_TIMEOUT_S is waited for it; it takes ~1 ms).
+FRESH_S = 1.0
+FRESH_TIMEOUT_S = 1.0
 CLIENT_TIMEOUT_S = 2.0  # a client that does not read within this is dropped
 MAX_DOC_BYTES = 1 << 20  # `pyoomd status` refuses more than this (not a status document)
 
@@ -38,19 +42,37 @@ class StatusObserver:
     """Keeps what ``pyoomd status`` shows.  ``static`` holds what does not
     change between ticks (config files, thresholds, wake-up mode)."""
 
-    def __init__(self, static: Callable[[], dict[str, Any]], clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, static: Callable[[], dict[str, Any]], clock: Callable[[], float] = time.time,
+                 wake: Callable[[], None] | None = None) -> None:
         self.static = static
         self.clock = clock
         self.started = clock()
         self._last: tuple[MemSample, Decision, float] | None = None
         self._kills: collections.deque[dict[str, Any]] = collections.deque(maxlen=LAST_KILLS)
         self._lock = threading.Lock()
-        # The daemon's idle wait comes back at least this often, so the
-        # document's sample is at most this old while memory is plentiful.
-        self.idle_every_s = 10.0
+        # ``wake`` ends the daemon's idle wait (Daemon.wake): a client asking
+        # while memory is plentiful gets a sample taken for it, so the loop
+        # needs no periodic tick for us.  Without it, the idle wait comes back
+        # at least this often and the sample is at most this old.
+        self.wake = wake
+        self.idle_every_s = None if wake is not None else 10.0
+        self._ticked = threading.Condition()
 
     def on_tick(self, sample: MemSample, decision: Decision) -> None:
         self._last = (sample, decision, self.clock())  # one assignment: readers see a whole tuple
+        if self.wake is not None:
+            with self._ticked:
+                self._ticked.notify_all()
+
+    def fresh(self, max_age_s: float = FRESH_S, timeout_s: float = FRESH_TIMEOUT_S) -> None:
+        """In the server's thread: if the last tick is older than
+        ``max_age_s``, wake the loop and wait (bounded) for its next tick."""
+        last = self._last
+        if self.wake is None or (last is not None and self.clock() - last[2] <= max_age_s):
+            return
+        with self._ticked:
+            self.wake()
+            self._ticked.wait_for(lambda: self._last is not last, timeout_s)
 
     def on_event(self, event: str, fields: dict[str, Any]) -> None:
         if event == "kill":
@@ -103,6 +125,7 @@ class _Handler(socketserver.BaseRequestHandler):
         uid = _peer_uid(sock)
         if uid not in (0, os.geteuid()):
             return  # closed without a word
+        self.server.observer.fresh()
         data = json.dumps(self.server.observer.document(), default=str).encode() + b"\n"
         try:
             sock.sendall(data)

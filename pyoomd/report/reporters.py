@@ -68,6 +68,12 @@ class Reporters:
     def observers(self) -> list[Any]:
         return [o for obs, _ in self._parts.values() for o in obs]
 
+    @property
+    def idle_every_s(self) -> float | None:
+        """The shortest idle period any part asks for (Daemon.idle_timeout_s)."""
+        wants = [w for w in (getattr(o, "idle_every_s", None) for o in self.observers) if w is not None and w > 0]
+        return min(wants) if wants else None
+
     def _build(self, name: str, strict: bool = False) -> None:
         self._keys[name] = _PARTS[name](self.daemon.settings)
         obs: list[Any] = []
@@ -179,7 +185,7 @@ def _attach_status(daemon: Any, path: str, config_files: list[str], observers: l
                        "swap": {k: str(getattr(daemon.settings.swap, k)) for k in ("term", "kill")}},
         }
 
-    obs = StatusObserver(static)
+    obs = StatusObserver(static, wake=getattr(daemon, "wake", None))
     try:
         server = StatusServer(path, obs).start()
     except OSError as e:

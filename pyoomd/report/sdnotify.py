@@ -57,6 +57,7 @@ class Notifier:
         self.sent = 0
         self.failed = 0
         self._sock: socket.socket | None = None
+        self._ping_sock: socket.socket | None = None
         if address is not None:
             try:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
@@ -103,10 +104,27 @@ class Notifier:
         self.sent += 1
         return True
 
+    def ping_fd(self) -> int | None:
+        """A datagram socket connected to the service manager, for the idle
+        wait's watchdog pings (sense/sample.py IdleParams.notify_fd); None
+        without one.  Made on first use, kept open."""
+        if self._sock is None or self.address is None:
+            return None
+        if self._ping_sock is None:
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                s.setblocking(False)
+                s.connect(self.address)
+            except OSError:
+                return None
+            self._ping_sock = s
+        return self._ping_sock.fileno()
+
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        for sock in (self._sock, self._ping_sock):
+            if sock is not None:
+                sock.close()
+        self._sock = self._ping_sock = None
 
 
 def _size(kib: int) -> str:
@@ -157,6 +175,19 @@ class SdNotifyObserver:
         self.last_sample: MemSample | None = None
         self.last_kill: str | None = None
         self.ready = False
+
+    def idle_ping(self) -> tuple[int, float, float] | None:
+        """(fd, every_s, last_ping) for the daemon's idle wait, which pings
+        the watchdog itself after a sample (Daemon._idle), so the loop need
+        not come back to Python for it; None without a watchdog or socket."""
+        if self.watchdog_s <= 0:
+            return None
+        fd = self.notifier.ping_fd()
+        return None if fd is None else (fd, self.watchdog_s / 2, self.last_ping)
+
+    def pinged(self, at: float) -> None:
+        """The idle wait pinged, the last time at ``at`` (time.monotonic)."""
+        self.last_ping = max(self.last_ping, at)
 
     @property
     def idle_every_s(self) -> float | None:

@@ -57,6 +57,10 @@ struct pyoomd_idle {
     int samples;
     double prev_age_s;
     long long prev_available_kib;
+    int notify_fd;
+    double notify_every_s;
+    double notify_last_s;
+    int pings;
 };
 /* Samples in C while MemAvailable > gate_kib; called with the GIL released
    (cffi's default in API mode), so other threads run meanwhile. */

@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -556,6 +557,13 @@ struct pyoomd_idle {
     int samples;        /* meminfo reads in here, the returned one included */
     double prev_age_s;  /* how much older the sample before the returned one is (< 0: none) */
     long long prev_available_kib;
+    /* systemd's watchdog, pinged from here while we idle: a connected
+     * datagram socket to $NOTIFY_SOCKET (-1: none), how often, when last
+     * (CLOCK_MONOTONIC s, in/out), and how many pings this call sent. */
+    int notify_fd;
+    double notify_every_s;
+    double notify_last_s;
+    int pings;
 };
 
 static double mono_s(void)
@@ -608,7 +616,7 @@ int pyoomd_idle_wait(struct pyoomd_reader *r, struct pyoomd_idle *w, struct pyoo
     long long anchor_avail = 0, prev_avail = 0;
     int rc, reason = 0;
 
-    w->reason = 0, w->revents = 0, w->samples = 0;
+    w->reason = 0, w->revents = 0, w->samples = 0, w->pings = 0;
     w->prev_age_s = -1, w->prev_available_kib = 0;
     for (;;) {
         double now = mono_s(), left = deadline - now, rate, t;
@@ -622,6 +630,11 @@ int pyoomd_idle_wait(struct pyoomd_reader *r, struct pyoomd_idle *w, struct pyoo
         if (rc < 0)
             return rc;
         w->samples++;
+        /* A sample read is the loop alive: the watchdog may hear of it.  (At
+         * most max_interval_s late: the longest sleep between samples.) */
+        if (w->notify_fd >= 0 && now - w->notify_last_s >= w->notify_every_s
+                && send(w->notify_fd, "WATCHDOG=1", 10, MSG_DONTWAIT | MSG_NOSIGNAL) == 10)
+            w->notify_last_s = now, w->pings++;
         if (prev_t >= 0) {
             w->prev_age_s = now - prev_t;
             w->prev_available_kib = prev_avail;

@@ -125,6 +125,8 @@ class IdleResult:
     samples: int = 0
     prev_age_s: float | None = None
     prev_available_kib: int = 0
+    pings: int = 0  # watchdog pings sent from the wait (see IdleParams.notify_fd)
+    notify_last_s: float = 0.0  # when the last one left (time.monotonic)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -146,6 +148,20 @@ class IdleParams:
     rate_window_s: float = 2.0
     psi_fd: int | None = None  # polled for POLLPRI (a PSI trigger)
     wake_fd: int | None = None  # polled for POLLIN (signal.set_wakeup_fd's pipe)
+    # systemd's watchdog while we wait: a connected datagram socket to
+    # $NOTIFY_SOCKET; "WATCHDOG=1" is sent on it after a sample once
+    # ``notify_every_s`` has passed since ``notify_last_s`` (time.monotonic).
+    notify_fd: int | None = None
+    notify_every_s: float = 0.0
+    notify_last_s: float = 0.0
+
+
+def _ping(fd: int) -> bool:
+    """"WATCHDOG=1" on a connected notify socket; whether it left."""
+    try:
+        return os.write(fd, b"WATCHDOG=1") == 10
+    except OSError:
+        return False
 
 
 def idle_sleep_s(avail_kib: int, p: IdleParams, peak_kib_s: float) -> float:
@@ -244,6 +260,7 @@ class _PythonReader:
         prev: tuple[float, int] | None = None  # the last sample before this one
         peak, peak_t = max(0.0, p.rate_kib_s), now
         samples, revents, reason = 0, 0, ""
+        pings, ping_at = 0, p.notify_last_s
         while True:
             for fd, ev in poller.poll(max(0, math.ceil(min(sleep_s, deadline - clock()) * 1000))):
                 if fd == p.wake_fd:
@@ -255,6 +272,8 @@ class _PythonReader:
             now = clock()
             sample = parse_meminfo(pread_all(self._meminfo_fd), self.meminfo_path)
             samples += 1
+            if p.notify_fd is not None and now - ping_at >= p.notify_every_s and _ping(p.notify_fd):
+                pings, ping_at = pings + 1, now
             avail = sample.mem_available_kib
             if avail <= p.gate_kib:
                 reason = "gate"
@@ -280,8 +299,8 @@ class _PythonReader:
             out = self.read()
             samples += 1
         if prev is None:
-            return IdleResult(out, reason, revents, samples)
-        return IdleResult(out, reason, revents, samples, now - prev[0], prev[1])
+            return IdleResult(out, reason, revents, samples, None, 0, pings, ping_at)
+        return IdleResult(out, reason, revents, samples, now - prev[0], prev[1], pings, ping_at)
 
     def _with_psi(self, sample: MemSample) -> MemSample:
         if self._psi_fd is None:
@@ -374,14 +393,15 @@ class _CffiReader:
         w.rate_safety, w.rate_step_s, w.rate_window_s = p.rate_safety, p.rate_step_s, p.rate_window_s
         w.psi_fd = -1 if p.psi_fd is None else p.psi_fd
         w.wake_fd = -1 if p.wake_fd is None else p.wake_fd
+        w.notify_fd = -1 if p.notify_fd is None else p.notify_fd
+        w.notify_every_s, w.notify_last_s = p.notify_every_s, p.notify_last_s
         rc = self._lib.pyoomd_idle_wait(self._handle, w, self._out)
         if rc:
             self._failed(rc)
         sample = self._sample()
-        if w.prev_age_s < 0:
-            return IdleResult(sample, IDLE_REASONS[w.reason], w.revents, w.samples)
-        return IdleResult(sample, IDLE_REASONS[w.reason], w.revents, w.samples, w.prev_age_s,
-                          w.prev_available_kib)
+        prev_age = None if w.prev_age_s < 0 else w.prev_age_s
+        return IdleResult(sample, IDLE_REASONS[w.reason], w.revents, w.samples, prev_age,
+                          w.prev_available_kib if prev_age is not None else 0, w.pings, w.notify_last_s)
 
     def _pressure(self, has_full: int) -> Pressure:
         """PSI from the struct.  The C reader says when the file read the
