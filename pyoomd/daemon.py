@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ ERROR_LOG_EVERY_S = 10.0
 # periodic to do; each such tick costs ~300 us of CPU (cold caches), so a
 # short period would cost more than the sampling (README, Sampling).
 IDLE_HOUSEKEEPING_S = 60.0
+# Stopping while a reload is under way waits this long for it to end (and be
+# logged as reloaded or reload_failed), no longer.
+RELOAD_AT_EXIT_S = 5.0
 
 
 class Observer(Protocol):
@@ -113,6 +117,8 @@ class Daemon:
         # None: the policy given at construction stays.
         self.policy_loader: Callable[[Settings], Loaded] | None = None
         self.policy_loaded: Loaded | None = None
+        # A reload under way (SIGHUP): its thread and what it brings back.
+        self._reload_job: tuple[threading.Thread, dict[str, Any]] | None = None
 
     def use_policies(self, loaded: Loaded) -> None:
         """Put a loaded policy set in force (at start-up and on reload)."""
@@ -198,8 +204,11 @@ class Daemon:
         before: tuple[float, int] | None = None
         try:
             while not self.state.stop:
-                if self.state.reload:
-                    self.reload()
+                job = self._reload_job
+                if job is not None and "done" in job[1]:
+                    self._finish_reload()
+                if self.state.reload and self._reload_job is None:
+                    self._start_reload()
                 t0 = time.perf_counter()
                 pause = self.tick(sample, before)
                 self.last_tick_s = time.perf_counter() - t0  # for the metrics' tick histogram
@@ -212,6 +221,11 @@ class Daemon:
                             before = (got.prev_age_s, got.prev_available_kib)
                 else:
                     self.sleep(pause)
+            job = self._reload_job
+            if job is not None:  # stopping during a reload: say how it ended, if it ends soon
+                job[0].join(RELOAD_AT_EXIT_S)
+                if "done" in job[1]:
+                    self._finish_reload()
         finally:
             self._signal_wakeup_off()
         self.emit("info", "shutdown", pid=os.getpid())
@@ -332,19 +346,56 @@ class Daemon:
             self._wake_pipe = None
 
     def reload(self) -> None:
-        """Re-read the configuration between two ticks; a bad one is logged
-        and the running one kept (a killer must not die of a typo)."""
+        """Re-read the configuration now, waiting for it; a bad one is logged
+        and the running one kept (a killer must not die of a typo).  The
+        loop itself does not wait: see _start_reload."""
+        if self._start_reload():
+            assert self._reload_job is not None
+            self._reload_job[0].join()
+            self._finish_reload()
+
+    def _start_reload(self) -> bool:
+        """SIGHUP: ask ``reloader`` for fresh settings in a thread.  It runs
+        the compile child (pyoomd.loop: ~0.2 s, as long as a slow disk makes
+        it, killed after 30 s); meanwhile the loop goes on sampling and
+        killing with what it has, and the thread wakes it when done.  False
+        when nothing was started."""
         self.state.reload = False
         if self.reloader is None:
             self.emit("warning", "reload_unsupported")
-            return
+            return False
         self.emit("info", "reloading")
+        reloader, box = self.reloader, {}
+
+        def work() -> None:
+            try:
+                box["settings"] = reloader()
+            except Exception as e:  # noqa: BLE001 - reported by _finish_reload, in the loop
+                box["error"] = e
+            finally:
+                box["done"] = True  # before the wake: the loop must see it done once woken
+                self.wake()
+
+        job = threading.Thread(target=work, name="pyoomd-reload", daemon=True)
+        self._reload_job = (job, box)
+        job.start()
+        return True
+
+    def _finish_reload(self) -> None:
+        """In the loop, once the reload thread is done: put the new settings
+        in force, or log why not and keep the running ones."""
+        assert self._reload_job is not None
+        box = self._reload_job[1]
+        self._reload_job = None
         try:
-            settings = self.reloader()
+            if "error" in box:
+                raise box["error"]
+            settings = box["settings"]
             thresholds = settings.compile(self.last_sample.mem_total_kib, self.last_sample.swap_total_kib)
             loaded = self.policy_loader(settings) if self.policy_loader is not None else None
-        except (ConfigError, ValueError) as e:
-            self.emit("error", "reload_failed", error=str(e), dry_run=self.settings.dry_run,
+        except Exception as e:  # noqa: BLE001 - ConfigError, ValueError, or anything: never die of a reload
+            error = str(e) if isinstance(e, (ConfigError, ValueError)) else f"{type(e).__name__}: {e}"
+            self.emit("error", "reload_failed", error=error, dry_run=self.settings.dry_run,
                       **self._policy_fields())
             return
         if loaded is not None:

@@ -34,8 +34,8 @@ from .sense.sample import Sampler
 PLAN_FD = 3
 # A reload's compile child is killed after this long (a hung NFS policy dir
 # must not stop the killer; start-up waits as long as it takes).  Measured
-# here: a reload's child takes ~0.19 s (interpreter, pydantic, YAML), during
-# which the loop waits for it.
+# here: a reload's child takes ~0.19 s (interpreter, pydantic, YAML); it is
+# waited for in a thread (Daemon._start_reload), the loop goes on meanwhile.
 RELOAD_TIMEOUT_S = 30.0
 _CHILD = ("import json, os, sys\n"
           "p = os.environ.pop('PYOOMD_COMPILE_PATH', None)\n"

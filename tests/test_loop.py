@@ -362,6 +362,49 @@ def test_a_status_request_gets_a_fresh_sample_from_the_idle_loop(tmp_path: Path)
         assert proc.wait(timeout=30) == 0
 
 
+def test_the_loop_keeps_ticking_while_a_slow_reload_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compile child that takes its time (a slow disk) must not stop the
+    sampling: the reload runs in a thread, ticks go on, then it lands."""
+    from pyoomd import selfprotect
+
+    monkeypatch.setattr(selfprotect, "lock_memory", lambda: "skipped in tests")
+    monkeypatch.setattr(selfprotect, "set_oom_score_adj", lambda procfs: "skipped in tests")
+    events: list[tuple[str, int]] = []
+    ticks = [0]
+
+    class Log:
+        def __getattr__(self, level: str) -> Any:
+            return lambda event, **kw: events.append((event, ticks[0]))
+
+    old = Settings.model_validate({"kill": {"grace": "2s"}, "psi": {"wakeup": {"enabled": False}}})
+    new = Settings.model_validate({"kill": {"grace": "3s"}, "psi": {"wakeup": {"enabled": False}}})
+
+    def slow_reloader() -> Settings:
+        time.sleep(0.6)
+        return new
+
+    def sleep(s: float) -> None:
+        ticks[0] += 1
+        if ticks[0] == 2:
+            d.state.reload = True
+        if any(e == "reloaded" for e, _ in events) or ticks[0] > 500:
+            d.state.stop = True
+        time.sleep(0.01)
+
+    d = Daemon(old, Procfs(FIXTURE_PROC), Sampler(Procfs(FIXTURE_PROC), "python"), Log(), sleep=sleep)
+    d.reloader = slow_reloader
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        d.run()
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    at = dict(events)
+    assert "reloading" in at and "reloaded" in at, events
+    assert at["reloaded"] - at["reloading"] >= 20  # ~60 ticks of 10 ms while the reloader slept 0.6 s
+    assert d.settings.kill.grace == 3.0
+
+
 def test_set_ioprio_without_psutil() -> None:
     psutil = pytest.importorskip("psutil")
     code = ("import sys; from pyoomd.report.reporters import set_ioprio, IOPRIO_CLASS_BE; "
