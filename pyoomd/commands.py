@@ -95,7 +95,8 @@ def cmd_migrate_earlyoom(args: argparse.Namespace) -> int:
 
 
 def sample_dict(s: MemSample, backend: str) -> dict[str, Any]:
-    d = dataclasses.asdict(s)
+    d: dict[str, Any] = s._asdict()
+    d["psi"] = dataclasses.asdict(s.psi) if s.psi is not None else None
     d["backend"] = backend
     d["mem_available_pct"] = round(s.mem_available_pct, 2)
     d["swap_free_pct"] = round(s.swap_free_pct, 2)

@@ -437,7 +437,7 @@ class Daemon:
         self.last_sample = sample
         if before is not None:
             # Swap as now: the idle wait follows MemAvailable only.
-            self.judge.rates.add(now - before[0], dataclasses.replace(sample, mem_available_kib=before[1]))
+            self.judge.rates.add(now - before[0], sample._replace(mem_available_kib=before[1]))
         decision = self.judge.judge(sample, now)
         for obs in self.observers:
             try:

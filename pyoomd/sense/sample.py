@@ -47,64 +47,14 @@ READ_MAX = 1 << 20
 _HEAD_STRUCT = struct.Struct("@8q4i")
 _PSI_STRUCT = struct.Struct("@6d2Q")
 _SAMPLE_SIZE = _HEAD_STRUCT.size + _PSI_STRUCT.size
-_MEMSAMPLE_FIELDS = ("mem_total_kib", "mem_available_kib", "swap_total_kib", "swap_free_kib", "psi",
-                     "available_estimated")
+_tuple_new = tuple.__new__
 
 
-def _memsample_maker() -> Callable[[int, int, int, int, Pressure | None, bool], MemSample]:
-    """MemSample(...) at a third of the cost: the frozen dataclass's __init__
-    sets each field through object.__setattr__ (~0.7 us for six).  Here a
-    plain twin class with the same slots is built (plain attribute stores)
-    and turned into a MemSample by __class__ assignment, which CPython allows
-    between classes of the same slot layout: the same object, ~0.26 us.
-    Checked once here; if MemSample's fields ever change, or the assignment
-    is refused, the slot descriptors (~0.4 us), else the constructor."""
-    names = tuple(f.name for f in dataclasses.fields(MemSample))
-    if names != _MEMSAMPLE_FIELDS or tuple(getattr(MemSample, "__slots__", ())) != names:
-        return MemSample
-
-    class _Twin:
-        __slots__ = _MEMSAMPLE_FIELDS
-
-        def __init__(self, total: int, avail: int, swap_total: int, swap_free: int, psi: Pressure | None,
-                     estimated: bool) -> None:
-            self.mem_total_kib = total
-            self.mem_available_kib = avail
-            self.swap_total_kib = swap_total
-            self.swap_free_kib = swap_free
-            self.psi = psi
-            self.available_estimated = estimated
-
-    def make(total: int, avail: int, swap_total: int, swap_free: int, psi: Pressure | None,
-             estimated: bool) -> MemSample:
-        o: Any = _Twin(total, avail, swap_total, swap_free, psi, estimated)
-        o.__class__ = MemSample
-        return o  # type: ignore[no-any-return]
-
-    try:
-        probe = make(1, 2, 3, 4, None, True)
-        if type(probe) is MemSample and probe == MemSample(1, 2, 3, 4, None, True):
-            return make
-    except TypeError:  # "object layout differs"
-        pass
-    new = object.__new__
-    s_total, s_avail, s_swap_total, s_swap_free, s_psi, s_est = (
-        MemSample.__dict__[n].__set__ for n in _MEMSAMPLE_FIELDS)
-
-    def make_slow(total: int, avail: int, swap_total: int, swap_free: int, psi: Pressure | None,
-                  estimated: bool) -> MemSample:
-        o = new(MemSample)
-        s_total(o, total)
-        s_avail(o, avail)
-        s_swap_total(o, swap_total)
-        s_swap_free(o, swap_free)
-        s_psi(o, psi)
-        s_est(o, estimated)
-        return o
-    return make_slow
-
-
-make_memsample = _memsample_maker()
+def make_memsample(total: int, avail: int, swap_total: int, swap_free: int, psi: Pressure | None,
+                   estimated: bool) -> MemSample:
+    """MemSample(...) without its Python-level ``__new__``: the named
+    tuple's own fast constructor (what ``MemSample._make`` does)."""
+    return _tuple_new(MemSample, (total, avail, swap_total, swap_free, psi, estimated))
 
 # Why an idle wait returned (the IDLE_ codes of _reader.c, by number).
 IDLE_REASONS = ("?", "gate", "deadline", "psi", "wake", "signal")
@@ -345,7 +295,7 @@ class _CffiReader:
     def _make_read(self) -> Callable[[], MemSample]:
         """The hot path as a closure: everything it touches is a local."""
         call, out, buf = self._lib.pyoomd_read, self._out, self._out_buf
-        head, make = _HEAD_STRUCT.unpack_from, make_memsample
+        head, new = _HEAD_STRUCT.unpack_from, _tuple_new
 
         def read() -> MemSample:
             handle = self._handle
@@ -359,7 +309,7 @@ class _CffiReader:
                 psi = self._psi if same and self._psi is not None else self._pressure(has_full)
             else:
                 psi = None
-            return make(total, avail, swap_total, swap_free, psi, not has_avail)
+            return new(MemSample, (total, avail, swap_total, swap_free, psi, not has_avail))  # make_memsample
         return read
 
     def read(self) -> MemSample:  # replaced per instance by _make_read's closure

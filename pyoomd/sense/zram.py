@@ -24,7 +24,7 @@ size still gainable").
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..errors import ParseError
 from ..model import MemSample
@@ -133,4 +133,4 @@ class Zram:
         if not self.active:
             return sample
         free = effective_swap_free_kib(sample.swap_free_kib, self.devices())
-        return sample if free == sample.swap_free_kib else replace(sample, swap_free_kib=free)
+        return sample if free == sample.swap_free_kib else sample._replace(swap_free_kib=free)
