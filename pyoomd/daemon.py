@@ -41,8 +41,9 @@ STUCK_FORGET_S = 300.0
 ERROR_LOG_EVERY_S = 10.0
 # While memory is above the WARN level the loop samples in C (Sampler.idle_wait)
 # and comes back to Python for a tick at least this often; sooner when an
-# observer asks for it (its ``idle_every_s``: the watchdog, metrics, the status
-# socket, memory reports).  At the OK level the daemon itself has nothing
+# observer asks for it (its ``idle_every_s``: metrics, memory reports; the
+# watchdog is pinged from inside the wait, and a status request wakes it
+# through ``wake``).  At the OK level the daemon itself has nothing
 # periodic to do; each such tick costs ~300 us of CPU (cold caches), so a
 # short period would cost more than the sampling (README, Sampling).
 IDLE_HOUSEKEEPING_S = 60.0
