@@ -29,6 +29,7 @@ from .errors import (  # noqa: F401  (the exit codes are re-exported)
     EXIT_USAGE,
     ConfigError,
     StartupError,
+    exit_code_of,
 )
 
 
@@ -203,16 +204,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return _dispatch(args)
-    except ConfigError as e:
-        sys.stderr.write(f"pyoomd: config error: {e}\n")
-        return EXIT_CONFIG
-    except StartupError as e:
-        sys.stderr.write(f"pyoomd: {e}\n")
-        return e.exit_code
-    except KeyboardInterrupt:
-        return EXIT_OK
+    return exit_code_of(lambda: _dispatch(args))
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -3,6 +3,9 @@ line, the field, the raw value, the pid."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 # Exit codes (README, "Command line"); cli.py re-exports them.
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_UNAVAILABLE, EXIT_OSFILE, EXIT_CONFIG = 69, 72, 78
@@ -56,3 +59,19 @@ class StartupError(PyoomdError):
     def __init__(self, message: str, exit_code: int) -> None:
         self.exit_code = exit_code
         super().__init__(message)
+
+
+def exit_code_of(command: Callable[[], int]) -> int:
+    """Run a command (``pyoomd run`` in the loop, any other in cli.py): a
+    config or start-up error becomes its message on stderr and its
+    documented exit code; Ctrl-C a clean exit."""
+    try:
+        return command()
+    except ConfigError as e:
+        sys.stderr.write(f"pyoomd: config error: {e}\n")
+        return EXIT_CONFIG
+    except StartupError as e:
+        sys.stderr.write(f"pyoomd: {e}\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        return EXIT_OK

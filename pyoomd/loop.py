@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_OSFILE, ConfigError, ParseError, StartupError
+from .errors import EXIT_FAILURE, EXIT_OK, EXIT_OSFILE, ConfigError, ParseError, StartupError, exit_code_of
 from .rules import loaded_from_plan
 from .runtime import PLAN_VERSION, settings_from_plan
 from .sense.procfs import Procfs
@@ -235,13 +235,4 @@ def main(argv: Sequence[str]) -> int:
             raise ConfigError("<reload>", "the configuration check printed no plan")
         return new
 
-    try:
-        return serve(plan, recompile)
-    except ConfigError as e:
-        sys.stderr.write(f"pyoomd: config error: {e}\n")
-        return EXIT_CONFIG
-    except StartupError as e:
-        sys.stderr.write(f"pyoomd: {e}\n")
-        return e.exit_code
-    except KeyboardInterrupt:
-        return EXIT_OK
+    return exit_code_of(lambda: serve(plan, recompile))

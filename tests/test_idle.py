@@ -26,6 +26,7 @@ from pyoomd.sense import sample as sample_mod
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.psi import Waiter
 from pyoomd.sense.sample import IdleParams, IdleResult, Sampler, idle_sleep_s, make_memsample
+from test_readers import fake_proc as readers_fake_proc
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIXTURE_PROC = str(FIXTURES / "proc")
@@ -54,12 +55,7 @@ def with_avail(data: bytes, kib: int) -> bytes:
 
 
 def fake_proc(root: Path, meminfo: bytes = MEMINFO, psi: bytes | None = PSI) -> Procfs:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "meminfo").write_bytes(meminfo)
-    if psi is not None:
-        (root / "pressure").mkdir(exist_ok=True)
-        (root / "pressure" / "memory").write_bytes(psi)
-    return Procfs(str(root))
+    return readers_fake_proc(root, meminfo, psi)
 
 
 def params(gate_kib: int, timeout_s: float = 5.0, **kw: Any) -> IdleParams:
