@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,19 @@ def _wait_for(path: Path, event: str, n: int = 1, timeout: float = 30.0) -> list
     raise AssertionError(f"no {event} event in {path.read_text()[-3000:]}")
 
 
+def _dry_run(cfg: Path, err: Path) -> subprocess.Popen[bytes]:
+    """The real `python -m pyoomd run --dry-run` on the fixture /proc, its log to ``err``."""
+    with err.open("w") as f:
+        return subprocess.Popen([sys.executable, "-m", "pyoomd", "--procfs", FIXTURE_PROC, "run", "--dry-run",
+                                 "--log-format", "json", "--config", str(cfg)], stderr=f, env=ENV, cwd="/")
+
+
+def _wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_sighup_recompiles_and_a_bad_config_keeps_the_running_plan(tmp_path: Path) -> None:
     """The real `python -m pyoomd run` (dry run, fixture /proc): a bad config
     on SIGHUP is reload_failed with file:line and the old plan stays; a good
@@ -262,9 +276,7 @@ def test_sighup_recompiles_and_a_bad_config_keeps_the_running_plan(tmp_path: Pat
     base = BASE_CONFIG % ("null", pol)
     cfg = _config(tmp_path, base + "kill: {grace: 2s}\n")
     err = tmp_path / "stderr"
-    with err.open("w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "pyoomd", "--procfs", FIXTURE_PROC, "run", "--dry-run",
-                                 "--log-format", "json", "--config", str(cfg)], stderr=f, env=ENV, cwd="/")
+    proc = _dry_run(cfg, err)
     try:
         (startup,) = _wait_for(err, "startup")
         assert startup["grace_s"] == 2.0 and startup["policy_rules"] == ["old"]
@@ -294,9 +306,7 @@ def test_sighup_rebuilds_the_reporters_whose_settings_changed(tmp_path: Path) ->
     cfg = _config(tmp_path, base)
     prom, sock = tmp_path / "pyoomd.prom", tmp_path / "status.sock"
     err = tmp_path / "stderr"
-    with err.open("w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "pyoomd", "--procfs", FIXTURE_PROC, "run", "--dry-run",
-                                 "--log-format", "json", "--config", str(cfg)], stderr=f, env=ENV, cwd="/")
+    proc = _dry_run(cfg, err)
     try:
         _wait_for(err, "startup")
         assert not prom.exists() and not sock.exists()
@@ -304,9 +314,7 @@ def test_sighup_rebuilds_the_reporters_whose_settings_changed(tmp_path: Path) ->
         proc.send_signal(signal.SIGHUP)
         (rebuilt,) = _wait_for(err, "reporters_rebuilt")
         assert rebuilt["reporters"] == ["metrics", "status"]
-        deadline = time.monotonic() + 10
-        while not (prom.exists() and sock.exists()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_until(lambda: prom.exists() and sock.exists())
         assert "pyoomd_level " in prom.read_text() and "pyoomd_kills" in prom.read_text()
         assert sock.exists()
         # a reload that changes nothing of theirs leaves them be
@@ -319,9 +327,7 @@ def test_sighup_rebuilds_the_reporters_whose_settings_changed(tmp_path: Path) ->
         proc.send_signal(signal.SIGHUP)
         second = _wait_for(err, "reporters_rebuilt", n=2)[1]
         assert second["reporters"] == ["metrics", "status"]
-        deadline = time.monotonic() + 10
-        while sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_until(lambda: not sock.exists())
         assert not sock.exists()
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -340,14 +346,10 @@ def test_a_status_request_gets_a_fresh_sample_from_the_idle_loop(tmp_path: Path)
     sock = tmp_path / "status.sock"
     cfg = _config(tmp_path, BASE_CONFIG % (sock, pol))
     err = tmp_path / "stderr"
-    with err.open("w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "pyoomd", "--procfs", FIXTURE_PROC, "run", "--dry-run",
-                                 "--log-format", "json", "--config", str(cfg)], stderr=f, env=ENV, cwd="/")
+    proc = _dry_run(cfg, err)
     try:
         _wait_for(err, "startup")
-        deadline = time.monotonic() + 10
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_until(sock.exists)
         times = []
         for _ in range(2):
             time.sleep(1.5)  # older than status.FRESH_S: the request must wake the loop
