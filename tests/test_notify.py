@@ -3,6 +3,7 @@ jeepney service that owns org.freedesktop.Notifications and records calls."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -76,25 +77,36 @@ def _start_bus(uid: int) -> Iterator[Bus]:
     os.mkdir(user_dir, 0o700)
     os.chown(user_dir, uid, uid) if os.geteuid() == 0 else None
     bus_path = os.path.join(user_dir, "bus")
+    record, ready = os.path.join(user_dir, "calls.jsonl"), os.path.join(user_dir, "ready")
+    try:
+        with _bus_with_service(bus_path, ready, lambda: _service(bus_path, record, ready, uid), uid):
+            yield Bus(run_dir, uid, bus_path, record)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _bus_with_service(bus_path: str, ready: str, service: Any, uid: int | None = None) -> Iterator[None]:
+    """A dbus-daemon on ``bus_path`` (as ``uid``) and ``service()`` in a fork,
+    which creates ``ready`` once it owns its name; both ended on exit."""
     daemon = subprocess.Popen(
         ["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address=unix:path={bus_path}"],
-        user=uid if uid != os.geteuid() else None, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    record, ready = os.path.join(user_dir, "calls.jsonl"), os.path.join(user_dir, "ready")
+        user=uid if uid is not None and uid != os.geteuid() else None, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE)
     svc = None
     try:
         _wait_for(lambda: os.path.exists(bus_path), daemon)
         svc = os.fork()
         if svc == 0:  # pragma: no cover
-            _service(bus_path, record, ready, uid)
+            service()
         _wait_for(lambda: os.path.exists(ready), daemon)
-        yield Bus(run_dir, uid, bus_path, record)
+        yield
     finally:
         if svc:
             os.kill(svc, 9)
             os.waitpid(svc, 0)
         daemon.kill()
         daemon.wait()
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _wait_for(cond: Any, daemon: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
@@ -270,22 +282,10 @@ def fake_system_bus() -> Iterator[str]:
         pytest.skip("dbus-daemon is not installed (Debian: apt-get install dbus-daemon)")
     d = tempfile.mkdtemp(prefix="pyoomd-logind-")
     bus_path, ready = os.path.join(d, "system_bus_socket"), os.path.join(d, "ready")
-    daemon = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address=unix:path={bus_path}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    svc = None
     try:
-        _wait_for(lambda: os.path.exists(bus_path), daemon)
-        svc = os.fork()
-        if svc == 0:  # pragma: no cover
-            _fake_logind(bus_path, ready)
-        _wait_for(lambda: os.path.exists(ready), daemon)
-        yield f"unix:path={bus_path}"
+        with _bus_with_service(bus_path, ready, lambda: _fake_logind(bus_path, ready)):
+            yield f"unix:path={bus_path}"
     finally:
-        if svc:
-            os.kill(svc, 9)
-            os.waitpid(svc, 0)
-        daemon.kill()
-        daemon.wait()
         shutil.rmtree(d, ignore_errors=True)
 
 
