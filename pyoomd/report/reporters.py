@@ -61,12 +61,13 @@ class Reporters:
         self.config_files = config_files
         self._keys: dict[str, Any] = {}
         self._parts: dict[str, tuple[list[Any], list[Callable[[], None]]]] = {}
+        self._observers: list[Any] = []
         for name in _PARTS:  # at start-up a refused part (a hook others may rewrite: ConfigError) stops us
             self._build(name, strict=True)
 
     @property
     def observers(self) -> list[Any]:
-        return [o for obs, _ in self._parts.values() for o in obs]
+        return self._observers  # flattened when a part is built: on_tick runs every tick
 
     @property
     def idle_every_s(self) -> float | None:
@@ -85,6 +86,7 @@ class Reporters:
                 raise
             self.daemon.emit("error", "reporter_failed", reporter=name, error=str(e) or repr(e))
         self._parts[name] = (obs, stops)
+        self._observers = [o for part, _ in self._parts.values() for o in part]
 
     def on_event(self, event: str, fields: dict[str, Any]) -> None:
         for obs in self.observers:
