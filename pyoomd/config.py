@@ -327,6 +327,14 @@ class CgroupChoiceConfig(_Strict):
         return v
 
 
+class ChoiceConfig(_Strict):
+    """How the victim is chosen among the candidates (judge/fairshare.py)."""
+
+    # Per-user fair share: first the user furthest above an equal share of
+    # memory, then that user's worst process.  Off: it changes who dies.
+    by_user: bool = False
+
+
 class GrowthConfig(_Strict):
     """Growth-aware ranking (judge/growth.py): the cause outranks the bystander."""
 
@@ -364,6 +372,7 @@ class Settings(_Strict):
     psi: PsiConfig = PsiConfig()
     cgroups: CgroupsConfig = CgroupsConfig()
     cgroup_choice: CgroupChoiceConfig = CgroupChoiceConfig()
+    choice: ChoiceConfig = ChoiceConfig()
     hooks: HooksConfig = HooksConfig()
     notify: NotifyConfig = NotifyConfig()
     metrics: MetricsConfig = MetricsConfig()

@@ -16,6 +16,7 @@ from .act.cgroup_kill import GroupKiller
 from .act.kill import Killer, KillPlan
 from .errors import ConfigError, ParseError
 from .judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, Judge
+from .judge import fairshare
 from .judge.growth import NO_GROWTH, Growth, GrowthTracker
 from .judge.pressure import compile_rule
 from .judge.rank import NoPolicy, Policy, order, score
@@ -553,13 +554,30 @@ class Daemon:
                   memory_kib=leaf.memory_kib, preference=leaf.preference, leaves=len(stats))
         return set(leaf.pids)
 
+    def _scan_choice(self, top_n: int, only: set[int] | None) -> list[Candidate]:
+        """scan(), or with choice.by_user the scan of the user furthest above
+        an equal share of memory (the next user when that one has no
+        candidate), in fair-share order (judge/fairshare.py)."""
+        if not self.settings.choice.by_user:
+            return self.scan(top_n, only)
+        rows = [r for r in snapshot.memory_by_pid(self.procfs, snapshot.default_skip(self.procfs))
+                if only is None or r[0] in only]
+        shares = fairshare.user_shares((uid, kib) for _, uid, kib in rows)
+        for u in shares:
+            cands = self.scan(top_n, {pid for pid, uid, _ in rows if uid == u.uid})
+            if cands:
+                self.emit("info", "user_chosen", uid=u.uid, kib=u.kib, share_kib=u.share_kib,
+                          processes=u.processes, users=[[s.uid, s.kib] for s in shares])
+                return fairshare.fair_order(cands, shares)
+        return self.scan(top_n, only)
+
     def _act(self, level: Level, reason: str) -> float:
         # Exact for the victim only (+ the stuck ones filtered out after the
         # scan); the report lists whatever else the lazy scan read.  Asking for
         # an exact top report_top made the scan read every process tied with
         # the N-th (most idle processes share oom_score 666 + adj on >= 5.9
         # kernels): 0.7 s at 2,000 processes instead of a few ms.
-        cands = self.scan(top_n=1 + len(self.state.stuck), only=self._choose_cgroup())
+        cands = self._scan_choice(top_n=1 + len(self.state.stuck), only=self._choose_cgroup())
         if not cands:
             self.emit("error", "no_candidate", oom_level=level.name, reason=reason)
             return self.settings.sampling.max_interval

@@ -200,6 +200,25 @@ def read_mem(procfs: Procfs, pid: int) -> tuple[tuple[int, int], int] | None:
     return (pid, st.start_time), status.rss_kib + status.swap_kib
 
 
+def memory_by_pid(procfs: Procfs, skip: set[int]) -> list[tuple[int, int, int]]:
+    """(pid, uid, RSS+swap KiB) of every readable process not in ``skip``:
+    one read of status each (fair share needs every user's total)."""
+    out = []
+    try:
+        pids = procfs.pids()
+    except OSError:
+        return out
+    for pid in pids:
+        if pid in skip:
+            continue
+        try:
+            status = parse.parse_status(procfs.read_pid(pid, "status", 16384), procfs.pid_file(pid, "status"))
+        except (OSError, ParseError):
+            continue  # gone, or not ours to read
+        out.append((pid, status.uid, status.rss_kib + status.swap_kib))
+    return out
+
+
 def follow(procfs: Procfs, skip: set[int], last_scores: dict[int, int], top: int,
            ) -> tuple[list[tuple[tuple[int, int], int]], dict[int, int]]:
     """One cheap look for the growth tracker: the ``top`` biggest processes
