@@ -18,6 +18,8 @@ from .errors import ConfigError, ParseError
 from .judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, Judge
 from .judge.growth import NO_GROWTH, Growth, GrowthTracker
 from .judge.pressure import compile_rule
+from .judge.relief import compile_relief
+from .judge.thrash import compile_thrash
 from .judge.rank import NoPolicy, Policy, order, score
 from .model import Candidate, Decision, Excluded, KillOutcome, Level, MemSample, ProcInfo
 from .report.log import kernel_style
@@ -26,6 +28,7 @@ from .sense.cgroup import CgroupRef, Cgroups, LeafStat, choose_leaf
 from .sense.procfs import Procfs
 from .sense.psi import Waiter
 from .sense.sample import IdleParams, IdleResult, Sampler
+from .sense.vmstat import Vmstat
 from .sense.zram import Zram
 from .values import Thresholds
 
@@ -94,6 +97,8 @@ class Daemon:
         self.waiter = waiter
         self.sleep = waiter if waiter is not None else sleep
         self.zram = Zram(procfs)
+        # /proc/vmstat's swap and refault counters, for the relief and thrash rules.
+        self.vmstat = Vmstat(procfs)
         first = self.zram.adjust(sampler.read())
         self.thresholds: Thresholds = settings.compile(first.mem_total_kib, first.swap_total_kib)
         self.judge = _make_judge(settings, self.thresholds)
@@ -163,6 +168,7 @@ class Daemon:
             psi=self.last_sample.psi is not None, oom_score_adj=adj, mlockall=mlock,
             wakeup=self.waiter.mode if self.waiter is not None else "sampling only",
             psi_rule=_psi_desc(s), zram=self.zram.active,
+            swap_relief=_relief_desc(s), thrash=_thrash_desc(s),
             cgroup_choice=f"{s.cgroup_choice.by} below {s.cgroup_choice.root}" if s.cgroup_choice.enabled else "off",
             growth=(f"weight {s.growth.weight:g} over {s.growth.window:g}s, following between warn and term"
                     if s.growth.enabled else "off"),
@@ -439,7 +445,7 @@ class Daemon:
         if before is not None:
             # Swap as now: the idle wait follows MemAvailable only.
             self.judge.rates.add(now - before[0], sample._replace(mem_available_kib=before[1]))
-        decision = self.judge.judge(sample, now)
+        decision = self.judge.judge(sample, now, self.vmstat.read())
         for obs in self.observers:
             try:
                 obs.on_tick(sample, decision)
@@ -643,7 +649,7 @@ class Daemon:
             return self.state.level  # keep the last known level
         sample = self.zram.adjust(sample)
         self.last_sample = sample
-        return self.judge.level_now(sample, self.clock())
+        return self.judge.level_now(sample, self.clock(), self.vmstat.read())
 
     def _killer_event(self, event: str, **kw: object) -> None:
         self.emit("warning", event, **kw)
@@ -661,8 +667,29 @@ def _drain(fd: int | None) -> None:
 
 
 def _make_judge(settings: Settings, th: Thresholds) -> Judge:
-    """The judge with the PSI rule gated on the WARN level."""
-    return Judge(th, settings.sampling, compile_rule(settings.psi, th.mem_warn_kib))
+    """The judge with the PSI and thrash rules gated on the WARN level."""
+    relief = getattr(settings, "swap_relief", None)  # absent from plans of older versions
+    thrash = getattr(settings, "thrash", None)
+    return Judge(th, settings.sampling, compile_rule(settings.psi, th.mem_warn_kib),
+                 compile_relief(relief) if relief is not None else None,
+                 compile_thrash(thrash, th.mem_warn_kib) if thrash is not None else None)
+
+
+def _relief_desc(s: Settings) -> str:
+    r = getattr(s, "swap_relief", None)
+    if r is None or not r.enabled:
+        return "off"
+    return (f"at a memory level, act unless swap keeps up: MemAvailable not reaching the floor within "
+            f"{r.horizon:g}s and full stall < {r.stall:g}% over {r.window:g}s")
+
+
+def _thrash_desc(s: Settings) -> str:
+    t = getattr(s, "thrash", None)
+    if t is None or not t.enabled:
+        return "off"
+    return (f"full stall >= {t.stall:g}% over {t.window:g}s with swap-in >= {t.min_swapin_mib_s:g} MiB/s "
+            f"or refaults >= {t.min_refault_mib_s:g} MiB/s, while MemAvailable <= warn: "
+            f"term after {t.duration:g}s, kill after {2 * t.duration:g}s")
 
 
 def _psi_desc(s: Settings) -> str:
