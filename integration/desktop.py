@@ -223,6 +223,7 @@ def _scene(spec: dict[str, Any], env: dict[str, str], watchdog: subprocess.Popen
         except subprocess.TimeoutExpired:
             scene.kill()
             out, err = scene.communicate()
+        t_end = time.monotonic()
         mm = _read(f"{ZRAM}/mm_stat").split()
         lines = out.decode().strip().splitlines()
         if scene.returncode != 0 or not lines:
@@ -230,7 +231,7 @@ def _scene(spec: dict[str, Any], env: dict[str, str], watchdog: subprocess.Popen
         else:
             result = json.loads(lines[-1])
         if not result.get("probe"):  # the scene was ended: the probe's last figures
-            result["probe"] = _probe_file(os.path.join(work, "probe.json"))
+            result["probe"] = _probe_file(os.path.join(work, "probe.json"), t_end)
         result.update(kernel_oom_kills=oom_kills() - kills0, spec=spec, watchdog=_fired(watchdog),
                       zram={"mem_used_max_mib": int(mm[4]) >> 20})
         return result
@@ -240,13 +241,18 @@ def _scene(spec: dict[str, Any], env: dict[str, str], watchdog: subprocess.Popen
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _probe_file(path: str) -> dict[str, Any]:
+def _probe_file(path: str, t_end: float) -> dict[str, Any]:
+    """The probe saves its figures every 0.5 s: if it was frozen at the end,
+    it has been since its last save (less the 0.5 s)."""
     try:
         with open(path) as f:
             d = json.load(f)
     except (OSError, ValueError):
         return {}
     d.pop("t0", None)
+    frozen = max(0.0, t_end - d.pop("saved_at") - 0.5)
+    d["frozen_at_end_s"] = round(frozen, 2)
+    d["max_stall_s"] = max(d["max_stall_s"], round(frozen, 3))
     d["ended_by_watchdog"] = True
     return d
 
@@ -266,3 +272,47 @@ def _fired(watchdog: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
 if __name__ == "__main__":
     args = [json.loads(a) for a in sys.argv[1:]] or [{}]
     print(json.dumps(run_many(args), indent=1))
+
+
+def zram_cost_check(cases: tuple[tuple[str, int], ...] = (("zero3", 128), ("random", 64), ("zero3", 1)),
+                    ) -> list[dict[str, Any]] | str:
+    """pyoomd's zram cost estimate against a real device: for each (data,
+    MiB), a process fills MiB of that data and puts all of it into zram
+    (MADV_PAGEOUT); the device's mm_stat is then read as the daemon reads it.
+    A reason string when it cannot run here."""
+    from pyoomd.sense.procfs import Procfs
+    from pyoomd.sense.zram import Zram, cost, parse_mm_stat
+
+    why = why_no_zram()
+    if why:
+        return why
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = []
+    with scenario_slot():
+        if swap_devices():
+            return f"swap already on ({', '.join(swap_devices())}): refusing to touch it"
+        try:
+            for data, mib in cases:
+                zram_off()
+                why = zram_on(256, "lz4")
+                if why:
+                    return why
+                tab = subprocess.Popen([sys.executable, os.path.join(HERE, "desktop_procs.py"), "tab", str(mib),
+                                        "--data", data, "--pageout", "100", "--life", "20"],
+                                       stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+                try:
+                    assert tab.stdout is not None
+                    tab.stdout.readline()
+                    z = Zram(Procfs())
+                    devs = z.devices()
+                    stat = parse_mm_stat(_read(f"{ZRAM}/mm_stat").encode())
+                    out.append({"data": data, "mib": mib, "algorithm": z.algorithm("/dev/zram0"),
+                                "orig_mib": round(stat.orig_data_size / 2**20, 1),
+                                "mem_used_mib": round(stat.mem_used_total / 2**20, 2),
+                                "measured": round(stat.mem_used_total / max(1, stat.orig_data_size), 3),
+                                "cost": round(cost(stat, z.algorithm("/dev/zram0")), 3), "devices": len(devs)})
+                finally:
+                    _end(tab)
+        finally:
+            zram_off()
+    return out

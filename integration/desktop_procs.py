@@ -163,7 +163,7 @@ def probe(out: str, anon_mib: int, file_mib: int, workdir: str, life_s: float) -
         srt = sorted(late)
         res = {"max_stall_s": round(worst, 4), "max_stall_at_s": round(worst_at, 2), "iterations": len(srt),
                "p99_stall_s": round(srt[int(len(srt) * 0.99)], 4) if srt else None,
-               "stalls_over_100ms": sum(1 for x in srt if x > 0.1), "t0": t0}
+               "stalls_over_100ms": sum(1 for x in srt if x > 0.1), "t0": t0, "saved_at": time.monotonic()}
         with open(out + ".tmp", "w") as fh:
             json.dump(res, fh)
         os.replace(out + ".tmp", out)
