@@ -164,3 +164,17 @@ def test_parse_vmstat() -> None:
     assert parse_vmstat(data) == VmCounters(12, 34, 56, 7)
     assert parse_vmstat(b"workingset_refault 9\npswpin 1\n") == VmCounters(1, 0, 9, 0)  # < 5.9
     assert parse_vmstat(b"pswpin x\n") == VmCounters(0, 0, 0, 0)
+
+
+def test_config_sections_validate() -> None:
+    import pytest
+
+    from pyoomd.config import settings_from_text
+    from pyoomd.errors import ConfigError
+
+    s = settings_from_text("c.yaml", "thrash: {stall: 50%, duration: 2s}\nswap_relief: {horizon: 3s}\n")
+    assert (s.thrash.stall, s.thrash.duration, s.swap_relief.horizon) == (50.0, 2.0, 3.0)
+    with pytest.raises(ConfigError, match="thrash.stall"):
+        settings_from_text("c.yaml", "thrash: {stall: 150%}\n")
+    with pytest.raises(ConfigError, match="c.yaml:2: swap_relief"):
+        settings_from_text("c.yaml", "psi: {}\nswap_relief: {window: 0s}\n")

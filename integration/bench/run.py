@@ -276,7 +276,8 @@ def thrash_main(runs: int, out: str) -> int:
                 specs.append({**over, "daemon": d})
                 keys.append((scene, d, run))
     results = desktop.run_many(specs)
-    rows = []
+    rows: list[str] = []
+    reasons: list[str] = []
     for (scene, d, run), r in zip(keys, results):
         if r.get("skipped"):
             rows.append(f"| {scene} | {d} | skipped: {r['skipped']} | | | | |")
@@ -291,12 +292,10 @@ def thrash_main(runs: int, out: str) -> int:
         rows.append(f"| {scene} | {d} | {what} | {p.get('max_stall_s', '?')} s | {p.get('p99_stall_s', '?')} s "
                     f"| {p.get('stalls_over_100ms', '?')} | {r.get('kernel_oom_kills', '?')} |")
         if kills and d == "pyoomd":
-            rows[-1] += f" <!-- {kills[0].get('reason', '')[:160]} -->"
+            reasons.append(f"{scene}: {kills[0].get('reason', '')}")
     text = ("| scene | daemon | killed (s after the leak started) | probe max stall | probe p99 | stalls > 100 ms "
-            "| kernel OOM kills |
-|---|---|---|---|---|---|---|
-" + "
-".join(rows))
+            "| kernel OOM kills |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+    text += "".join(f"\n\npyoomd's reason, {r}" for r in reasons)
     print(text)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
