@@ -16,6 +16,7 @@ constant is followed at its own measured speed instead of being outrun.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -134,6 +135,13 @@ class Judge:
         self.sampling = sampling
         self.rates = RateTracker()
         self.pressure = PressureJudge(psi) if psi is not None and psi.enabled else None
+
+    def use_thresholds(self, th: Thresholds) -> None:
+        """New levels (MemTotal or SwapTotal changed); the rate history and
+        the PSI timers stay, the PSI gate follows the WARN level."""
+        self.th = th
+        if self.pressure is not None:
+            self.pressure.rule = dataclasses.replace(self.pressure.rule, gate_kib=th.mem_warn_kib)
 
     def judge(self, sample: MemSample, now: float) -> Decision:
         rates = self.rates.add(now, sample)
