@@ -101,6 +101,9 @@ class Daemon:
         self.vmstat = Vmstat(procfs)
         first = self.zram.adjust(sampler.read())
         self.thresholds: Thresholds = settings.compile(first.mem_total_kib, first.swap_total_kib)
+        # (MemTotal, SwapTotal) the levels were resolved against: a swapon,
+        # swapoff, memory hotplug or balloon changes them (see _check_totals).
+        self.levels_totals: tuple[int, int] = (first.mem_total_kib, first.swap_total_kib)
         self.judge = _make_judge(settings, self.thresholds)
         self.killer = Killer(procfs, self._resample_level, self._killer_event, clock)
         self.cgroups = Cgroups(procfs)
@@ -440,6 +443,7 @@ class Daemon:
                     self.state.last_error_at = now
                     self.emit("error", "sample_error", error=str(e))
                 return self.settings.sampling.min_interval * 10
+        self._check_totals(sample)
         sample = self.zram.adjust(sample)
         self.last_sample = sample
         if before is not None:
@@ -464,6 +468,36 @@ class Daemon:
                     self.emit("error", "act_error", error=str(e))
                 return self.settings.sampling.min_interval * 10
         return decision.sleep_s
+
+    def _check_totals(self, sample: MemSample) -> None:
+        """Levels written as percentages follow MemTotal and SwapTotal: a
+        swapon after start (zram-generator, a swap file) must not leave the
+        swap levels at 0 KiB (systemd#36704), nor a swapoff, memory hotplug
+        or a balloon leave them sized for memory that is gone.  Re-resolved
+        on the first sample that shows other totals; the rate history and
+        the PSI timers stay.  Levels that no longer compile (a KILL size
+        above a TERM percentage of the new total) are logged and the old
+        ones kept."""
+        totals = (sample.mem_total_kib, sample.swap_total_kib)
+        old_totals = self.levels_totals
+        if totals == old_totals:
+            return
+        self.levels_totals = totals
+        changed = {"mem_total_kib": totals[0], "swap_total_kib": totals[1],
+                   "old_mem_total_kib": old_totals[0], "old_swap_total_kib": old_totals[1]}
+        if totals[1] != old_totals[1]:
+            self.zram = Zram(self.procfs)  # a zram device swapped on (or off)
+        try:
+            th = self.settings.compile(*totals)
+        except (ConfigError, ValueError) as e:
+            self.emit("error", "levels_change_failed", error=str(e), kept=dataclasses.asdict(self.thresholds),
+                      **changed)
+            return
+        old, self.thresholds = self.thresholds, th
+        self.judge.use_thresholds(th)
+        self.growth.mem_total_kib = max(1, totals[0])
+        self.emit("info", "levels_changed", old=dataclasses.asdict(old), new=dataclasses.asdict(th),
+                  zram=self.zram.active, **changed)
 
     def _releasing(self, sample: MemSample, now: float) -> bool:
         """True while the last victim's memory is still on its way back (see

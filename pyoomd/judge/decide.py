@@ -16,6 +16,7 @@ constant is followed at its own measured speed instead of being outrun.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -160,6 +161,13 @@ class Judge:
         self.thrash = ThrashJudge(thrash) if thrash is not None and thrash.enabled else None
         self.window = Window()
         self.watching = False  # the relief or thrash rule wants frequent samples
+
+    def use_thresholds(self, th: Thresholds) -> None:
+        """New levels (MemTotal or SwapTotal changed); the rate history and
+        the PSI timers stay, the PSI gate follows the WARN level."""
+        self.th = th
+        if self.pressure is not None:
+            self.pressure.rule = dataclasses.replace(self.pressure.rule, gate_kib=th.mem_warn_kib)
 
     def judge(self, sample: MemSample, now: float, vm: VmCounters | None = None) -> Decision:
         rates = self.rates.add(now, sample)
