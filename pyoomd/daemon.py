@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import dataclasses
 import os
 import signal
@@ -15,13 +16,14 @@ from . import selfprotect
 from .act.cgroup_kill import GroupKiller
 from .act.kill import Killer, KillPlan
 from .errors import ConfigError, ParseError
+from .judge.choose import Scoring, choose
 from .judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, Judge
-from .judge.growth import NO_GROWTH, Growth, GrowthTracker
+from .judge.growth import NO_ATTRIBUTION, Attribution, GrowthTracker
 from .judge.pressure import compile_rule
+from .judge.rank import NoPolicy, Policy
 from .judge.relief import compile_relief
 from .judge.thrash import compile_thrash
-from .judge.rank import NoPolicy, Policy, order, score
-from .model import Candidate, Decision, Excluded, KillOutcome, Level, MemSample, ProcInfo
+from .model import Candidate, Decision, KillOutcome, Level, MemSample
 from .report.log import kernel_style
 from .sense import snapshot
 from .sense.cgroup import CgroupRef, Cgroups, LeafStat, choose_leaf
@@ -111,7 +113,8 @@ class Daemon:
         self.state = State()
         self.last_sample: MemSample = first
         g = settings.growth
-        self.growth = GrowthTracker(first.mem_total_kib, g.weight, g.window)
+        self.growth = GrowthTracker(first.mem_total_kib, g.weight, g.window, _approach(self.thresholds))
+        self._followed = False  # a look happened since the last clear (young processes can be dated)
         self._follow_scores: dict[int, int] = {}
         self._followed_at = -1e9
         # Report-stage consumers (metrics, notifications, hooks, status): each
@@ -177,7 +180,20 @@ class Daemon:
                     if s.growth.enabled else "off"),
             self_test=self.self_test(), **self._policy_fields(),
         )
+        self._warn_raised()
         self._policy_findings()
+
+    def _warn_raised(self) -> None:
+        """A WARN level configured at or below TERM was raised above it
+        (values.warn_level_kib): say so, with both levels."""
+        th = self.thresholds
+        if th.mem_warn_asked_kib is not None:
+            self.emit("warning", "warn_level_raised", mem_warn=str(self.settings.memory.warn),
+                      mem_warn_asked_kib=th.mem_warn_asked_kib, mem_term_kib=th.mem_term_kib,
+                      mem_warn_kib=th.mem_warn_kib,
+                      message=(f"memory.warn ({th.mem_warn_asked_kib} KiB) is at or below memory.term "
+                               f"({th.mem_term_kib} KiB): WARN raised to {th.mem_warn_kib} KiB, so growth "
+                               f"following and the PSI gate have room"))
 
     def self_test(self) -> str:
         """Signal 0 to the top candidate: proves /proc and kill permissions."""
@@ -413,10 +429,12 @@ class Daemon:
         self.settings, self.thresholds = settings, thresholds
         self.judge = _make_judge(settings, thresholds)
         self.growth.weight, self.growth.window_s = settings.growth.weight, settings.growth.window
+        self.growth.approach_kib = _approach(thresholds)
         self.emit("info", "reloaded", dry_run=settings.dry_run, mem_term_kib=thresholds.mem_term_kib,
                   mem_kill_kib=thresholds.mem_kill_kib, mem_warn_kib=thresholds.mem_warn_kib,
                   swap_term_kib=thresholds.swap_term_kib, swap_kill_kib=thresholds.swap_kill_kib,
                   grace_s=settings.kill.grace, **self._policy_fields())
+        self._warn_raised()
         self._policy_findings()
 
     def _install_signals(self) -> None:
@@ -456,7 +474,7 @@ class Daemon:
             except Exception as e:
                 self.log.error("observer_failed", observer=type(obs).__name__, error=repr(e))
         self._track_level(decision.level, decision.reason, sample)
-        self._follow_growth(decision.level, now)
+        self._follow_growth(decision.level, now, sample, before)
         if decision.level >= Level.TERM and self._releasing(sample, now):
             return self.settings.sampling.min_interval
         if decision.level >= Level.TERM:
@@ -524,59 +542,67 @@ class Daemon:
                           mem_available_kib=sample.mem_available_kib)
             self.state.episode = Episode()
 
-    def _follow_growth(self, level: Level, now: float) -> None:
-        """Between WARN and TERM, follow the biggest and the growing processes
-        (cheaply, once per growth.interval); back at OK, forget them.  At
-        TERM and above the history so far decides: a look there would read
-        every oom_score once more just before the scan that picks the victim
-        (measured: 109 -> 282 ms to the kill among 10,000 processes)."""
+    def _follow_growth(self, level: Level, now: float, sample: MemSample,
+                       before: tuple[float, int] | None = None) -> None:
+        """Between WARN and TERM, follow the biggest, the growing and the new
+        processes (cheaply, once per growth.interval); at WARN and below,
+        MemAvailable on every tick (the decline to attribute); back at OK,
+        forget them.  At TERM and above the history so far decides: a look
+        there would read every oom_score once more just before the scan
+        that picks the victim (measured: 109 -> 282 ms to the kill among
+        10,000 processes); the scan dates processes born since the last
+        look from their start time instead (judge/growth.py)."""
         cfg = self.settings.growth
-        if not cfg.enabled or level >= Level.TERM:
+        if not cfg.enabled:
             return
         if level < Level.WARN:
-            if len(self.growth):
+            if len(self.growth) or self._followed:
                 self.growth.clear()
                 self._follow_scores = {}
+                self._followed = False
             return
-        if now - self._followed_at < cfg.interval:
+        if before is not None and not self._followed:
+            self.growth.observe_available(now - before[0], before[1])  # the idle wait's last one above
+        self.growth.observe_available(now, sample.mem_available_kib)
+        if level >= Level.TERM or now - self._followed_at < cfg.interval:
             return
         self._followed_at = now
         seen, self._follow_scores = snapshot.follow(self.procfs, snapshot.default_skip(self.procfs),
                                                     self._follow_scores, cfg.follow_top)
+        uptime = snapshot.read_uptime_s(self.procfs)
         for ident, mem_kib in seen:
-            self.growth.observe(now, ident, mem_kib)
+            born = None if uptime is None else now - (uptime - ident[1] / snapshot.CLOCK_TICKS)
+            self.growth.observe(now, ident, mem_kib, born)
+        self._followed = True
         self.growth.prune(now)
 
-    def _growth_of(self, p: ProcInfo) -> Growth:
-        return self.growth.growth(p.identity) if self.settings.growth.enabled else NO_GROWTH
+    def attribution(self) -> Attribution:
+        """The growth terms now (none when growth is off).  Processes never
+        followed are dated from their start time only once a look happened
+        (a daemon that starts below TERM saw no decline: the kernel's order)."""
+        if not self.settings.growth.enabled:
+            return NO_ATTRIBUTION
+        uptime = snapshot.read_uptime_s(self.procfs) if self._followed else None
+        return self.growth.attribution(self.clock(), uptime, snapshot.CLOCK_TICKS)
+
+    def scoring(self) -> Scoring:
+        """What the choice depends on now (judge/choose.py): the daemon's and
+        the tools' one path."""
+        pref = None
+        if self.settings.cgroups.preferences:
+            pref = self.cgroups.preference_of_path
+        last = self._follow_scores if self.settings.growth.enabled and self._followed else None
+        return Scoring(self.policy, self.attribution(), pref, last)
 
     def scan(self, top_n: int, only: set[int] | None = None) -> list[Candidate]:
         """The best candidates; ``only``: restrict to these pids (cgroup choice)."""
         skip = snapshot.default_skip(self.procfs)
         if only is not None:
             skip |= set(self.procfs.pids()) - only
-        prefs: dict[str, str | None] = {}
-        bound = self.policy.max_bonus + (self.growth.max_points() if self.settings.growth.enabled else 0)
-        table = snapshot.scan(self.procfs, lambda p: self._score(p, prefs), bound, top_n, skip)
+        choice = choose(self.scoring(), functools.partial(snapshot.scan, self.procfs, skip=skip), top_n)
         now = self.clock()
         self.state.stuck = {k: t for k, t in self.state.stuck.items() if now - t < STUCK_FORGET_S}
-        return [c for c in order(table.candidates) if c.proc.identity not in self.state.stuck]
-
-    def _score(self, p: ProcInfo, prefs: dict[str, str | None]) -> Candidate | Excluded:
-        """score() plus systemd's ManagedOOMPreference (see sense/cgroup.py)."""
-        verdict = score(p, self.policy, self._growth_of(p))
-        if isinstance(verdict, Excluded) or not self.settings.cgroups.preferences or p.cgroup is None:
-            return verdict
-        if p.cgroup not in prefs:
-            cg = self.cgroups.ref(p.cgroup)
-            prefs[p.cgroup] = self.cgroups.preference(cg) if cg is not None else None
-        pref = prefs[p.cgroup]
-        if pref == "omit":
-            return Excluded(p, f"cgroup {p.cgroup} is omitted (user.oomd_omit)")
-        if pref == "avoid":
-            return dataclasses.replace(verdict, badness=0,
-                                       reasons=verdict.reasons + ("badness 0: cgroup avoided (user.oomd_avoid)",))
-        return verdict
+        return [c for c in choice.ranked if c.proc.identity not in self.state.stuck]
 
     def _choose_cgroup(self) -> set[int] | None:
         """Cgroup-aware choice: the members of the worst leaf below the root,
@@ -594,12 +620,13 @@ class Daemon:
         return set(leaf.pids)
 
     def _act(self, level: Level, reason: str) -> float:
-        # Exact for the victim only (+ the stuck ones filtered out after the
-        # scan); the report lists whatever else the lazy scan read.  Asking for
-        # an exact top report_top made the scan read every process tied with
-        # the N-th (most idle processes share oom_score 666 + adj on >= 5.9
-        # kernels): 0.7 s at 2,000 processes instead of a few ms.
-        cands = self.scan(top_n=1 + len(self.state.stuck), only=self._choose_cgroup())
+        # The top report_top by final badness (+ the stuck ones filtered out
+        # after the scan), so the kill event's table is the real runner-up
+        # list.  Ties below the first place stop the scan (snapshot.scan):
+        # most idle processes share oom_score 666 + adj on >= 5.9 kernels,
+        # and reading every one tied with the N-th took 0.7 s at 2,000.
+        top = max(1, self.settings.report_top)
+        cands = self.scan(top_n=top + len(self.state.stuck), only=self._choose_cgroup())
         if not cands:
             self.emit("error", "no_candidate", oom_level=level.name, reason=reason)
             return self.settings.sampling.max_interval
@@ -668,7 +695,8 @@ class Daemon:
             rss_kib=p.rss_kib, swap_kib=p.swap_kib, reason=reason, why=" ".join(victim.reasons),
             episode_kills=self.state.episode.kills, candidates=top,
             growth={"points": victim.growth_points, "grew_kib": victim.growth_kib,
-                    "over_s": victim.growth_over_s, "window_s": self.settings.growth.window,
+                    "over_s": victim.growth_over_s, "share": victim.growth_share,
+                    "rate_kib_s": victim.growth_rate_kib_s, "window_s": self.settings.growth.window,
                     "weight": self.settings.growth.weight, "enabled": self.settings.growth.enabled},
         )
         mem = None if dry else snapshot.read_kernel_mem(self.procfs, p.pid)
@@ -687,6 +715,11 @@ class Daemon:
 
     def _killer_event(self, event: str, **kw: object) -> None:
         self.emit("warning", event, **kw)
+
+
+def _approach(th: Thresholds) -> int:
+    """WARN - TERM: the decline the approach to TERM is made of."""
+    return max(1, th.mem_warn_kib - th.mem_term_kib)
 
 
 def _drain(fd: int | None) -> None:
@@ -739,4 +772,6 @@ def _cand_row(c: Candidate) -> dict[str, object]:
     p = c.proc
     return {"pid": p.pid, "comm": p.comm, "badness": c.badness, "oom_score": p.oom_score,
             "oom_score_adj": p.oom_score_adj, "rss_kib": p.rss_kib, "rules": list(c.rules),
-            "growth_points": c.growth_points, "growth_kib": c.growth_kib}
+            "growth_points": c.growth_points, "growth_kib": c.growth_kib, "growth_share": c.growth_share,
+            "growth_rate_kib_s": c.growth_rate_kib_s}
+
