@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import signal
@@ -20,6 +21,8 @@ from .judge.choose import Scoring, choose
 from .judge.growth import NO_ATTRIBUTION, Attribution, GrowthTracker
 from .judge.pressure import compile_rule
 from .judge.rank import NoPolicy, Policy
+from .judge.relief import compile_relief
+from .judge.thrash import compile_thrash
 from .model import Candidate, Decision, KillOutcome, Level, MemSample
 from .report.log import kernel_style
 from .sense import snapshot
@@ -27,6 +30,7 @@ from .sense.cgroup import CgroupRef, Cgroups, LeafStat, choose_leaf
 from .sense.procfs import Procfs
 from .sense.psi import Waiter
 from .sense.sample import IdleParams, IdleResult, Sampler
+from .sense.vmstat import Vmstat
 from .sense.zram import Zram
 from .values import Thresholds
 
@@ -95,8 +99,13 @@ class Daemon:
         self.waiter = waiter
         self.sleep = waiter if waiter is not None else sleep
         self.zram = Zram(procfs)
+        # /proc/vmstat's swap and refault counters, for the relief and thrash rules.
+        self.vmstat = Vmstat(procfs)
         first = self.zram.adjust(sampler.read())
         self.thresholds: Thresholds = settings.compile(first.mem_total_kib, first.swap_total_kib)
+        # (MemTotal, SwapTotal) the levels were resolved against: a swapon,
+        # swapoff, memory hotplug or balloon changes them (see _check_totals).
+        self.levels_totals: tuple[int, int] = (first.mem_total_kib, first.swap_total_kib)
         self.judge = _make_judge(settings, self.thresholds)
         self.killer = Killer(procfs, self._resample_level, self._killer_event, clock)
         self.cgroups = Cgroups(procfs)
@@ -165,6 +174,7 @@ class Daemon:
             psi=self.last_sample.psi is not None, oom_score_adj=adj, mlockall=mlock,
             wakeup=self.waiter.mode if self.waiter is not None else "sampling only",
             psi_rule=_psi_desc(s), zram=self.zram.active,
+            swap_relief=_relief_desc(s), thrash=_thrash_desc(s),
             cgroup_choice=f"{s.cgroup_choice.by} below {s.cgroup_choice.root}" if s.cgroup_choice.enabled else "off",
             growth=(f"weight {s.growth.weight:g} over {s.growth.window:g}s, following between warn and term"
                     if s.growth.enabled else "off"),
@@ -451,12 +461,13 @@ class Daemon:
                     self.state.last_error_at = now
                     self.emit("error", "sample_error", error=str(e))
                 return self.settings.sampling.min_interval * 10
+        self._check_totals(sample)
         sample = self.zram.adjust(sample)
         self.last_sample = sample
         if before is not None:
             # Swap as now: the idle wait follows MemAvailable only.
             self.judge.rates.add(now - before[0], sample._replace(mem_available_kib=before[1]))
-        decision = self.judge.judge(sample, now)
+        decision = self.judge.judge(sample, now, self.vmstat.read())
         for obs in self.observers:
             try:
                 obs.on_tick(sample, decision)
@@ -475,6 +486,37 @@ class Daemon:
                     self.emit("error", "act_error", error=str(e))
                 return self.settings.sampling.min_interval * 10
         return decision.sleep_s
+
+    def _check_totals(self, sample: MemSample) -> None:
+        """Levels written as percentages follow MemTotal and SwapTotal: a
+        swapon after start (zram-generator, a swap file) must not leave the
+        swap levels at 0 KiB (systemd#36704), nor a swapoff, memory hotplug
+        or a balloon leave them sized for memory that is gone.  Re-resolved
+        on the first sample that shows other totals; the rate history and
+        the PSI timers stay.  Levels that no longer compile (a KILL size
+        above a TERM percentage of the new total) are logged and the old
+        ones kept."""
+        totals = (sample.mem_total_kib, sample.swap_total_kib)
+        old_totals = self.levels_totals
+        if totals == old_totals:
+            return
+        self.levels_totals = totals
+        changed = {"mem_total_kib": totals[0], "swap_total_kib": totals[1],
+                   "old_mem_total_kib": old_totals[0], "old_swap_total_kib": old_totals[1]}
+        if totals[1] != old_totals[1]:
+            self.zram = Zram(self.procfs)  # a zram device swapped on (or off)
+        try:
+            th = self.settings.compile(*totals)
+        except (ConfigError, ValueError) as e:
+            self.emit("error", "levels_change_failed", error=str(e), kept=dataclasses.asdict(self.thresholds),
+                      **changed)
+            return
+        old, self.thresholds = self.thresholds, th
+        self.judge.use_thresholds(th)
+        self.growth.mem_total_kib = max(1, totals[0])
+        self.growth.approach_kib = _approach(th)
+        self.emit("info", "levels_changed", old=dataclasses.asdict(old), new=dataclasses.asdict(th),
+                  zram=self.zram.active, **changed)
 
     def _releasing(self, sample: MemSample, now: float) -> bool:
         """True while the last victim's memory is still on its way back (see
@@ -670,7 +712,7 @@ class Daemon:
             return self.state.level  # keep the last known level
         sample = self.zram.adjust(sample)
         self.last_sample = sample
-        return self.judge.level_now(sample, self.clock())
+        return self.judge.level_now(sample, self.clock(), self.vmstat.read())
 
     def _killer_event(self, event: str, **kw: object) -> None:
         self.emit("warning", event, **kw)
@@ -693,8 +735,29 @@ def _drain(fd: int | None) -> None:
 
 
 def _make_judge(settings: Settings, th: Thresholds) -> Judge:
-    """The judge with the PSI rule gated on the WARN level."""
-    return Judge(th, settings.sampling, compile_rule(settings.psi, th.mem_warn_kib))
+    """The judge with the PSI and thrash rules gated on the WARN level."""
+    relief = getattr(settings, "swap_relief", None)  # absent from plans of older versions
+    thrash = getattr(settings, "thrash", None)
+    return Judge(th, settings.sampling, compile_rule(settings.psi, th.mem_warn_kib),
+                 compile_relief(relief) if relief is not None else None,
+                 compile_thrash(thrash, th.mem_warn_kib) if thrash is not None else None)
+
+
+def _relief_desc(s: Settings) -> str:
+    r = getattr(s, "swap_relief", None)
+    if r is None or not r.enabled:
+        return "off"
+    return (f"at a memory level, act unless swap keeps up: MemAvailable not reaching the floor within "
+            f"{r.horizon:g}s and full stall < {r.stall:g}% over {r.window:g}s")
+
+
+def _thrash_desc(s: Settings) -> str:
+    t = getattr(s, "thrash", None)
+    if t is None or not t.enabled:
+        return "off"
+    return (f"full stall >= {t.stall:g}% over {t.window:g}s with swap-in >= {t.min_swapin_mib_s:g} MiB/s "
+            f"or refaults >= {t.min_refault_mib_s:g} MiB/s, while MemAvailable <= warn: "
+            f"term after {t.duration:g}s, kill after {2 * t.duration:g}s")
 
 
 def _psi_desc(s: Settings) -> str:
