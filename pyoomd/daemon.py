@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import dataclasses
+import functools
 import os
 import signal
 import threading
@@ -16,8 +16,8 @@ from . import selfprotect
 from .act.cgroup_kill import GroupKiller
 from .act.kill import Killer, KillPlan
 from .errors import ConfigError, ParseError
-from .judge.choose import Scoring, choose
 from .judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, Judge
+from .judge.choose import Scoring, choose
 from .judge.growth import NO_ATTRIBUTION, Attribution, GrowthTracker
 from .judge.pressure import compile_rule
 from .judge.rank import NoPolicy, Policy
@@ -514,6 +514,7 @@ class Daemon:
         old, self.thresholds = self.thresholds, th
         self.judge.use_thresholds(th)
         self.growth.mem_total_kib = max(1, totals[0])
+        self.growth.approach_kib = _approach(th)
         self.emit("info", "levels_changed", old=dataclasses.asdict(old), new=dataclasses.asdict(th),
                   zram=self.zram.active, **changed)
 

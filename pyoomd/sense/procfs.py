@@ -27,12 +27,12 @@ class Procfs:
         return f"{self.root}/pressure/memory"
 
     @property
-    def vmstat(self) -> str:
-        return f"{self.root}/vmstat"
-
-    @property
     def uptime(self) -> str:
         return f"{self.root}/uptime"
+
+    @property
+    def vmstat(self) -> str:
+        return f"{self.root}/vmstat"
 
     @property
     def self_pid(self) -> int:
