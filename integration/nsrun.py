@@ -248,7 +248,9 @@ def start_other_daemon(spec: dict[str, Any], term_kib: int, kill_kib: int,
     nohang_copy = spec.get("nohang_copy") or ""
     if name.startswith("nohang") and not nohang_copy:
         nohang_copy = daemons.make_relaxed_nohang(tmp)
-    argv, extra = daemons.command(name, term_kib, kill_kib, float(spec.get("grace_s", 3.0)), tmp, nohang_copy)
+    swap = spec.get("swap_pct")
+    argv, extra = daemons.command(name, term_kib, kill_kib, float(spec.get("grace_s", 3.0)), tmp, nohang_copy,
+                                  swap_pct=tuple(swap) if swap else None)
     d = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                          env={**os.environ, **extra})
     reader = LogReader(d.stdout, ready=daemons.READY[name])

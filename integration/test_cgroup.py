@@ -57,7 +57,7 @@ def test_group_kill_uses_cgroup_kill_after_the_grace() -> None:
         "term_below_mib": 700, "kill_below_mib": 2500, "timeout": 25,
         "v2_cgroup": True, "config_yaml": CONFIG, "daemon_args": ["--grace", "1.0"],
         "hogs": [
-            {"rate": 256, "max": 1200, "start": 50, "hold": 30, "delay": 0.5, "in_cgroup": True,
+            {"rate": 256, "max": 1700, "start": 50, "hold": 30, "delay": 0.5, "in_cgroup": True,
              "ignore_term": True},
             {"rate": 0, "max": 48, "start": 48, "hold": 60, "in_cgroup": True, "ignore_term": True},
             {"rate": 0, "max": 200, "start": 200, "hold": 60},  # outside the cgroup

@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pyoomd", description="Userspace early-OOM killer.")
     p.add_argument("--version", action="version", version=f"pyoomd {__version__}")
     p.add_argument("--procfs", default="/proc", help=argparse.SUPPRESS)  # tests: a fixture /proc
+    p.add_argument("--cgroup-root", default=None, help=argparse.SUPPRESS)  # tests: a fixture cgroup tree
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run the daemon")
@@ -125,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--count", type=int, metavar="N", help="stop after N lines (default: until Ctrl-C)")
     watch.add_argument("--interval", type=float, default=1.0, metavar="SECONDS")
     watch.add_argument("--json", action="store_true", help="one JSON object a line")
+    watch.add_argument("--policy", action="append", metavar="DIR|FILE",
+                       help="policy file or directory (repeatable); replaces the config's policy_dirs")
+    watch.add_argument("--no-victim", action="store_true",
+                       help="do not show the victim the daemon would choose (no process table reads)")
 
     explain = sub.add_parser("explain", help="why processes would (or would not) be chosen")
     _common(explain)

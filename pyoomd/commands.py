@@ -9,9 +9,9 @@ from typing import Any
 
 from .cli import EXIT_FAILURE, EXIT_OK, print_json, settings_for
 from .config import Settings
-from .judge.rank import order, score
+from .judge.choose import Choice, Scoring, choose
 from .loop import open_sampler
-from .model import MemSample
+from .model import Candidate, MemSample
 from .policy import Loaded, load_policies
 from .sense import snapshot
 from .sense.procfs import Procfs
@@ -127,37 +127,68 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def measure_growth(procfs: Procfs, settings: Settings, seconds: float) -> Any:
-    """A growth tracker fed two looks at every process, ``seconds`` apart
-    (rank/explain are one-shot; the daemon follows continuously)."""
+    """A growth tracker fed two looks at every process and MemAvailable,
+    ``seconds`` apart (rank/explain are one-shot; the daemon follows
+    continuously).  Returns the tracker."""
     import time
 
     from .judge.growth import GrowthTracker
 
     with Sampler(procfs, "python") as sampler:
         first = sampler.read()
-    tracker = GrowthTracker(first.mem_total_kib, settings.growth.weight, max(seconds, settings.growth.window))
-    if seconds <= 0 or not settings.growth.enabled:
-        return tracker
-    skip = snapshot.default_skip(procfs)
-    t0 = time.monotonic()
-    for _ in range(2):
-        seen, _scores = snapshot.follow(procfs, skip, {}, 1 << 30)
-        now = time.monotonic()
-        for ident, mem_kib in seen:
-            tracker.observe(now, ident, mem_kib)
-        if now - t0 < seconds:
-            time.sleep(seconds - (now - t0))
+        th = settings.compile(first.mem_total_kib, first.swap_total_kib)
+        tracker = GrowthTracker(first.mem_total_kib, settings.growth.weight,
+                                max(seconds, settings.growth.window), max(1, th.mem_warn_kib - th.mem_term_kib))
+        if seconds <= 0 or not settings.growth.enabled:
+            return tracker
+        skip = snapshot.default_skip(procfs)
+        t0 = time.monotonic()
+        for _ in range(2):
+            seen, _scores = snapshot.follow(procfs, skip, {}, 1 << 30)
+            now = time.monotonic()
+            tracker.observe_available(now, sampler.read().mem_available_kib)
+            uptime = snapshot.read_uptime_s(procfs)
+            for ident, mem_kib in seen:
+                born = None if uptime is None else now - (uptime - ident[1] / snapshot.CLOCK_TICKS)
+                tracker.observe(now, ident, mem_kib, born)
+            if now - t0 < seconds:
+                time.sleep(seconds - (now - t0))
     return tracker
 
 
+def tool_scoring(args: argparse.Namespace, settings: Settings, procfs: Procfs, policy: Any,
+                 growth_over: float = 0.0) -> Scoring:
+    """The daemon's Scoring for a one-shot tool (rank, explain, watch):
+    the same policies, cgroup preferences and growth term (measured over
+    ``growth_over`` seconds; none if 0), through judge/choose.py."""
+    import time
+
+    from .judge.growth import NO_ATTRIBUTION
+    from .sense.cgroup import Cgroups
+
+    pref = Cgroups(procfs).preference_of_path if settings.cgroups.preferences else None
+    attribution = NO_ATTRIBUTION
+    if growth_over > 0 and settings.growth.enabled:
+        tracker = measure_growth(procfs, settings, growth_over)
+        attribution = tracker.attribution(time.monotonic(), snapshot.read_uptime_s(procfs), snapshot.CLOCK_TICKS)
+    return Scoring(policy, attribution, pref)
+
+
+def tool_procfs(args: argparse.Namespace) -> Procfs:
+    """``--procfs`` and ``--cgroup-root`` (fixture trees in tests)."""
+    root = getattr(args, "cgroup_root", None)
+    return Procfs(args.procfs, root) if root else Procfs(args.procfs)
+
+
 def cmd_rank(args: argparse.Namespace) -> int:
+    import functools
+
     settings = settings_for(args)  # validates the config even though rank has no thresholds
-    procfs = Procfs(args.procfs)
+    procfs = tool_procfs(args)
     policy = load_policies_for(args, settings).policy
-    growth = measure_growth(procfs, settings, args.growth_over)
-    table = snapshot.scan(procfs, lambda p: score(p, policy, growth.growth(p.identity)),
-                          policy.max_bonus + growth.max_points(), max(1, args.top))
-    cands = order(table.candidates)[: args.top]
+    scoring = tool_scoring(args, settings, procfs, policy, args.growth_over)
+    table = choose(scoring, functools.partial(snapshot.scan, procfs), max(1, args.top))
+    cands = table.ranked[: args.top]
     if args.json:
         print_json({
             "scanned": table.scanned, "detailed": table.detailed,
@@ -165,7 +196,8 @@ def cmd_rank(args: argparse.Namespace) -> int:
             "candidates": [{**dataclasses.asdict(c.proc), "badness": c.badness, "rank": i + 1,
                             "reasons": list(c.reasons), "rules": list(c.rules),
                             "growth_points": c.growth_points, "growth_kib": c.growth_kib,
-                            "growth_over_s": c.growth_over_s} for i, c in enumerate(cands)],
+                            "growth_over_s": c.growth_over_s, "growth_share": c.growth_share}
+                           for i, c in enumerate(cands)],
             "excluded": [{"pid": e.proc.pid, "comm": e.proc.comm, "why": e.why} for e in table.excluded],
         })
         return EXIT_OK
@@ -217,14 +249,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Why each process would (or would not) be chosen."""
+    import functools
+
     settings = settings_for(args)
-    procfs = Procfs(args.procfs)
+    procfs = tool_procfs(args)
     policy = load_policies_for(args, settings).policy
-    growth = measure_growth(procfs, settings, args.growth_over)
-    table = snapshot.scan(procfs, lambda p: score(p, policy, growth.growth(p.identity)),
-                          policy.max_bonus, exhaustive=True)
-    ranked = order(table.candidates)
-    out = [explain_one(procfs, pid, policy, ranked, growth) for pid in args.pids]
+    scoring = tool_scoring(args, settings, procfs, policy, args.growth_over)
+    choice = choose(scoring, functools.partial(snapshot.scan, procfs), exhaustive=True)
+    out = [explain_one(procfs, pid, policy, choice, scoring) for pid in args.pids]
     if args.json:
         print_json(out)
         return EXIT_OK
@@ -233,9 +265,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK if all(i.get("found") for i in out) else EXIT_FAILURE
 
 
-def explain_one(procfs: Procfs, pid: int, policy: Any, ranked: list[Any], growth: Any = None) -> dict[str, Any]:
-    from .model import Excluded
-
+def explain_one(procfs: Procfs, pid: int, policy: Any, choice: Choice, scoring: Scoring) -> dict[str, Any]:
+    """One process as the choice saw it: its rank and badness from
+    ``choice`` (the daemon's function over every process), or why not."""
     info = snapshot.read_proc(procfs, pid, full=True)
     if info is None:
         return {"pid": pid, "found": False, "why": "no such process, or a kernel thread or zombie"}
@@ -249,15 +281,17 @@ def explain_one(procfs: Procfs, pid: int, policy: Any, ranked: list[Any], growth
     if pid in snapshot.default_skip(procfs):
         item["why"] = "never a candidate: pid 1, pyoomd itself or its parent"
         return item
-    verdict = score(info, policy, growth.growth(info.identity) if growth is not None else None)
-    if isinstance(verdict, Excluded):
+    ranked = choice.ranked
+    rank = next((i for i, c in enumerate(ranked, 1) if c.proc.identity == info.identity), None)
+    excluded = next((e for e in choice.excluded if e.proc.identity == info.identity), None)
+    verdict = ranked[rank - 1] if rank is not None else (excluded or scoring.evaluate(info))
+    if not isinstance(verdict, Candidate):
         item["why"] = f"not a candidate: {verdict.why}"
         return item
-    rank = next((i for i, c in enumerate(ranked, 1) if c.proc.identity == info.identity), None)
     item.update(badness=verdict.badness, rank=rank, of=len(ranked), reasons=list(verdict.reasons),
                 signal=verdict.signal, grace_s=verdict.grace_s, kill_group=verdict.kill_group,
                 growth_points=verdict.growth_points, growth_kib=verdict.growth_kib,
-                growth_over_s=verdict.growth_over_s)
+                growth_over_s=verdict.growth_over_s, growth_share=verdict.growth_share)
     return item
 
 
@@ -283,25 +317,79 @@ def _print_explained(item: dict[str, Any]) -> None:
     print()
 
 
-def watch_fields(s: MemSample, level: str) -> dict[str, Any]:
-    """One ``pyoomd watch`` reading (pure)."""
+def watch_fields(s: MemSample, level: str, victim: Candidate | None = None) -> dict[str, Any]:
+    """One ``pyoomd watch`` reading (pure); ``victim``: who the daemon would
+    choose now (judge/choose.py), if anyone."""
     some = s.psi.some.avg10 if s.psi is not None else None
     full = s.psi.full.avg10 if s.psi is not None and s.psi.full is not None else None
-    return {"mem_available_kib": s.mem_available_kib, "mem_available_pct": round(s.mem_available_pct, 1),
-            "swap_free_kib": s.swap_free_kib, "swap_free_pct": round(s.swap_free_pct, 1),
-            "psi_some_avg10": some, "psi_full_avg10": full, "level": level}
+    f: dict[str, Any] = {"mem_available_kib": s.mem_available_kib, "mem_available_pct": round(s.mem_available_pct, 1),
+                         "swap_free_kib": s.swap_free_kib, "swap_free_pct": round(s.swap_free_pct, 1),
+                         "psi_some_avg10": some, "psi_full_avg10": full, "level": level}
+    if victim is not None:
+        f["victim"] = {"pid": victim.proc.pid, "comm": victim.proc.comm, "badness": victim.badness,
+                       "growth_points": victim.growth_points}
+    return f
 
 
 def watch_line(f: dict[str, Any]) -> str:
     def pct(v: float | None) -> str:
         return "    -" if v is None else f"{v:5.1f}"
+    v = f.get("victim")
+    who = f"  {v['pid']} {v['comm']} ({v['badness']}{v['growth_points']:+d})" if v else ""
     return (f"{f['mem_available_kib'] // 1024:>9} MiB {f['mem_available_pct']:5.1f}%  "
             f"{f['swap_free_kib'] // 1024:>9} MiB {f['swap_free_pct']:5.1f}%  "
-            f"{pct(f['psi_some_avg10'])}  {pct(f['psi_full_avg10'])}  {f['level']}")
+            f"{pct(f['psi_some_avg10'])}  {pct(f['psi_full_avg10'])}  {f['level']}{who}")
+
+
+class WatchChoice:
+    """``watch``'s victim, chosen as the daemon chooses (judge/choose.py):
+    the same policies and cgroup preferences, and growth followed the
+    daemon's way (between WARN and TERM, one look a line)."""
+
+    def __init__(self, args: argparse.Namespace, settings: Settings, procfs: Procfs, first: MemSample) -> None:
+        from .judge.growth import GrowthTracker
+        from .values import Thresholds
+
+        self.settings, self.procfs = settings, procfs
+        self.policy = load_policies_for(args, settings).policy
+        th: Thresholds = settings.compile(first.mem_total_kib, first.swap_total_kib)
+        self.tracker = GrowthTracker(first.mem_total_kib, settings.growth.weight, settings.growth.window,
+                                     max(1, th.mem_warn_kib - th.mem_term_kib))
+        self.scores: dict[int, int] = {}
+        self.followed = False
+
+    def victim(self, s: MemSample, level: Any, now: float) -> Candidate | None:
+        import functools
+
+        from .judge.growth import NO_ATTRIBUTION
+        from .model import Level
+        from .sense.cgroup import Cgroups
+
+        g = self.settings.growth
+        if level < Level.WARN or not g.enabled:
+            self.tracker.clear()
+            self.scores, self.followed = {}, False
+        else:
+            self.tracker.observe_available(now, s.mem_available_kib)
+            if level < Level.TERM:
+                seen, self.scores = snapshot.follow(self.procfs, snapshot.default_skip(self.procfs),
+                                                    self.scores, g.follow_top)
+                uptime = snapshot.read_uptime_s(self.procfs)
+                for ident, mem in seen:
+                    born = None if uptime is None else now - (uptime - ident[1] / snapshot.CLOCK_TICKS)
+                    self.tracker.observe(now, ident, mem, born)
+                self.followed = True
+        att = NO_ATTRIBUTION
+        if self.followed:
+            att = self.tracker.attribution(now, snapshot.read_uptime_s(self.procfs), snapshot.CLOCK_TICKS)
+        pref = Cgroups(self.procfs).preference_of_path if self.settings.cgroups.preferences else None
+        scoring = Scoring(self.policy, att, pref, self.scores if self.followed else None)
+        return choose(scoring, functools.partial(snapshot.scan, self.procfs)).victim
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    """A live line a second, judged with the daemon's own thresholds and PSI rule."""
+    """A live line a second, judged with the daemon's own thresholds and PSI
+    rule, with the victim the daemon would choose now."""
     import json
     import time
 
@@ -310,14 +398,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from .sense.zram import Zram
 
     settings = settings_for(args)
-    procfs = Procfs(args.procfs)
+    procfs = tool_procfs(args)
     sampler = open_sampler(procfs, args.reader or settings.reader)
     zram = Zram(procfs)
     first = sampler.read()
     th = settings.compile(first.mem_total_kib, first.swap_total_kib)
     judge = Judge(th, settings.sampling, compile_rule(settings.psi, th.mem_warn_kib))
+    chooser = WatchChoice(args, settings, procfs, first) if not getattr(args, "no_victim", False) else None
     if not args.json:
         print(f"{'AVAILABLE':>16} {'':>5}  {'SWAP FREE':>15} {'':>5}  {'SOME':>5}  {'FULL':>5}  LEVEL"
+              f"{'  VICTIM (BADNESS+GROWTH)' if chooser else ''}"
               f"   (PSI: avg10 %; swap free{' counts zram by its net gain' if zram.active else ''})",
               flush=True)
     n = 0
@@ -325,7 +415,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if n:
             time.sleep(args.interval)
         s = zram.adjust(sampler.read())
-        f = watch_fields(s, judge.judge(s, time.monotonic()).level.name)
+        now = time.monotonic()
+        level = judge.judge(s, now).level
+        victim = chooser.victim(s, level, now) if chooser is not None else None
+        f = watch_fields(s, level.name, victim)
         print(json.dumps(f) if args.json else watch_line(f), flush=True)
         n += 1
     return EXIT_OK

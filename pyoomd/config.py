@@ -287,6 +287,68 @@ class PsiConfig(_Strict):
         return self
 
 
+class SwapReliefConfig(_Strict):
+    """Act at the memory levels when swap does not relieve the pressure
+    (judge/relief.py); README "Swap that cannot keep up" gives the measurements."""
+
+    enabled: bool = True
+    # Net MemAvailable decline and full stall share are measured over this.
+    window: float = 1.0
+    # Swap is not keeping up when, at the measured decline, MemAvailable
+    # would reach the floor (KILL level at TERM, zero at KILL) this soon.
+    horizon: float = 5.0
+    # ... or when memory stalls (PSI full) take this share of the window.
+    stall: float = 20.0
+
+    @field_validator("window", "horizon", mode="before")
+    @classmethod
+    def _dur(cls, v: Any) -> float:
+        return parse_duration_s(v)
+
+    @field_validator("stall", mode="before")
+    @classmethod
+    def _percent(cls, v: Any) -> float:
+        return _pct(v)
+
+    @model_validator(mode="after")
+    def _positive(self) -> SwapReliefConfig:
+        if not (0 < self.window <= 10.0 and self.horizon > 0):
+            raise ValueError("need 0 < window <= 10s and horizon > 0")
+        return self
+
+
+class ThrashConfig(_Strict):
+    """The thrash detector (judge/thrash.py); README "Thrash" gives the
+    measurements behind the defaults."""
+
+    enabled: bool = True
+    # PSI full stall share of the window, from the total counters.
+    stall: float = 30.0
+    window: float = 1.0
+    # Held this long: TERM; twice as long: KILL.
+    duration: float = 1.5
+    # Thrashing, not just waiting: swap-ins or page cache refaults at least this fast.
+    min_swapin_mib_s: float = Field(default=1.0, ge=0.0)
+    min_refault_mib_s: float = Field(default=4.0, ge=0.0)
+    post_action_delay: float = 3.0
+
+    @field_validator("window", "duration", "post_action_delay", mode="before")
+    @classmethod
+    def _dur(cls, v: Any) -> float:
+        return parse_duration_s(v)
+
+    @field_validator("stall", mode="before")
+    @classmethod
+    def _percent(cls, v: Any) -> float:
+        return _pct(v)
+
+    @model_validator(mode="after")
+    def _positive(self) -> ThrashConfig:
+        if not (0 < self.window <= 10.0 and self.duration > 0 and self.stall > 0):
+            raise ValueError("need 0 < window <= 10s, duration > 0 and stall > 0%")
+        return self
+
+
 class CgroupsConfig(_Strict):
     """How cgroups shape the kill (sense/cgroup.py, act/cgroup_kill.py)."""
 
@@ -327,6 +389,14 @@ class CgroupChoiceConfig(_Strict):
         return v
 
 
+class ChoiceConfig(_Strict):
+    """How the victim is chosen among the candidates (judge/fairshare.py)."""
+
+    # Per-user fair share: first the user furthest above an equal share of
+    # memory, then that user's worst process.  Off: it changes who dies.
+    by_user: bool = False
+
+
 class GrowthConfig(_Strict):
     """Growth-aware ranking (judge/growth.py): the cause outranks the bystander."""
 
@@ -362,8 +432,11 @@ class Settings(_Strict):
     # How many candidates are shown in the kill event.
     report_top: int = Field(default=5, ge=0, le=100)
     psi: PsiConfig = PsiConfig()
+    swap_relief: SwapReliefConfig = SwapReliefConfig()
+    thrash: ThrashConfig = ThrashConfig()
     cgroups: CgroupsConfig = CgroupsConfig()
     cgroup_choice: CgroupChoiceConfig = CgroupChoiceConfig()
+    choice: ChoiceConfig = ChoiceConfig()
     hooks: HooksConfig = HooksConfig()
     notify: NotifyConfig = NotifyConfig()
     metrics: MetricsConfig = MetricsConfig()

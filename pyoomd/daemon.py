@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import signal
 import threading
@@ -16,16 +17,21 @@ from .act.cgroup_kill import GroupKiller
 from .act.kill import Killer, KillPlan
 from .errors import ConfigError, ParseError
 from .judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, Judge
-from .judge.growth import NO_GROWTH, Growth, GrowthTracker
+from .judge import fairshare
+from .judge.choose import Scoring, choose
+from .judge.growth import NO_ATTRIBUTION, Attribution, GrowthTracker
 from .judge.pressure import compile_rule
-from .judge.rank import NoPolicy, Policy, order, score
-from .model import Candidate, Decision, Excluded, KillOutcome, Level, MemSample, ProcInfo
+from .judge.rank import NoPolicy, Policy
+from .judge.relief import compile_relief
+from .judge.thrash import compile_thrash
+from .model import Candidate, Decision, KillOutcome, Level, MemSample
 from .report.log import kernel_style
 from .sense import snapshot
 from .sense.cgroup import CgroupRef, Cgroups, LeafStat, choose_leaf
 from .sense.procfs import Procfs
 from .sense.psi import Waiter
 from .sense.sample import IdleParams, IdleResult, Sampler
+from .sense.vmstat import Vmstat
 from .sense.zram import Zram
 from .values import Thresholds
 
@@ -94,8 +100,13 @@ class Daemon:
         self.waiter = waiter
         self.sleep = waiter if waiter is not None else sleep
         self.zram = Zram(procfs)
+        # /proc/vmstat's swap and refault counters, for the relief and thrash rules.
+        self.vmstat = Vmstat(procfs)
         first = self.zram.adjust(sampler.read())
         self.thresholds: Thresholds = settings.compile(first.mem_total_kib, first.swap_total_kib)
+        # (MemTotal, SwapTotal) the levels were resolved against: a swapon,
+        # swapoff, memory hotplug or balloon changes them (see _check_totals).
+        self.levels_totals: tuple[int, int] = (first.mem_total_kib, first.swap_total_kib)
         self.judge = _make_judge(settings, self.thresholds)
         self.killer = Killer(procfs, self._resample_level, self._killer_event, clock)
         self.cgroups = Cgroups(procfs)
@@ -103,7 +114,8 @@ class Daemon:
         self.state = State()
         self.last_sample: MemSample = first
         g = settings.growth
-        self.growth = GrowthTracker(first.mem_total_kib, g.weight, g.window)
+        self.growth = GrowthTracker(first.mem_total_kib, g.weight, g.window, _approach(self.thresholds))
+        self._followed = False  # a look happened since the last clear (young processes can be dated)
         self._follow_scores: dict[int, int] = {}
         self._followed_at = -1e9
         # Report-stage consumers (metrics, notifications, hooks, status): each
@@ -163,12 +175,26 @@ class Daemon:
             psi=self.last_sample.psi is not None, oom_score_adj=adj, mlockall=mlock,
             wakeup=self.waiter.mode if self.waiter is not None else "sampling only",
             psi_rule=_psi_desc(s), zram=self.zram.active,
+            swap_relief=_relief_desc(s), thrash=_thrash_desc(s),
             cgroup_choice=f"{s.cgroup_choice.by} below {s.cgroup_choice.root}" if s.cgroup_choice.enabled else "off",
             growth=(f"weight {s.growth.weight:g} over {s.growth.window:g}s, following between warn and term"
                     if s.growth.enabled else "off"),
             self_test=self.self_test(), **self._policy_fields(),
         )
+        self._warn_raised()
         self._policy_findings()
+
+    def _warn_raised(self) -> None:
+        """A WARN level configured at or below TERM was raised above it
+        (values.warn_level_kib): say so, with both levels."""
+        th = self.thresholds
+        if th.mem_warn_asked_kib is not None:
+            self.emit("warning", "warn_level_raised", mem_warn=str(self.settings.memory.warn),
+                      mem_warn_asked_kib=th.mem_warn_asked_kib, mem_term_kib=th.mem_term_kib,
+                      mem_warn_kib=th.mem_warn_kib,
+                      message=(f"memory.warn ({th.mem_warn_asked_kib} KiB) is at or below memory.term "
+                               f"({th.mem_term_kib} KiB): WARN raised to {th.mem_warn_kib} KiB, so growth "
+                               f"following and the PSI gate have room"))
 
     def self_test(self) -> str:
         """Signal 0 to the top candidate: proves /proc and kill permissions."""
@@ -404,10 +430,12 @@ class Daemon:
         self.settings, self.thresholds = settings, thresholds
         self.judge = _make_judge(settings, thresholds)
         self.growth.weight, self.growth.window_s = settings.growth.weight, settings.growth.window
+        self.growth.approach_kib = _approach(thresholds)
         self.emit("info", "reloaded", dry_run=settings.dry_run, mem_term_kib=thresholds.mem_term_kib,
                   mem_kill_kib=thresholds.mem_kill_kib, mem_warn_kib=thresholds.mem_warn_kib,
                   swap_term_kib=thresholds.swap_term_kib, swap_kill_kib=thresholds.swap_kill_kib,
                   grace_s=settings.kill.grace, **self._policy_fields())
+        self._warn_raised()
         self._policy_findings()
 
     def _install_signals(self) -> None:
@@ -434,19 +462,20 @@ class Daemon:
                     self.state.last_error_at = now
                     self.emit("error", "sample_error", error=str(e))
                 return self.settings.sampling.min_interval * 10
+        self._check_totals(sample)
         sample = self.zram.adjust(sample)
         self.last_sample = sample
         if before is not None:
             # Swap as now: the idle wait follows MemAvailable only.
             self.judge.rates.add(now - before[0], sample._replace(mem_available_kib=before[1]))
-        decision = self.judge.judge(sample, now)
+        decision = self.judge.judge(sample, now, self.vmstat.read())
         for obs in self.observers:
             try:
                 obs.on_tick(sample, decision)
             except Exception as e:
                 self.log.error("observer_failed", observer=type(obs).__name__, error=repr(e))
         self._track_level(decision.level, decision.reason, sample)
-        self._follow_growth(decision.level, now)
+        self._follow_growth(decision.level, now, sample, before)
         if decision.level >= Level.TERM and self._releasing(sample, now):
             return self.settings.sampling.min_interval
         if decision.level >= Level.TERM:
@@ -458,6 +487,37 @@ class Daemon:
                     self.emit("error", "act_error", error=str(e))
                 return self.settings.sampling.min_interval * 10
         return decision.sleep_s
+
+    def _check_totals(self, sample: MemSample) -> None:
+        """Levels written as percentages follow MemTotal and SwapTotal: a
+        swapon after start (zram-generator, a swap file) must not leave the
+        swap levels at 0 KiB (systemd#36704), nor a swapoff, memory hotplug
+        or a balloon leave them sized for memory that is gone.  Re-resolved
+        on the first sample that shows other totals; the rate history and
+        the PSI timers stay.  Levels that no longer compile (a KILL size
+        above a TERM percentage of the new total) are logged and the old
+        ones kept."""
+        totals = (sample.mem_total_kib, sample.swap_total_kib)
+        old_totals = self.levels_totals
+        if totals == old_totals:
+            return
+        self.levels_totals = totals
+        changed = {"mem_total_kib": totals[0], "swap_total_kib": totals[1],
+                   "old_mem_total_kib": old_totals[0], "old_swap_total_kib": old_totals[1]}
+        if totals[1] != old_totals[1]:
+            self.zram = Zram(self.procfs)  # a zram device swapped on (or off)
+        try:
+            th = self.settings.compile(*totals)
+        except (ConfigError, ValueError) as e:
+            self.emit("error", "levels_change_failed", error=str(e), kept=dataclasses.asdict(self.thresholds),
+                      **changed)
+            return
+        old, self.thresholds = self.thresholds, th
+        self.judge.use_thresholds(th)
+        self.growth.mem_total_kib = max(1, totals[0])
+        self.growth.approach_kib = _approach(th)
+        self.emit("info", "levels_changed", old=dataclasses.asdict(old), new=dataclasses.asdict(th),
+                  zram=self.zram.active, **changed)
 
     def _releasing(self, sample: MemSample, now: float) -> bool:
         """True while the last victim's memory is still on its way back (see
@@ -484,59 +544,67 @@ class Daemon:
                           mem_available_kib=sample.mem_available_kib)
             self.state.episode = Episode()
 
-    def _follow_growth(self, level: Level, now: float) -> None:
-        """Between WARN and TERM, follow the biggest and the growing processes
-        (cheaply, once per growth.interval); back at OK, forget them.  At
-        TERM and above the history so far decides: a look there would read
-        every oom_score once more just before the scan that picks the victim
-        (measured: 109 -> 282 ms to the kill among 10,000 processes)."""
+    def _follow_growth(self, level: Level, now: float, sample: MemSample,
+                       before: tuple[float, int] | None = None) -> None:
+        """Between WARN and TERM, follow the biggest, the growing and the new
+        processes (cheaply, once per growth.interval); at WARN and below,
+        MemAvailable on every tick (the decline to attribute); back at OK,
+        forget them.  At TERM and above the history so far decides: a look
+        there would read every oom_score once more just before the scan
+        that picks the victim (measured: 109 -> 282 ms to the kill among
+        10,000 processes); the scan dates processes born since the last
+        look from their start time instead (judge/growth.py)."""
         cfg = self.settings.growth
-        if not cfg.enabled or level >= Level.TERM:
+        if not cfg.enabled:
             return
         if level < Level.WARN:
-            if len(self.growth):
+            if len(self.growth) or self._followed:
                 self.growth.clear()
                 self._follow_scores = {}
+                self._followed = False
             return
-        if now - self._followed_at < cfg.interval:
+        if before is not None and not self._followed:
+            self.growth.observe_available(now - before[0], before[1])  # the idle wait's last one above
+        self.growth.observe_available(now, sample.mem_available_kib)
+        if level >= Level.TERM or now - self._followed_at < cfg.interval:
             return
         self._followed_at = now
         seen, self._follow_scores = snapshot.follow(self.procfs, snapshot.default_skip(self.procfs),
                                                     self._follow_scores, cfg.follow_top)
+        uptime = snapshot.read_uptime_s(self.procfs)
         for ident, mem_kib in seen:
-            self.growth.observe(now, ident, mem_kib)
+            born = None if uptime is None else now - (uptime - ident[1] / snapshot.CLOCK_TICKS)
+            self.growth.observe(now, ident, mem_kib, born)
+        self._followed = True
         self.growth.prune(now)
 
-    def _growth_of(self, p: ProcInfo) -> Growth:
-        return self.growth.growth(p.identity) if self.settings.growth.enabled else NO_GROWTH
+    def attribution(self) -> Attribution:
+        """The growth terms now (none when growth is off).  Processes never
+        followed are dated from their start time only once a look happened
+        (a daemon that starts below TERM saw no decline: the kernel's order)."""
+        if not self.settings.growth.enabled:
+            return NO_ATTRIBUTION
+        uptime = snapshot.read_uptime_s(self.procfs) if self._followed else None
+        return self.growth.attribution(self.clock(), uptime, snapshot.CLOCK_TICKS)
+
+    def scoring(self) -> Scoring:
+        """What the choice depends on now (judge/choose.py): the daemon's and
+        the tools' one path."""
+        pref = None
+        if self.settings.cgroups.preferences:
+            pref = self.cgroups.preference_of_path
+        last = self._follow_scores if self.settings.growth.enabled and self._followed else None
+        return Scoring(self.policy, self.attribution(), pref, last)
 
     def scan(self, top_n: int, only: set[int] | None = None) -> list[Candidate]:
         """The best candidates; ``only``: restrict to these pids (cgroup choice)."""
         skip = snapshot.default_skip(self.procfs)
         if only is not None:
             skip |= set(self.procfs.pids()) - only
-        prefs: dict[str, str | None] = {}
-        bound = self.policy.max_bonus + (self.growth.max_points() if self.settings.growth.enabled else 0)
-        table = snapshot.scan(self.procfs, lambda p: self._score(p, prefs), bound, top_n, skip)
+        choice = choose(self.scoring(), functools.partial(snapshot.scan, self.procfs, skip=skip), top_n)
         now = self.clock()
         self.state.stuck = {k: t for k, t in self.state.stuck.items() if now - t < STUCK_FORGET_S}
-        return [c for c in order(table.candidates) if c.proc.identity not in self.state.stuck]
-
-    def _score(self, p: ProcInfo, prefs: dict[str, str | None]) -> Candidate | Excluded:
-        """score() plus systemd's ManagedOOMPreference (see sense/cgroup.py)."""
-        verdict = score(p, self.policy, self._growth_of(p))
-        if isinstance(verdict, Excluded) or not self.settings.cgroups.preferences or p.cgroup is None:
-            return verdict
-        if p.cgroup not in prefs:
-            cg = self.cgroups.ref(p.cgroup)
-            prefs[p.cgroup] = self.cgroups.preference(cg) if cg is not None else None
-        pref = prefs[p.cgroup]
-        if pref == "omit":
-            return Excluded(p, f"cgroup {p.cgroup} is omitted (user.oomd_omit)")
-        if pref == "avoid":
-            return dataclasses.replace(verdict, badness=0,
-                                       reasons=verdict.reasons + ("badness 0: cgroup avoided (user.oomd_avoid)",))
-        return verdict
+        return [c for c in choice.ranked if c.proc.identity not in self.state.stuck]
 
     def _choose_cgroup(self) -> set[int] | None:
         """Cgroup-aware choice: the members of the worst leaf below the root,
@@ -553,13 +621,31 @@ class Daemon:
                   memory_kib=leaf.memory_kib, preference=leaf.preference, leaves=len(stats))
         return set(leaf.pids)
 
+    def _scan_choice(self, top_n: int, only: set[int] | None) -> list[Candidate]:
+        """scan(), or with choice.by_user the scan of the user furthest above
+        an equal share of memory (the next user when that one has no
+        candidate), in fair-share order (judge/fairshare.py)."""
+        if not self.settings.choice.by_user:
+            return self.scan(top_n, only)
+        rows = [r for r in snapshot.memory_by_pid(self.procfs, snapshot.default_skip(self.procfs))
+                if only is None or r[0] in only]
+        shares = fairshare.user_shares((uid, kib) for _, uid, kib in rows)
+        for u in shares:
+            cands = self.scan(top_n, {pid for pid, uid, _ in rows if uid == u.uid})
+            if cands:
+                self.emit("info", "user_chosen", uid=u.uid, kib=u.kib, share_kib=u.share_kib,
+                          processes=u.processes, users=[[s.uid, s.kib] for s in shares])
+                return fairshare.fair_order(cands, shares)
+        return self.scan(top_n, only)
+
     def _act(self, level: Level, reason: str) -> float:
-        # Exact for the victim only (+ the stuck ones filtered out after the
-        # scan); the report lists whatever else the lazy scan read.  Asking for
-        # an exact top report_top made the scan read every process tied with
-        # the N-th (most idle processes share oom_score 666 + adj on >= 5.9
-        # kernels): 0.7 s at 2,000 processes instead of a few ms.
-        cands = self.scan(top_n=1 + len(self.state.stuck), only=self._choose_cgroup())
+        # The top report_top by final badness (+ the stuck ones filtered out
+        # after the scan), so the kill event's table is the real runner-up
+        # list.  Ties below the first place stop the scan (snapshot.scan):
+        # most idle processes share oom_score 666 + adj on >= 5.9 kernels,
+        # and reading every one tied with the N-th took 0.7 s at 2,000.
+        top = max(1, self.settings.report_top)
+        cands = self._scan_choice(top_n=top + len(self.state.stuck), only=self._choose_cgroup())
         if not cands:
             self.emit("error", "no_candidate", oom_level=level.name, reason=reason)
             return self.settings.sampling.max_interval
@@ -628,7 +714,8 @@ class Daemon:
             rss_kib=p.rss_kib, swap_kib=p.swap_kib, reason=reason, why=" ".join(victim.reasons),
             episode_kills=self.state.episode.kills, candidates=top,
             growth={"points": victim.growth_points, "grew_kib": victim.growth_kib,
-                    "over_s": victim.growth_over_s, "window_s": self.settings.growth.window,
+                    "over_s": victim.growth_over_s, "share": victim.growth_share,
+                    "rate_kib_s": victim.growth_rate_kib_s, "window_s": self.settings.growth.window,
                     "weight": self.settings.growth.weight, "enabled": self.settings.growth.enabled},
         )
         mem = None if dry else snapshot.read_kernel_mem(self.procfs, p.pid)
@@ -643,10 +730,15 @@ class Daemon:
             return self.state.level  # keep the last known level
         sample = self.zram.adjust(sample)
         self.last_sample = sample
-        return self.judge.level_now(sample, self.clock())
+        return self.judge.level_now(sample, self.clock(), self.vmstat.read())
 
     def _killer_event(self, event: str, **kw: object) -> None:
         self.emit("warning", event, **kw)
+
+
+def _approach(th: Thresholds) -> int:
+    """WARN - TERM: the decline the approach to TERM is made of."""
+    return max(1, th.mem_warn_kib - th.mem_term_kib)
 
 
 def _drain(fd: int | None) -> None:
@@ -661,8 +753,29 @@ def _drain(fd: int | None) -> None:
 
 
 def _make_judge(settings: Settings, th: Thresholds) -> Judge:
-    """The judge with the PSI rule gated on the WARN level."""
-    return Judge(th, settings.sampling, compile_rule(settings.psi, th.mem_warn_kib))
+    """The judge with the PSI and thrash rules gated on the WARN level."""
+    relief = getattr(settings, "swap_relief", None)  # absent from plans of older versions
+    thrash = getattr(settings, "thrash", None)
+    return Judge(th, settings.sampling, compile_rule(settings.psi, th.mem_warn_kib),
+                 compile_relief(relief) if relief is not None else None,
+                 compile_thrash(thrash, th.mem_warn_kib) if thrash is not None else None)
+
+
+def _relief_desc(s: Settings) -> str:
+    r = getattr(s, "swap_relief", None)
+    if r is None or not r.enabled:
+        return "off"
+    return (f"at a memory level, act unless swap keeps up: MemAvailable not reaching the floor within "
+            f"{r.horizon:g}s and full stall < {r.stall:g}% over {r.window:g}s")
+
+
+def _thrash_desc(s: Settings) -> str:
+    t = getattr(s, "thrash", None)
+    if t is None or not t.enabled:
+        return "off"
+    return (f"full stall >= {t.stall:g}% over {t.window:g}s with swap-in >= {t.min_swapin_mib_s:g} MiB/s "
+            f"or refaults >= {t.min_refault_mib_s:g} MiB/s, while MemAvailable <= warn: "
+            f"term after {t.duration:g}s, kill after {2 * t.duration:g}s")
 
 
 def _psi_desc(s: Settings) -> str:
@@ -678,4 +791,6 @@ def _cand_row(c: Candidate) -> dict[str, object]:
     p = c.proc
     return {"pid": p.pid, "comm": p.comm, "badness": c.badness, "oom_score": p.oom_score,
             "oom_score_adj": p.oom_score_adj, "rss_kib": p.rss_kib, "rules": list(c.rules),
-            "growth_points": c.growth_points, "growth_kib": c.growth_kib}
+            "growth_points": c.growth_points, "growth_kib": c.growth_kib, "growth_share": c.growth_share,
+            "growth_rate_kib_s": c.growth_rate_kib_s}
+

@@ -109,6 +109,8 @@ class Candidate:
     growth_points: int = 0
     growth_kib: int = 0
     growth_over_s: float = 0.0
+    growth_share: float = 0.0  # of the loss of MemAvailable (judge/growth.py)
+    growth_rate_kib_s: float = 0.0
     # Kill every process of the victim's cgroup (a policy's `kill: cgroup`);
     # see act/cgroup_kill.py.  Distinct from kill_group (the process group).
     kill_cgroup: bool = False

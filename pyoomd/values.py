@@ -11,7 +11,7 @@ import math
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
@@ -103,12 +103,33 @@ class Thresholds:
     mem_kill_kib: int
     swap_term_kib: int
     swap_kill_kib: int
+    # The WARN level as configured, when it was at or below TERM and was
+    # raised (see compile_thresholds); None when used as configured.
+    mem_warn_asked_kib: int | None = field(default=None, compare=False)
+
+
+# Where WARN goes when configured at or below TERM: this much of MemTotal
+# above TERM, the default distance between them (20 % and 10 %).  Growth
+# following and the PSI gate need that room; clamped onto TERM (the old
+# behaviour) they had none, and the order fell back to pure oom_score.
+WARN_ABOVE_TERM_PCT = 10.0
+
+
+def warn_level_kib(asked_kib: int, term_kib: int, total_kib: int) -> int:
+    """WARN in KiB: as asked when above TERM, else TERM plus
+    WARN_ABOVE_TERM_PCT of MemTotal, kept below MemTotal (and never below
+    TERM)."""
+    if asked_kib > term_kib:
+        return asked_kib
+    raised = term_kib + int(total_kib * WARN_ABOVE_TERM_PCT / 100.0)
+    return max(term_kib, min(raised, total_kib - 1))
 
 
 def compile_thresholds(memory: Any, swap: Any, mem_total_kib: int, swap_total_kib: int) -> Thresholds:
     """Resolve the ``memory`` (term, kill, warn) and ``swap`` (term, kill)
     Amounts; a KILL level above its TERM level is an error (KILL is the
-    worse state).  WARN is raised to TERM if set below it."""
+    worse state).  WARN at or below TERM is raised above it
+    (warn_level_kib), and ``mem_warn_asked_kib`` says so."""
     mem_term = memory.term.resolve_kib(mem_total_kib)
     mem_kill = memory.kill.resolve_kib(mem_total_kib)
     swap_term = swap.term.resolve_kib(swap_total_kib)
@@ -117,12 +138,15 @@ def compile_thresholds(memory: Any, swap: Any, mem_total_kib: int, swap_total_ki
         raise ConfigError("<config>", f"memory.kill ({memory.kill}) is above memory.term ({memory.term})")
     if swap_kill > swap_term:
         raise ConfigError("<config>", f"swap.kill ({swap.kill}) is above swap.term ({swap.term})")
+    asked = memory.warn.resolve_kib(mem_total_kib)
+    warn = warn_level_kib(asked, mem_term, mem_total_kib)
     return Thresholds(
-        mem_warn_kib=max(memory.warn.resolve_kib(mem_total_kib), mem_term),
+        mem_warn_kib=warn,
         mem_term_kib=mem_term,
         mem_kill_kib=mem_kill,
         swap_term_kib=swap_term,
         swap_kill_kib=swap_kill,
+        mem_warn_asked_kib=asked if warn != asked else None,
     )
 
 

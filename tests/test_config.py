@@ -327,8 +327,27 @@ def test_compile_kill_above_term_mixed_units() -> None:
         s.compile(MEM_TOTAL, SWAP_TOTAL)
 
 
-def test_compile_warn_raised_to_term() -> None:
-    s = settings_from_text("c.yaml", "memory:\n  term: 30%\n  kill: 10%\n")  # warn default 20% < 30%
+def test_compile_warn_at_or_below_term_is_placed_above_it() -> None:
+    # warn default 20% < term 30%: WARN goes 10 % of MemTotal above TERM (the
+    # default distance), never collapses onto it, and says what was asked.
+    s = settings_from_text("c.yaml", "memory:\n  term: 30%\n  kill: 10%\n")
     th = s.compile(MEM_TOTAL, SWAP_TOTAL)
-    assert th.mem_warn_kib == th.mem_term_kib == int(MEM_TOTAL * 0.30)
-    assert th.mem_warn_kib >= th.mem_term_kib >= th.mem_kill_kib
+    assert th.mem_term_kib == int(MEM_TOTAL * 0.30)
+    assert th.mem_warn_kib == th.mem_term_kib + int(MEM_TOTAL * 0.10)
+    assert th.mem_warn_asked_kib == int(MEM_TOTAL * 0.20)
+    assert th.mem_warn_kib > th.mem_term_kib >= th.mem_kill_kib
+    # equal counts as collapsed too
+    th = settings_from_text("c.yaml", "memory:\n  term: 2G\n  kill: 1G\n  warn: 2G\n").compile(MEM_TOTAL, SWAP_TOTAL)
+    assert th.mem_warn_kib == 2 * GIB_KIB + int(MEM_TOTAL * 0.10) and th.mem_warn_asked_kib == 2 * GIB_KIB
+
+
+def test_compile_warn_raised_stays_below_mem_total() -> None:
+    # an absolute -M that is high for a small machine: TERM at 95 % of it
+    th = settings_from_text("c.yaml", "memory:\n  term: 95%\n  kill: 90%\n").compile(MEM_TOTAL, SWAP_TOTAL)
+    assert th.mem_term_kib < th.mem_warn_kib < MEM_TOTAL
+    assert th.mem_warn_kib == MEM_TOTAL - 1
+
+
+def test_compile_warn_above_term_is_kept_as_asked() -> None:
+    th = Settings().compile(MEM_TOTAL, SWAP_TOTAL)
+    assert th.mem_warn_asked_kib is None and th.mem_warn_kib == int(MEM_TOTAL * 0.20)

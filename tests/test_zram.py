@@ -74,3 +74,21 @@ def test_missing_mm_stat_counts_as_plain_swap(tmp_path: os.PathLike[str]) -> Non
         f.write("h\n/dev/zram7 partition 1000 0 100\n")
     z = Zram(Procfs(proc, sys_root=os.path.join(tmp_path, "sys")))
     assert not z.active
+
+
+def test_almost_empty_device_uses_the_algorithms_typical_cost() -> None:
+    """One stray 4 KiB page in ~20 KiB of allocator memory (issue 11) must
+    not value the whole device at zero: below MIN_STORED_BYTES the measured
+    ratio is not believed."""
+    from pyoomd.sense.zram import MIN_STORED_BYTES, TYPICAL_COST, cost, parse_algorithm
+
+    stray = parse_mm_stat(b"4096 40 20480 0 20480 0 0 0 0\n")
+    assert cost(stray, "lz4") == TYPICAL_COST["lz4"]
+    assert cost(stray, None) == DEFAULT_COST
+    assert cost(stray, "unknown-algo") == DEFAULT_COST
+    big = parse_mm_stat(f"{MIN_STORED_BYTES} 0 {MIN_STORED_BYTES // 4} 0 0 0 0 0\n".encode())
+    assert cost(big, "lz4") == 0.25
+    dev = parse_swaps(b"h\n/dev/zram0 partition 2097148 4 100\n")[0]
+    assert effective_swap_free_kib(2097144, [(dev, stray)], {"/dev/zram0": "lz4"}) == 2097144 // 2
+    assert parse_algorithm(b"lzo [lzo-rle] lz4 zstd\n") == "lzo-rle"
+    assert parse_algorithm(b"lz4\n") is None

@@ -35,9 +35,12 @@ NOHANG_RELAXED = "mem_min_kb > mem_total * 1.0"
 # name -> what it is; "nohang10" is nohang with 10 ms polling (min_sleep=0.01),
 # the setting that buys low overshoot with idle CPU.
 DAEMONS = ("pyoomd", "earlyoom", "nohang", "nohang10")
+# The thrash scene (integration/desktop.py) also runs "nohang_psi": nohang
+# with psi_checking_enabled (its own PSI defaults: full_avg10 above its
+# soft/hard PSI levels for psi_excess_duration).
 # Lines that say a daemon is ready (stdout+stderr merged).
 READY = {"pyoomd": '"event": "startup"', "earlyoom": "mem total:", "nohang": "Monitoring has started",
-         "nohang10": "Monitoring has started"}
+         "nohang10": "Monitoring has started", "nohang_psi": "Monitoring has started"}
 
 
 def _pid_ns(pid: int | str) -> int | None:
@@ -118,8 +121,10 @@ def make_relaxed_nohang(tmpdir: str) -> str:
     return path
 
 
-def nohang_config(path: str, term_kib: int, kill_kib: int, grace_s: float, min_sleep: float) -> None:
-    """The packaged config with our thresholds and timings."""
+def nohang_config(path: str, term_kib: int, kill_kib: int, grace_s: float, min_sleep: float,
+                  extra: dict[str, str] | None = None) -> None:
+    """The packaged config with our thresholds and timings (``extra``: more
+    keys to override, as the thrash scene's swap levels and PSI)."""
     over = {
         "soft_threshold_min_mem": f"{term_kib / 1024:.3f} M",
         "hard_threshold_min_mem": f"{kill_kib / 1024:.3f} M",
@@ -132,6 +137,7 @@ def nohang_config(path: str, term_kib: int, kill_kib: int, grace_s: float, min_s
         "post_action_gui_notifications": "False",
         "psi_checking_enabled": "False",
         "zram_checking_enabled": "False",
+        **(extra or {}),
     }
     lines = []
     seen = set()
@@ -152,12 +158,15 @@ def nohang_config(path: str, term_kib: int, kill_kib: int, grace_s: float, min_s
 
 def command(name: str, term_kib: int, kill_kib: int, grace_s: float, tmpdir: str, nohang_copy: str,
             pct: tuple[float, float] | None = None,
-            pyoomd_python: str | None = None) -> tuple[list[str], dict[str, str | None]]:
+            pyoomd_python: str | None = None, swap_pct: tuple[float, float] | None = None,
+            ) -> tuple[list[str], dict[str, str | None]]:
     """argv and extra environment (None: remove the variable) for one daemon.
     ``pct`` (term, kill) uses percentages instead of sizes (the idle
     scenario: default-like levels); ``pyoomd_python`` is the interpreter of a
     venv where pyoomd is installed (see install_pyoomd), else this one runs
-    the repo's source."""
+    the repo's source.  ``swap_pct`` (term, kill): swap levels for a scene
+    with swap (earlyoom's and pyoomd's defaults are 10 % and 5 %; nohang is
+    told the same)."""
     if name == "pyoomd":
         lv = ["-m", f"{pct[0]},{pct[1]}"] if pct else ["-M", f"{term_kib},{kill_kib}"]
         argv = ["-m", "pyoomd", "run", "--log-format", "json", "--config", os.devnull, "--grace", str(grace_s), *lv]
@@ -168,12 +177,15 @@ def command(name: str, term_kib: int, kill_kib: int, grace_s: float, tmpdir: str
         lv = ["-m", f"{pct[0]:g},{pct[1]:g}"] if pct else ["-M", f"{term_kib},{kill_kib}"]
         # -r 0: no periodic memory report (its Debian default is one an hour).
         return [EARLYOOM_BIN, "-r", "0", *lv], {}
-    if name in ("nohang", "nohang10"):
+    if name in ("nohang", "nohang10", "nohang_psi"):
         conf = os.path.join(tmpdir, f"{name}.conf")
         if pct:
             from_pct = _total_kib()
             term_kib, kill_kib = int(from_pct * pct[0] / 100), int(from_pct * pct[1] / 100)
-        nohang_config(conf, term_kib, kill_kib, grace_s, 0.01 if name == "nohang10" else 0.1)
+        extra = {"psi_checking_enabled": "True"} if name == "nohang_psi" else {}
+        if swap_pct:
+            extra |= {"soft_threshold_min_swap": f"{swap_pct[0]:g} %", "hard_threshold_min_swap": f"{swap_pct[1]:g} %"}
+        nohang_config(conf, term_kib, kill_kib, grace_s, 0.01 if name == "nohang10" else 0.1, extra)
         # Unbuffered: the bench reads its start-up line as it comes.
         return (["/usr/bin/python3", nohang_copy, "--monitor", "-c", conf], {"PYTHONUNBUFFERED": "1"})
     raise ValueError(name)

@@ -10,7 +10,13 @@ inside.  Daemons alternate: each run starts with the next daemon in turn.
 Hogs are bounded (at most a few GiB) and every scenario is bounded in time.
 
 Prints a table (median and [min..max] of the runs) and writes every raw
-figure to integration/bench/results/last.json.  Nothing here is a result:
+figure to integration/bench/results/last.json.
+
+    sudo python3 integration/bench/run.py --thrash [--runs 1]
+
+runs the thrash scene instead: the emulated small desktop with real zram
+swap (integration/desktop.py) under pyoomd, earlyoom, nohang and nohang with
+psi_checking_enabled, and prints its own table (results/thrash.json).  Nothing here is a result:
 every figure comes from this run.
 """
 
@@ -250,6 +256,53 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
+THRASH_DAEMONS = ("pyoomd", "earlyoom", "nohang", "nohang_psi")
+THRASH_SCENES = {
+    "seeded ~3:1": {"data": "zero3", "pageout_pct": 50},
+    "incompressible": {"data": "random", "pageout_pct": 50},
+}
+
+
+def thrash_main(runs: int, out: str) -> int:
+    """The thrash scene for each daemon; one ballast for all (see desktop.run_many)."""
+    from integration import desktop
+
+    daemons.ensure_installed()
+    daemons.stop_services()
+    specs, keys = [], []
+    for run in range(runs):
+        for scene, over in THRASH_SCENES.items():
+            for d in THRASH_DAEMONS:
+                specs.append({**over, "daemon": d})
+                keys.append((scene, d, run))
+    results = desktop.run_many(specs)
+    rows: list[str] = []
+    reasons: list[str] = []
+    for (scene, d, run), r in zip(keys, results):
+        if r.get("skipped"):
+            rows.append(f"| {scene} | {d} | skipped: {r['skipped']} | | | | |")
+            continue
+        kills = [e for e in r.get("events", []) if e.get("event") == "kill"]
+        died = r.get("died", {})
+        dog = r.get("watchdog") or []
+        what = ", ".join(f"{n} at {t:.1f}s" for n, t in sorted(died.items(), key=lambda x: x[1])) or "no kill"
+        if dog:
+            what = f"no kill: watchdog ended it ({dog[0]['why']})"
+        p = r.get("probe", {})
+        rows.append(f"| {scene} | {d} | {what} | {p.get('max_stall_s', '?')} s | {p.get('p99_stall_s', '?')} s "
+                    f"| {p.get('stalls_over_100ms', '?')} | {r.get('kernel_oom_kills', '?')} |")
+        if kills and d == "pyoomd":
+            reasons.append(f"{scene}: {kills[0].get('reason', '')}")
+    text = ("| scene | daemon | killed (s after the leak started) | probe max stall | probe p99 | stalls > 100 ms "
+            "| kernel OOM kills |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+    text += "".join(f"\n\npyoomd's reason, {r}" for r in reasons)
+    print(text)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({"table": text, "results": results, "keys": keys}, f, indent=1, default=str)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3)
@@ -262,7 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pyoomd-from", choices=("install", "source"), default="install",
                     help="install: pip install the repo into a fresh venv and run that, as deployed (default); "
                          "source: run the repo's source with this interpreter (faster to start)")
+    ap.add_argument("--thrash", action="store_true", help="the thrash scene only (integration/desktop.py)")
     args = ap.parse_args(argv)
+    if args.thrash:
+        return thrash_main(args.runs, os.path.join(HERE, "results", "thrash.json"))
     why = harness.why_not_runnable()
     if why:
         print(f"bench: cannot run: {why}", file=sys.stderr)

@@ -16,13 +16,18 @@ constant is followed at its own measured speed instead of being outrun.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..model import Decision, Level, MemSample
+from ..sense.vmstat import VmCounters
 from ..values import Thresholds
 from .pressure import PressureJudge, PsiRule
+from .relief import ReliefRule, not_relieving
+from .thrash import ThrashJudge, ThrashRule
+from .window import Window, point_of
 
 if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
     from ..config import SamplingConfig
@@ -36,6 +41,11 @@ RATE_STEP_S = 0.02
 # Headroom is divided by twice the measured rate: the next sample then comes
 # when at most half the headroom can be gone, even if the rate doubles.
 RATE_SAFETY = 2.0
+# While the relief or thrash rule is watching (memory at a level whose swap
+# condition is not met, or memory stalls seen below WARN), sample at least
+# this often: their windows are 1 s, and a 150 MiB/s leak takes ~1.3 s from
+# a 400 MiB TERM level to a 200 MiB KILL level.
+WATCH_INTERVAL_S = 0.05
 _MIB = 1024.0
 
 
@@ -43,6 +53,16 @@ def _fmt_kib(kib: int) -> str:
     if kib >= 1024 * 1024:
         return f"{kib / 1048576:.2f} GiB"
     return f"{kib / 1024:.0f} MiB"
+
+
+def memory_level(sample: MemSample, th: Thresholds) -> Level:
+    """The level MemAvailable alone reaches (swap not considered)."""
+    avail = sample.mem_available_kib
+    if avail <= th.mem_kill_kib:
+        return Level.KILL
+    if avail <= th.mem_term_kib:
+        return Level.TERM
+    return Level.WARN if avail <= th.mem_warn_kib else Level.OK
 
 
 def level_of(sample: MemSample, th: Thresholds) -> tuple[Level, str]:
@@ -126,44 +146,91 @@ def _assumed_rate(measured_kib_s: float, floor_mib_s: float, ceil_mib_s: float) 
 
 
 class Judge:
-    """Turns timed samples into decisions.  Keeps the rate history and, with a
-    PSI rule, the PSI sustain timers (judge/pressure.py)."""
+    """Turns timed samples into decisions.  Keeps the rate history, the
+    counter window of the swap-relief and thrash rules (judge/relief.py,
+    judge/thrash.py) and, with a PSI rule, the PSI sustain timers
+    (judge/pressure.py)."""
 
-    def __init__(self, th: Thresholds, sampling: SamplingConfig, psi: PsiRule | None = None) -> None:
+    def __init__(self, th: Thresholds, sampling: SamplingConfig, psi: PsiRule | None = None,
+                 relief: ReliefRule | None = None, thrash: ThrashRule | None = None) -> None:
         self.th = th
         self.sampling = sampling
         self.rates = RateTracker()
         self.pressure = PressureJudge(psi) if psi is not None and psi.enabled else None
+        self.relief = relief if relief is not None and relief.enabled else None
+        self.thrash = ThrashJudge(thrash) if thrash is not None and thrash.enabled else None
+        self.window = Window()
+        self.watching = False  # the relief or thrash rule wants frequent samples
 
-    def judge(self, sample: MemSample, now: float) -> Decision:
+    def use_thresholds(self, th: Thresholds) -> None:
+        """New levels (MemTotal or SwapTotal changed); the rate history and
+        the PSI timers stay, the PSI gate follows the WARN level."""
+        self.th = th
+        if self.pressure is not None:
+            self.pressure.rule = dataclasses.replace(self.pressure.rule, gate_kib=th.mem_warn_kib)
+
+    def judge(self, sample: MemSample, now: float, vm: VmCounters | None = None) -> Decision:
         rates = self.rates.add(now, sample)
-        level, reason, psi_due = self._level(sample, now)
+        level, reason, psi_due = self._level(sample, now, vm)
         if level >= Level.TERM:
             sleep = self.sampling.min_interval
         else:
             sleep = sleep_for(sample, self.th, rates, self.sampling)
             if psi_due is not None:  # wake when a PSI sustain timer could fire
                 sleep = max(self.sampling.min_interval, min(sleep, psi_due))
+            if self.watching:
+                sleep = max(self.sampling.min_interval, min(sleep, WATCH_INTERVAL_S))
         return Decision(level=level, reason=reason, sleep_s=sleep)
 
-    def level_now(self, sample: MemSample, now: float) -> Level:
-        """The level of a re-sample taken while acting (memory and PSI)."""
-        return self._level(sample, now)[0]
+    def level_now(self, sample: MemSample, now: float, vm: VmCounters | None = None) -> Level:
+        """The level of a re-sample taken while acting (memory, swap relief, thrash, PSI)."""
+        return self._level(sample, now, vm)[0]
 
-    def _level(self, sample: MemSample, now: float) -> tuple[Level, str, float | None]:
+    def _level(self, sample: MemSample, now: float, vm: VmCounters | None = None,
+               ) -> tuple[Level, str, float | None]:
         level, reason = level_of(sample, self.th)
+        due: float | None = None
+        watching = False
+        if self.relief is not None or self.thrash is not None:
+            self.window.add(point_of(now, sample, vm))
+        if self.relief is not None and sample.swap_total_kib:
+            mem = memory_level(sample, self.th)
+            if mem >= Level.TERM and mem > level:
+                watching = True
+                r = self.relief
+                floor = self.th.mem_kill_kib if mem == Level.TERM else 0
+                why = not_relieving(r, self.window.span(r.window_s, r.window_s / 4), sample.mem_available_kib,
+                                    floor)
+                if why is not None:
+                    limit = self.th.mem_term_kib if mem == Level.TERM else self.th.mem_kill_kib
+                    level = mem
+                    reason = (f"MemAvailable {_fmt_kib(sample.mem_available_kib)} <= {mem.name.lower()} "
+                              f"{_fmt_kib(limit)}, {why}")
+        if self.thrash is not None:
+            t = self.thrash.rule
+            v = self.thrash.judge(self.window.span(t.window_s, t.window_s / 2), sample.mem_available_kib, now)
+            watching = watching or v.watching
+            due = v.due_in_s
+            if v.level > level:
+                level, reason = v.level, f"{v.reason}, {reason}"
+        self.watching = watching
         if self.pressure is None:
-            return level, reason, None
+            return level, reason, due
         psi = self.pressure.judge(sample, now)
+        if psi.due_in_s is not None:
+            due = psi.due_in_s if due is None else min(due, psi.due_in_s)
         if psi.level > level:
-            return psi.level, f"{psi.reason}, {reason}", psi.due_in_s
-        return level, reason, psi.due_in_s
+            return psi.level, f"{psi.reason}, {reason}", due
+        return level, reason, due
 
     def note_action(self, now: float) -> None:
-        """A victim was just signalled: start the PSI post-action delay."""
+        """A victim was just signalled: start the PSI and thrash post-action delays."""
         if self.pressure is not None:
             self.pressure.note_action(now)
+        if self.thrash is not None:
+            self.thrash.note_action(now)
 
     def forget_rates(self) -> None:
         """After a kill freed memory the old slope says nothing about the next one."""
         self.rates.reset()
+        self.window.clear()

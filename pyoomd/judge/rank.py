@@ -2,7 +2,9 @@
 
 badness = clamp(oom_score + sum(policy adjusts) + growth term, 0, 2000)
 
-(the growth term is judge/growth.py's: how much the process grew lately.)
+(the growth term is judge/growth.py's: its part in the decline of
+MemAvailable.)  The whole choice, cgroup preferences included, is
+judge/choose.py's ``choose``; this module scores one process.
 
 The kernel's oom_score already is "thousandths of memory used, plus
 oom_score_adj", on a 0..2000 scale; we keep that scale so a policy's
@@ -70,12 +72,14 @@ def score(proc: ProcInfo, policy: Policy | None = None, growth: Growth | None = 
     if verdict.adjust:
         reasons.append(f"policy {verdict.adjust:+d} [{', '.join(verdict.rules)}]")
     if g.points:
-        reasons.append(f"growth +{g.points} (grew {g.grew_kib // 1024} MiB in {g.over_s:g}s)")
+        reasons.append(f"growth +{g.points} (grew {g.grew_kib // 1024} MiB in {g.over_s:g}s, "
+                       f"{g.share:.0%} of the loss, {g.rate_kib_s / 1024:.0f} MiB/s)")
     return Candidate(
         proc=proc, badness=badness, reasons=tuple(reasons), rules=verdict.rules,
         signal=verdict.signal, grace_s=verdict.grace_s, kill_group=verdict.kill_group,
         kill_cgroup=verdict.kill_cgroup,
         growth_points=g.points, growth_kib=g.grew_kib, growth_over_s=g.over_s,
+        growth_share=g.share, growth_rate_kib_s=g.rate_kib_s,
     )
 
 

@@ -243,6 +243,9 @@ def format_status(doc: dict[str, Any]) -> str:
     th = doc.get("thresholds", {})
     if th:
         lines.append("thresholds  " + ", ".join(f"{k} {v}" for k, v in th.items()))
+    totals = doc.get("levels_for")
+    if totals:
+        lines.append(f"levels for  MemTotal {totals.get('mem_total_kib')} KiB, SwapTotal {totals.get('swap_total_kib')} KiB")
     s = doc.get("last_sample")
     if s:
         psi = f", PSI some {s['psi_some_avg10']:.2f} full {s.get('psi_full_avg10')}" if "psi_some_avg10" in s else ""

@@ -96,6 +96,9 @@ class Reporters:
                 self.daemon.log.error("observer_failed", observer=type(obs).__name__, error=repr(e))
         if event == "reloaded":
             self.reload()
+        elif event == "levels_changed":  # swapon, hotplug: the gauges show the new levels
+            for obs in self._parts["metrics"][0]:
+                obs.thresholds = self.daemon.thresholds
 
     def on_tick(self, sample: MemSample, decision: Decision) -> None:
         for obs in self.observers:
@@ -183,6 +186,8 @@ def _attach_status(daemon: Any, path: str, config_files: list[str], observers: l
             "dry_run": daemon.settings.dry_run,
             "wake_mode": getattr(waiter, "mode", None) or ("psi trigger" if waiter else "adaptive sampling"),
             "thresholds": dataclasses.asdict(daemon.thresholds),
+            # what the levels were resolved against (they follow swapon, hotplug)
+            "levels_for": dict(zip(("mem_total_kib", "swap_total_kib"), getattr(daemon, "levels_totals", ()))),
             "levels": {"memory": {k: str(getattr(daemon.settings.memory, k)) for k in ("warn", "term", "kill")},
                        "swap": {k: str(getattr(daemon.settings.swap, k)) for k in ("term", "kill")}},
         }

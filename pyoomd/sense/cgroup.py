@@ -187,6 +187,12 @@ class Cgroups:
                 return None
             path = os.path.dirname(path.rstrip("/")) or "/"
 
+    def preference_of_path(self, path: str) -> str | None:
+        """preference() of a path as ProcInfo.cgroup holds it (what the
+        victim choice asks: judge/choose.py Scoring.preference)."""
+        cg = self.ref(path)
+        return self.preference(cg) if cg is not None else None
+
     def _own_preference(self, cg: CgroupRef) -> str | None:
         d = self.dir(cg)
         try:

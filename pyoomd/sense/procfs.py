@@ -27,6 +27,14 @@ class Procfs:
         return f"{self.root}/pressure/memory"
 
     @property
+    def uptime(self) -> str:
+        return f"{self.root}/uptime"
+
+    @property
+    def vmstat(self) -> str:
+        return f"{self.root}/vmstat"
+
+    @property
     def self_pid(self) -> int:
         """Our own pid as this procfs sees it (differs from os.getpid() only
         when root is a fixture tree, where a ``self`` link may be absent)."""

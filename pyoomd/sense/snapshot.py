@@ -157,17 +157,29 @@ def default_skip(procfs: Procfs) -> set[int]:
 
 
 def scan(procfs: Procfs, scorer: Scorer, max_bonus: int, top_n: int = 1,
-         skip: set[int] | None = None, exhaustive: bool = False) -> Table:
+         skip: set[int] | None = None, exhaustive: bool = False,
+         bonus_of: Callable[[int, int], int] | None = None) -> Table:
     """Lazy scan: the best ``top_n`` candidates by the scorer's badness (ties:
     larger RSS first).  ``max_bonus`` is the most any policy can add to a raw
-    oom_score.  ``exhaustive`` reads every process (for ``rank --all``)."""
+    oom_score; ``bonus_of(pid, raw)`` the most anything else can add to that
+    pid (the growth term: judge/choose.py).  Processes are read in order of
+    that upper bound and the scan stops when no unread one can reach the
+    first place (ties included: the tie-break is exact for the victim) nor
+    rise strictly above the ``top_n``-th.  ``exhaustive`` reads every
+    process (for ``rank --all``, ``explain``)."""
     table = Table()
     scores = read_scores(procfs, default_skip(procfs) if skip is None else skip)
     table.scanned = len(scores)
+    if bonus_of is not None:
+        bounded = sorted(((raw + bonus_of(pid, raw), raw, pid) for raw, pid in scores), reverse=True)
+    else:
+        bounded = [(raw, raw, pid) for raw, pid in scores]
     best: list[int] = []  # negated badness of candidates so far, ascending
-    for raw, pid in scores:
-        if not exhaustive and len(best) >= top_n and raw + max_bonus < -best[top_n - 1]:
-            break
+    for upper, raw, pid in bounded:
+        if not exhaustive and len(best) >= top_n:
+            reach = upper + max_bonus
+            if reach < -best[0] and reach <= -best[top_n - 1]:
+                break
         info = read_proc(procfs, pid, raw)
         if info is None:
             continue
@@ -179,6 +191,19 @@ def scan(procfs: Procfs, scorer: Scorer, max_bonus: int, top_n: int = 1,
         table.candidates.append(verdict)
         bisect.insort(best, -verdict.badness)
     return table
+
+
+# Clock ticks a second: the unit of /proc/PID/stat starttime (USER_HZ).
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def read_uptime_s(procfs: Procfs) -> float | None:
+    """Seconds since boot (/proc/uptime, first field; the clock starttime
+    counts on), or None if unreadable: processes are then not dated."""
+    try:
+        return float(procfs.read(procfs.uptime, 128).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def read_kernel_mem(procfs: Procfs, pid: int) -> tuple[int, int, int, int] | None:
@@ -200,16 +225,39 @@ def read_mem(procfs: Procfs, pid: int) -> tuple[tuple[int, int], int] | None:
     return (pid, st.start_time), status.rss_kib + status.swap_kib
 
 
+def memory_by_pid(procfs: Procfs, skip: set[int]) -> list[tuple[int, int, int]]:
+    """(pid, uid, RSS+swap KiB) of every readable process not in ``skip``:
+    one read of status each (fair share needs every user's total)."""
+    out = []
+    try:
+        pids = procfs.pids()
+    except OSError:
+        return out
+    for pid in pids:
+        if pid in skip:
+            continue
+        try:
+            status = parse.parse_status(procfs.read_pid(pid, "status", 16384), procfs.pid_file(pid, "status"))
+        except (OSError, ParseError):
+            continue  # gone, or not ours to read
+        out.append((pid, status.uid, status.rss_kib + status.swap_kib))
+    return out
+
+
 def follow(procfs: Procfs, skip: set[int], last_scores: dict[int, int], top: int,
            ) -> tuple[list[tuple[tuple[int, int], int]], dict[int, int]]:
     """One cheap look for the growth tracker: the ``top`` biggest processes
-    by oom_score and every process whose oom_score rose since ``last_scores``
-    (one small read each), then stat+status of those only.  Returns the
-    observations and the new scores (for the next look)."""
+    by oom_score, every process whose oom_score rose since ``last_scores``
+    (one small read each) and, after the first look, every new one above the
+    lowest score (a leak born between two looks: issue 12), then
+    stat+status of those only.  Returns the observations and the new scores
+    (for the next look)."""
     scores = read_scores(procfs, skip)
     now_scores = {pid: s for s, pid in scores}
+    floor = scores[-1][0] if scores else 0
     chosen = [pid for _, pid in scores[:top]]
-    chosen += [pid for s, pid in scores[top:] if s > last_scores.get(pid, s)]
+    chosen += [pid for s, pid in scores[top:]
+               if (s > last_scores[pid] if pid in last_scores else bool(last_scores) and s > floor)]
     out = []
     for pid in chosen:
         seen = read_mem(procfs, pid)
