@@ -32,6 +32,15 @@ SCENARIO_LOCK = "/tmp/pyoomd-scenario.lock"
 # keeps coming back for several seconds in 1-second steps of 8-16 MiB (the
 # balloon's free page reporting holds freed pages while it reports them), and
 # the baseline of back-to-back scenarios differed by up to 500 MiB.
+# Memory that a dead process freed comes back late on this VM: its free page
+# reporting (/sys/module/page_reporting/parameters/max_waiting_mib = 1024
+# here) holds up to that much of what was freed off the free lists and
+# returns it over minutes (measured: 2 GiB freed, 778 MiB back at once, the
+# rest at 5-12 MiB/s; bursts within a scene).  So MemAvailable can rise by up
+# to this much during a scene, and a victim's death can return this much
+# less than it held: scenes keep margins larger than this on the side a
+# rise would spoil (TERM to be crossed; memory back above TERM after a kill).
+LATE_FREE_MIB = 1024
 SETTLE_STEP_S = 1.0
 SETTLE_KIB = 6 * 1024
 SETTLE_TIMEOUT_S = 12.0

@@ -5,9 +5,10 @@ integration/test_growth_scenes.py and integration/bench/right_victim.py.
 
 Every spec is nsrun.py's (thresholds relative to MemAvailable at the start
 of the scene).  Margins: TERM is crossed by the leak alone, at least
-700 MiB before the leak's own maximum, and KILL lies at least 700 MiB
-beyond TERM, so this VM's drifting MemAvailable (up to ~250 MiB a minute)
-cannot flip a result.  The scene's processes total at most ~4 GiB (the
+1.5 GiB before the leak's own maximum (memory freed by the previous scene
+comes back during this one: up to harness.LATE_FREE_MIB, 1 GiB here), and
+KILL lies at least 700 MiB beyond TERM.  The leak is killed at TERM; if it
+were not, the scene's processes would total at most ~5.6 GiB (the
 harness's safety cgroup holds 6).
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-MARGIN_MIB = 700
+MARGIN_MIB = 1700  # > harness.LATE_FREE_MIB (1 GiB returning during a scene) + drift
 
 
 def _tab(size: int, start: int, rate: float) -> dict[str, Any]:
@@ -29,7 +30,7 @@ def filling_tabs_block_leak() -> dict[str, Any]:
     """Issue 12's measured case: four tabs still filling (50 -> 250 MiB at
     25 MiB/s) when a leak starts from a 300 MiB block at 100 MiB/s."""
     tabs = [_tab(250, 50, 25) for _ in range(4)]
-    leak = {"rate": 100, "max": 2700, "start": 300, "hold": 60, "delay": 0.5}
+    leak = {"rate": 100, "max": 3700, "start": 300, "hold": 60, "delay": 0.5}
     # tabs 1000 MiB in all; the leak reaches TERM at ~1600 MiB, 1100 below its max
     return {"what": "4 tabs filling 50->250 MiB (adj 300) + leak from a 300 MiB block at 100 MiB/s",
             "spec": {"term_below_mib": 2600, "kill_below_mib": 2600 + 800, "warn_below_mib": 1100,
@@ -42,7 +43,7 @@ def crowd_fast_leak() -> dict[str, Any]:
     of them at +300), an idle 1.2 GiB database, and a leak at 200 MiB/s."""
     small = [{"rate": 8, "max": 80, "start": 20, "hold": 90, **({"adj": 300} if i % 2 else {})} for i in range(12)]
     db = {"rate": 0, "max": 1200, "start": 1200, "hold": 90}
-    leak = {"rate": 200, "max": 2600, "start": 50, "hold": 60, "delay": 0.5}
+    leak = {"rate": 200, "max": 3400, "start": 50, "hold": 60, "delay": 0.5}
     # bystanders 2160 MiB; the leak reaches TERM at ~1300 MiB, 1300 below its max
     return {"what": "12 small filling 20->80 MiB (half adj 300) + idle db 1.2 GiB + leak 200 MiB/s",
             "spec": {"term_below_mib": 2160 + 1300, "kill_below_mib": 2160 + 1300 + 800, "warn_below_mib": 2400,
@@ -56,7 +57,7 @@ def stopped_grower_slow_leak() -> dict[str, Any]:
     100 MiB/s from a 100 MiB block: the grower took more of the loss and is
     the kernel's choice (bigger); the leak is what still drains memory."""
     grower = {"rate": 350, "max": 1400, "start": 10, "hold": 90}
-    leak = {"rate": 100, "max": 2000, "start": 100, "hold": 60, "delay": 5.0}
+    leak = {"rate": 100, "max": 3000, "start": 100, "hold": 60, "delay": 5.0}
     # WARN crossed by the grower; TERM by the leak at ~900 MiB, 1100 below its max
     return {"what": "grower 1.4 GiB at 350 MiB/s that stopped + leak 100 MiB/s starting 5 s later",
             "spec": {"term_below_mib": 1400 + 100 + 800, "kill_below_mib": 2300 + 800, "warn_below_mib": 1200,
@@ -81,7 +82,7 @@ def random_tabs_leak(seed: int) -> dict[str, Any]:
     warn = held + block + rnd.randint(100, 300)
     term = warn + approach
     leak_at_term = term - held
-    leak = {"rate": rate, "max": leak_at_term + MARGIN_MIB + 300, "start": block, "hold": 60, "delay": 0.5}
+    leak = {"rate": rate, "max": leak_at_term + MARGIN_MIB, "start": block, "hold": 60, "delay": 0.5}
     return {"what": (f"seed {seed}: {len(tabs)} tabs {[t['max'] for t in tabs]} MiB "
                      f"(filling at {[t['rate'] for t in tabs]} MiB/s) + leak from {block} MiB at {rate} MiB/s"),
             "spec": {"term_below_mib": term, "kill_below_mib": term + 800, "warn_below_mib": warn, "timeout": 45,
