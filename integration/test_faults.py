@@ -50,13 +50,16 @@ FROZEN_CONFIG = "kill: {grace: 500ms, kill_timeout: 1s}\n" + NO_GROWTH
 
 def test_a_frozen_victim_is_logged_stuck_and_the_next_one_dies() -> None:
     r = run_fault({
-        "term_below_mib": 900, "kill_below_mib": 2600, "timeout": 25, "config_yaml": FROZEN_CONFIG,
-        "procs": [{"rate": 0, "max": 700, "start": 700, "hold": 60}],
+        # The frozen 1500 MiB process must be the largest at the crossing:
+        # the hog then holds 200 MiB, or up to ~1.3 GiB when memory freed
+        # earlier comes back during the scene (harness.LATE_FREE_MIB).
+        # SIGKILL + process_mrelease reap the frozen victim although it never
+        # exits, so the hog alone must then cross TERM: it grows to 1.5 GiB
+        # past it; KILL lies beyond the hog's maximum.
+        "term_below_mib": 1700, "kill_below_mib": 3500, "timeout": 40, "config_yaml": FROZEN_CONFIG,
+        "procs": [{"rate": 0, "max": 1500, "start": 1500, "hold": 60}],
         "freeze": {"proc": 0},
-        # SIGKILL + process_mrelease reap the frozen victim's 700 MiB although
-        # it never exits, so the hog alone must then cross TERM: it grows to
-        # 800 MiB past it (a clean-clone CI run saw a 300 MiB margin missed).
-        "hogs": [{"rate": 128, "max": 1700, "start": 50, "hold": 30, "delay": 0.5}],
+        "hogs": [{"rate": 192, "max": 3200, "start": 50, "hold": 30, "delay": 0.5}],
         "stop_after_events": ["victim_exited"], "linger": 2.0,
     })
     frozen, hog = r["procs"][0]["pid"], r["hogs"][0]["pid"]
@@ -71,9 +74,11 @@ def test_a_frozen_victim_is_logged_stuck_and_the_next_one_dies() -> None:
 
 def test_zombie_and_zombie_leader_in_a_real_kill() -> None:
     r = run_fault({
-        "term_below_mib": 900, "kill_below_mib": 1800, "timeout": 25, "config_yaml": NO_GROWTH,
-        "procs": [{"fault": ["zombie-parent"]}, {"fault": ["thread-hog", 700]}],
-        "hogs": [{"rate": 128, "max": 1200, "start": 50, "hold": 30, "delay": 0.5}],
+        # As above: the 1500 MiB thread hog is the largest at the crossing even
+        # when up to ~1.1 GiB freed earlier comes back during the scene.
+        "term_below_mib": 1700, "kill_below_mib": 3200, "timeout": 30, "config_yaml": NO_GROWTH,
+        "procs": [{"fault": ["zombie-parent"]}, {"fault": ["thread-hog", 1500]}],
+        "hogs": [{"rate": 128, "max": 2200, "start": 50, "hold": 30, "delay": 0.5}],
         "stop_after_events": ["victim_exited"],
     })
     zparent, threads = r["procs"]
