@@ -41,6 +41,11 @@ SCENARIO_LOCK = "/tmp/pyoomd-scenario.lock"
 # less than it held: scenes keep margins larger than this on the side a
 # rise would spoil (TERM to be crossed; memory back above TERM after a kill).
 LATE_FREE_MIB = 1024
+# How far past TERM a scene's hogs go when the scene needs TERM crossed (and
+# how far past the hogs' maximum KILL is put when it must stay out of reach,
+# less LATE_FREE_MIB: a rise only delays a crossing).  Write sizes as
+# ``TERM_BELOW + MARGIN_MIB``, so the margin is visible in the scene.
+MARGIN_MIB = LATE_FREE_MIB + 676  # 1700: late-freed memory + the drift seen between scenes
 SETTLE_STEP_S = 1.0
 SETTLE_KIB = 6 * 1024
 SETTLE_TIMEOUT_S = 12.0

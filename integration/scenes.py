@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-MARGIN_MIB = 1700  # > harness.LATE_FREE_MIB (1 GiB returning during a scene) + drift
+from integration.harness import MARGIN_MIB
 
 
 def _tab(size: int, start: int, rate: float) -> dict[str, Any]:

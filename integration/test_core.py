@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import signal
 
-from integration.harness import events, run_scenario
+from integration.harness import MARGIN_MIB, events, run_scenario
 
 SIGTERM_RC = -signal.SIGTERM
 SIGKILL_RC = -signal.SIGKILL
@@ -20,7 +20,7 @@ def test_steady_hog_is_terminated_and_bystanders_survive() -> None:
     r = run_scenario({
         "term_below_mib": 600, "kill_below_mib": 1400, "timeout": 25,
         "bystanders": [{"max": 32}, {"max": 48}],
-        "hogs": [{"rate": 256, "max": 1500, "start": 100, "hold": 20}],
+        "hogs": [{"rate": 256, "max": 600 + MARGIN_MIB, "start": 100, "hold": 20}],
     })
     hog = r["hogs"][0]
     assert hog["returncode"] == SIGTERM_RC, r["log_tail"]
@@ -40,10 +40,10 @@ def test_steady_hog_is_terminated_and_bystanders_survive() -> None:
 def test_oom_score_adj_minus_1000_is_never_signalled() -> None:
     # The protected process is the largest; the next one must die instead.
     r = run_scenario({
-        "term_below_mib": 900, "kill_below_mib": 1800, "timeout": 25,
+        "term_below_mib": 900, "kill_below_mib": 900 + MARGIN_MIB + 700, "timeout": 30,
         "hogs": [
             {"rate": 0, "max": 700, "start": 700, "hold": 30, "adj": -1000},
-            {"rate": 128, "max": 1200, "start": 50, "hold": 30, "delay": 0.5},
+            {"rate": 128, "max": 200 + MARGIN_MIB, "start": 50, "hold": 30, "delay": 0.5},
         ],
         "stop_after_events": ["victim_exited"],
     })
@@ -58,9 +58,9 @@ def test_oom_score_adj_minus_1000_is_never_signalled() -> None:
 
 def test_sigterm_ignorer_gets_sigkill_after_grace() -> None:
     r = run_scenario({
-        "term_below_mib": 500, "kill_below_mib": 2500, "timeout": 25,
+        "term_below_mib": 500, "kill_below_mib": 500 + MARGIN_MIB + 700, "timeout": 25,
         "daemon_args": ["--grace", "1.0"],
-        "hogs": [{"rate": 256, "max": 1300, "start": 50, "hold": 30, "ignore_term": True}],
+        "hogs": [{"rate": 256, "max": 500 + MARGIN_MIB, "start": 50, "hold": 30, "ignore_term": True}],
     })
     hog = r["hogs"][0]
     assert hog["returncode"] == SIGKILL_RC, r["log_tail"]
@@ -78,7 +78,7 @@ def test_kill_level_escalates_before_grace() -> None:
     r = run_scenario({
         "term_below_mib": 400, "kill_below_mib": 700, "timeout": 25,
         "daemon_args": ["--grace", "10"],
-        "hogs": [{"rate": 256, "max": 1500, "start": 50, "hold": 30, "ignore_term": True}],
+        "hogs": [{"rate": 256, "max": 700 + MARGIN_MIB, "start": 50, "hold": 30, "ignore_term": True}],
     })
     assert r["hogs"][0]["returncode"] == SIGKILL_RC, r["log_tail"]
     esc = events(r, "escalate")
@@ -88,9 +88,10 @@ def test_kill_level_escalates_before_grace() -> None:
 
 def test_dry_run_names_the_victim_and_sends_nothing() -> None:
     r = run_scenario({
-        "term_below_mib": 400, "kill_below_mib": 1600, "timeout": 6, "dry_run": True,
+        "term_below_mib": 400, "kill_below_mib": 400 + MARGIN_MIB + 700, "timeout": 12,
+        "dry_run": True,
         "bystanders": [{"max": 32}],
-        "hogs": [{"rate": 256, "max": 1200, "start": 50, "hold": 30}],
+        "hogs": [{"rate": 256, "max": 400 + MARGIN_MIB, "start": 50, "hold": 30}],
     })
     hog = r["hogs"][0]
     assert hog["returncode"] is None, r["log_tail"]  # still alive: nothing was sent

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.harness import events, run_scenario
+from integration.harness import MARGIN_MIB, events, run_scenario
 
 # A file name cannot hold "/", so the substitution names a relative file:
 # hooks run in "/", and the test checks the file appears nowhere.
@@ -46,7 +46,7 @@ def test_hooks_see_a_hostile_name_verbatim_and_run_nothing(hook_dir: Path) -> No
     before = {p for p in ("/pwn", "/tmp/pwn", str(hook_dir / "pwn")) if os.path.exists(p)}
     r = run_scenario({
         "term_below_mib": 600, "kill_below_mib": 1400, "timeout": 25,
-        "hogs": [{"rate": 256, "max": 1500, "start": 100, "hold": 20, "comm": HOSTILE}],
+        "hogs": [{"rate": 256, "max": 600 + MARGIN_MIB, "start": 100, "hold": 20, "comm": HOSTILE}],
         "daemon_args": ["-P", str(hook_dir / "dump"), "-N", str(hook_dir / "dump")],
     })
     hog = r["hogs"][0]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import signal
 
-from integration.harness import events, run_scenario
+from integration.harness import MARGIN_MIB, events, run_scenario
 
 SIGTERM_RC = -signal.SIGTERM
 KEEPER_EXE = "/tmp/pyoomd-it-exe/keeper"  # nsrun's HARDLINK_DIR + comm
@@ -28,11 +28,11 @@ def _kills(result: dict) -> list[dict]:
 
 def test_policy_preferring_a_smaller_process_makes_it_the_victim() -> None:
     r = run_scenario({
-        "term_below_mib": 900, "kill_below_mib": 2200, "timeout": 25,
+        "term_below_mib": 900, "kill_below_mib": 900 + MARGIN_MIB + 700, "timeout": 30,
         "policies": {"10-prefer.yaml": PREFER_SMALL},
         "hogs": [
             {"rate": 0, "max": 100, "start": 100, "hold": 30, "comm": "smallhog"},
-            {"rate": 128, "max": 1600, "start": 50, "hold": 30, "delay": 0.5},
+            {"rate": 128, "max": 800 + MARGIN_MIB, "start": 50, "hold": 30, "delay": 0.5},
         ],
         "stop_after_events": ["victim_exited"],
     })
@@ -61,11 +61,11 @@ rules:
     protect: true
 """
     r = run_scenario({
-        "term_below_mib": 900, "kill_below_mib": 1800, "timeout": 25,
+        "term_below_mib": 900, "kill_below_mib": 900 + MARGIN_MIB + 700, "timeout": 30,
         "policies": {"keep.yaml": policy},
         "hogs": [
             {"rate": 0, "max": 700, "start": 700, "hold": 30, "comm": "keeper", "hardlink": True},
-            {"rate": 128, "max": 1200, "start": 50, "hold": 30, "delay": 0.5},
+            {"rate": 128, "max": 200 + MARGIN_MIB, "start": 50, "hold": 30, "delay": 0.5},
         ],
         "stop_after_events": ["victim_exited"],
     })
@@ -99,7 +99,7 @@ rules:
         "term_below_mib": 600, "kill_below_mib": 1400, "timeout": 25,
         "policies": {"10-sshd.yaml": real, "20-by-name.yaml": by_name},
         "bystanders": [{"max": 32}],
-        "hogs": [{"rate": 256, "max": 1500, "start": 100, "hold": 20, "comm": "sshd"}],
+        "hogs": [{"rate": 256, "max": 600 + MARGIN_MIB, "start": 100, "hold": 20, "comm": "sshd"}],
         "stop_after_events": ["victim_exited"],
     })
     hog = r["hogs"][0]
@@ -125,12 +125,12 @@ rules:
     adjust: +1500
 """
     r = run_scenario({
-        "term_below_mib": 900, "kill_below_mib": 1800, "timeout": 25,
+        "term_below_mib": 900, "kill_below_mib": 900 + MARGIN_MIB + 700, "timeout": 30,
         "policies": {"10-prefer.yaml": PREFER_SMALL},
         "reload_before_hogs": {"10-prefer.yaml": broken},
         "hogs": [
             {"rate": 0, "max": 100, "start": 100, "hold": 30, "comm": "smallhog"},
-            {"rate": 128, "max": 1500, "start": 50, "hold": 30, "delay": 0.5},
+            {"rate": 128, "max": 800 + MARGIN_MIB, "start": 50, "hold": 30, "delay": 0.5},
         ],
         "stop_after_events": ["victim_exited"],
     })

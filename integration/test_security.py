@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 
-from integration.harness import events
+from integration.harness import MARGIN_MIB, events
 from integration.nsfault import NOBODY, run_fault
 
 SIGTERM_RC = -signal.SIGTERM
@@ -29,11 +29,11 @@ def test_a_spoofer_named_like_a_root_process_is_the_one_killed() -> None:
     # hog, by pid and start time, and root's rootjob (protected by a pinned
     # rule the spoofer cannot match) must live.
     r = run_fault({
-        "term_below_mib": 900, "kill_below_mib": 1800, "timeout": 25,
+        "term_below_mib": 900, "kill_below_mib": 900 + MARGIN_MIB + 700, "timeout": 30,
         "policies": {"10-keep.yaml": PROTECT_ROOTJOB},
         "procs": [{"rate": 0, "max": 400, "start": 400, "hold": 60, "comm": "rootjob"},
                   {"rate": 0, "max": 64, "start": 64, "hold": 60, "comm": "rootjob", "user": NOBODY}],
-        "hogs": [{"rate": 128, "max": 1200, "start": 50, "hold": 30, "delay": 0.5, "comm": "rootjob",
+        "hogs": [{"rate": 128, "max": 400 + MARGIN_MIB, "start": 50, "hold": 30, "delay": 0.5, "comm": "rootjob",
                   "user": NOBODY}],
         "stop_after_events": ["victim_exited"],
     })
