@@ -123,7 +123,7 @@ class Daemon:
         self.growth = GrowthTracker(first.mem_total_kib, g.weight, g.window, _approach(self.thresholds))
         self._followed = False  # a look happened since the last clear (young processes can be dated)
         self._follow_scores: dict[int, int] = {}
-        self._follow_rise = 0  # the largest oom_score rise between the last two looks
+        self._follow_rise: dict[int, int] = {}  # pid -> its oom_score rise between the last two looks
         self._followed_at = -1e9
         # Report-stage consumers (metrics, notifications, hooks, status): each
         # gets every event as (name, fields) after it is logged, and the
@@ -579,8 +579,8 @@ class Daemon:
         before_scores = self._follow_scores
         seen, self._follow_scores = snapshot.follow(self.procfs, snapshot.default_skip(self.procfs),
                                                     self._follow_scores, cfg.follow_top)
-        self._follow_rise = max((s - before_scores[pid] for pid, s in self._follow_scores.items()
-                                 if pid in before_scores), default=0)
+        self._follow_rise = {pid: s - before_scores[pid] for pid, s in self._follow_scores.items()
+                             if pid in before_scores and s > before_scores[pid]}
         uptime = snapshot.read_uptime_s(self.procfs)
         for ident, mem_kib in seen:
             born = None if uptime is None else now - (uptime - ident[1] / snapshot.CLOCK_TICKS)
@@ -609,15 +609,18 @@ class Daemon:
     def warm(self) -> snapshot.Warm | None:
         """The growth follower's last look, if recent enough to rank from
         (issue 11: the victim ready at the crossing).  Its scores stand in
-        for one oom_score read per process; the slack covers twice the
-        largest rise seen between the last two looks (at least WARM_SLACK
-        points), scaled to the look's age."""
+        for one oom_score read per process, each with WARM_SLACK points of
+        slack plus twice its own rise between the last two looks, scaled to
+        the look's age (a process rising steadily is read; one that starts
+        to rise by more than that within a second of a look is missed until
+        the next cold scan)."""
         cfg = self.settings.growth
         age = self.clock() - self._followed_at
         if not (cfg.enabled and self._followed and self._follow_scores) or age > WARM_MAX_AGE * cfg.interval:
             return None
-        per_look = max(2 * self._follow_rise, WARM_SLACK)
-        return snapshot.Warm(self._follow_scores, int(per_look * max(1.0, age / cfg.interval)) + 1)
+        looks = max(1.0, age / cfg.interval)
+        rising = {pid: int(2 * r * looks) + 1 for pid, r in self._follow_rise.items()}
+        return snapshot.Warm(self._follow_scores, int(WARM_SLACK * looks) + 1, rising)
 
     def scan(self, top_n: int, only: set[int] | None = None) -> list[Candidate]:
         """The best candidates; ``only``: restrict to these pids (cgroup choice)."""

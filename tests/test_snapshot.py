@@ -325,6 +325,10 @@ def test_warm_scan_judges_by_the_real_score(tmp_path: Path) -> None:
     assert order(far.candidates)[0].badness == 400  # the real score, not the estimate
     near = scan(procfs, plain, max_bonus=0, top_n=1, warm=Warm({BASE + 1: 500, BASE + 2: 450}, slack=60))
     assert pids_of(near.candidates)[0] == BASE + 2
+    # a process seen rising between the last two looks carries its own slack
+    rising = scan(procfs, plain, max_bonus=0, top_n=1,
+                  warm=Warm({BASE + 1: 500, BASE + 2: 100}, slack=10, rising={BASE + 2: 700}))
+    assert pids_of(rising.candidates)[0] == BASE + 2
 
 
 def test_warm_scan_matches_the_cold_one_when_scores_are_unchanged(tmp_path: Path) -> None:

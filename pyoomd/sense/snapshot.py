@@ -159,15 +159,17 @@ def default_skip(procfs: Procfs) -> set[int]:
 @dataclass(frozen=True)
 class Warm:
     """The oom_score of every process at a recent look (the growth
-    follower's, between WARN and TERM), and how far a score may have risen
-    since (``slack`` points).  A scan given one reads no oom_score for the
-    processes in it: it ranks them by ``score + slack``, reads only the new
-    pids' oom_score (those are born since the look) and re-reads the real
-    score of each process it details.  The choice is the cold scan's unless
-    a process rose by more than ``slack`` since the look."""
+    follower's, between WARN and TERM), and how far each may have risen
+    since: ``slack`` points for every process, plus ``rising[pid]`` for
+    those seen rising between the last two looks.  A scan given one reads
+    no oom_score for the processes in it: it ranks them by that bound,
+    reads only the new pids' oom_score (born since the look) and re-reads
+    the real score of each process it details.  The choice is the cold
+    scan's unless a process rose by more than its slack since the look."""
 
     scores: dict[int, int]
     slack: int
+    rising: dict[int, int] = field(default_factory=dict)
 
 
 def _warm_scores(procfs: Procfs, skip: set[int], warm: Warm) -> tuple[list[tuple[int, int, int]], int]:
@@ -184,7 +186,7 @@ def _warm_scores(procfs: Procfs, skip: set[int], warm: Warm) -> tuple[list[tuple
             continue
         last = warm.scores.get(pid)
         if last is not None:
-            out.append((last + warm.slack, last, pid))
+            out.append((last + warm.slack + warm.rising.get(pid, 0), last, pid))
             continue
         reads += 1
         try:
