@@ -124,6 +124,7 @@ class Daemon:
         self._followed = False  # a look happened since the last clear (young processes can be dated)
         self._follow_scores: dict[int, int] = {}
         self._follow_rise: dict[int, int] = {}  # pid -> its oom_score rise between the last two looks
+        self._follow_last_pid: int | None = None  # the last pid handed out just before the last look
         self._followed_at = -1e9
         # Report-stage consumers (metrics, notifications, hooks, status): each
         # gets every event as (name, fields) after it is logged, and the
@@ -577,6 +578,7 @@ class Daemon:
             return
         self._followed_at = now
         before_scores = self._follow_scores
+        self._follow_last_pid = snapshot.read_last_pid(self.procfs)  # before the look: none born is missed
         seen, self._follow_scores = snapshot.follow(self.procfs, snapshot.default_skip(self.procfs),
                                                     self._follow_scores, cfg.follow_top)
         self._follow_rise = {pid: s - before_scores[pid] for pid, s in self._follow_scores.items()
@@ -620,7 +622,7 @@ class Daemon:
             return None
         looks = max(1.0, age / cfg.interval)
         rising = {pid: int(2 * r * looks) + 1 for pid, r in self._follow_rise.items()}
-        return snapshot.Warm(self._follow_scores, int(WARM_SLACK * looks) + 1, rising)
+        return snapshot.Warm(self._follow_scores, int(WARM_SLACK * looks) + 1, rising, self._follow_last_pid)
 
     def scan(self, top_n: int, only: set[int] | None = None) -> list[Candidate]:
         """The best candidates; ``only``: restrict to these pids (cgroup choice)."""
