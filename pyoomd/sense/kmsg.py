@@ -339,18 +339,19 @@ class KmsgFollower:
             self._line(raw)
 
     def _line(self, raw: bytes) -> None:
-        head = raw[:40]
+        head = raw[:64]
         seq: int | None = None
+        usec: int | None = None
         kernel = True
         if b";" in head and raw[:1].isdigit():  # the record header: check the sequence
-            parts = head.split(b",", 2)
+            parts = head.partition(b";")[0].split(b",")
             try:
-                seq = int(parts[1])
+                seq, usec = int(parts[1]), int(parts[2])
                 # Facility 0 only: what user space writes to /dev/kmsg gets
                 # facility 1 (user) or more, whatever it asks for.
                 kernel = int(parts[0]) < 8
             except (IndexError, ValueError):
-                seq = None
+                seq = usec = None
         if seq is not None:
             if self.last_seq is not None and seq <= self.last_seq:
                 return  # seen already
@@ -371,7 +372,13 @@ class KmsgFollower:
         kill = self.lines.feed(rec[1], rec[0])
         if kill is not None:
             self.kills += 1
-            self.report("warning" if kill.kind == "global" else "info", "kernel_oom_kill", event_fields(kill))
+            fields = event_fields(kill)
+            if usec is not None:
+                # The record's time (printk's clock: since boot, as CLOCK_MONOTONIC
+                # here to within a millisecond) and how long it took us to read it.
+                fields["kernel_time_s"] = usec / 1e6
+                fields["read_after_s"] = round(time.monotonic() - usec / 1e6, 4)
+            self.report("warning" if kill.kind == "global" else "info", "kernel_oom_kill", fields)
 
 
 def event_fields(kill: KernelOomKill) -> dict[str, Any]:
