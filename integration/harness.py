@@ -117,6 +117,12 @@ def run_scenario(spec: dict[str, Any], extra_s: float = 30.0) -> dict[str, Any]:
         return _run_locked(spec, extra_s)
 
 
+def run_scenario_in_slot(spec: dict[str, Any], extra_s: float = 30.0) -> dict[str, Any]:
+    """run_scenario for a caller that already holds scenario_slot() (a test
+    that sets up swap around the scene, under the same lock)."""
+    return _run_locked(spec, extra_s)
+
+
 @contextlib.contextmanager
 def scenario_slot() -> Iterator[None]:
     """Hold the scenario lock, and start only once memory has settled."""

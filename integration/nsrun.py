@@ -413,6 +413,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     daemon, log = start_daemon(spec, term_kib, kill_kib)
     if spec.get("reload_before_hogs"):
         reload_daemon(daemon, log, spec["policy_dir"], spec["reload_before_hogs"])
+    after_start = run_after_start(spec.get("after_start", []), log)
     witness = Witness()
     witness.start()
     watch = bool(spec.get("watch_children"))
@@ -459,7 +460,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "hogs": [{"pid": h.pid, "returncode": h.poll(), "started": ts - t0, "kernel_pid": kernel_pids.get(h.pid)}
                  for h, ts in hogs],
         "bystanders": [{"pid": b.pid, "returncode": b.poll()} for b in bystanders],
-        "daemon_pid": daemon.pid, "daemon_returncode": daemon.poll(),
+        "daemon_pid": daemon.pid, "daemon_returncode": daemon.poll(), "after_start": after_start,
     }
     if watch:
         for entry in result["hogs"] + result["bystanders"]:
@@ -482,6 +483,33 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     for t0_ev in result["events"]:
         t0_ev["_t"] = round(t0_ev["_t"] - t0, 4)
     return result
+
+
+def run_after_start(steps: list[dict[str, Any]], log: LogReader) -> list[dict[str, Any]]:
+    """spec "after_start": steps run once the daemon has started, before the
+    hogs: {"argv": [...]} runs a command ("pyoomd" as argv[0]: this
+    interpreter's ``-m pyoomd``), {"wait_event": name, "timeout": s} waits
+    for the daemon to log that event, {"sleep": s} sleeps.  Their outputs, in
+    order (none for a sleep)."""
+    out: list[dict[str, Any]] = []
+    for step in steps:
+        if "argv" in step:
+            argv = list(step["argv"])
+            if argv[0] == "pyoomd":
+                argv = [sys.executable, "-m", "pyoomd", *argv[1:]]
+            r = subprocess.run(argv, capture_output=True, timeout=step.get("timeout", 30), check=False)
+            out.append({"argv": step["argv"], "rc": r.returncode, "stdout": r.stdout.decode(errors="replace"),
+                        "stderr": r.stderr.decode(errors="replace")})
+        elif "sleep" in step:
+            time.sleep(float(step["sleep"]))
+        elif "wait_event" in step:
+            t0 = time.monotonic()
+            deadline = t0 + step.get("timeout", 10)
+            while time.monotonic() < deadline and not any(e.get("event") == step["wait_event"] for e in log.events):
+                time.sleep(0.01)
+            seen = any(e.get("event") == step["wait_event"] for e in log.events)
+            out.append({"wait_event": step["wait_event"], "seen": seen, "waited_s": round(time.monotonic() - t0, 3)})
+    return out
 
 
 def run_commands(spec: dict[str, Any], procs: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
