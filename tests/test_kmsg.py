@@ -361,3 +361,22 @@ def test_kernel_log_off(tmp_path: Path, quiet_start: None) -> None:
     d.start_kernel_log()
     assert d.kmsg is None and d.kernel_log_state == "off"
     sampler.close()
+
+
+def test_reload_that_turns_the_kernel_log_off_stops_the_follower(tmp_path: Path, quiet_start: None) -> None:
+    fifo = tmp_path / "kmsg"
+    os.mkfifo(fifo)
+    log = Log()
+    s = Settings.model_validate({"dry_run": True, "kernel_log": {"path": str(fifo)}})
+    sampler = Sampler(fake_proc(tmp_path / "proc"), "auto")
+    d = Daemon(s, Procfs(FIXTURE_PROC), sampler, log)
+    try:
+        d.start_kernel_log()
+        assert d.kmsg is not None and d.kernel_log_state == f"following {fifo}"
+        d.reloader = lambda: Settings.model_validate({"dry_run": True, "kernel_log": {"enabled": False}})
+        d.reload()
+        assert d.kmsg is None and d.kernel_log_state == "off"
+        assert any(e == "reloaded" for _, e, _ in log.events)
+    finally:
+        d.stop_kernel_log()
+        sampler.close()
