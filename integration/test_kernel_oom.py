@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,14 +33,29 @@ pytestmark = pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))
 
 
 def test_memcg_oom_kill_is_reported() -> None:
-    r = run_scenario({
+    prom = Path(f"/tmp/pyoomd-it-metrics-{uuid.uuid4().hex[:8]}.prom")
+    try:
+        r = _scene(prom)
+        metrics = prom.read_text() if prom.exists() else ""
+    finally:
+        prom.unlink(missing_ok=True)
+    _check(r, metrics)
+
+
+def _scene(prom: Path) -> dict[str, Any]:
+    return run_scenario({
         # Levels far below anything this scene uses: the daemon only watches.
         "term_below_mib": 3000, "kill_below_mib": 3500, "timeout": 20, "dry_run": True,
         "v1_memcg": {"limit_mib": LIMIT_MIB}, "outer_proc": True,
         "hogs": [{"rate": 0, "max": 4 * LIMIT_MIB, "start": 0, "delay": 0.5, "hold": 10, "in_memcg": True,
                   "comm": COMM}],
         "stop_after_events": ["kernel_oom_kill"],
+        # The counter, as node_exporter would read it (written at once on the event).
+        "config_yaml": f"metrics: {{textfile: {prom}}}\n",
     })
+
+
+def _check(r: dict[str, Any], metrics: str) -> None:
     hog = r["hogs"][0]
     assert hog["returncode"] == -signal.SIGKILL, r["log_tail"]
     assert hog["kernel_pid"], "the hog's pid in the initial namespace was not found"
@@ -54,5 +72,7 @@ def test_memcg_oom_kill_is_reported() -> None:
     assert k["uid"] == os.getuid() and k["oom_score_adj"] == 0
     # Read from /dev/kmsg within a few ms of the kernel's record (measured: 2.6 ms).
     assert 0 <= k["read_after_s"] < 1.0, k
+    assert 'pyoomd_kernel_oom_kills_total{kind="memcg"} 1.0' in metrics, metrics
+    assert 'pyoomd_kernel_oom_kills_total{kind="global"} 0.0' in metrics, metrics
     assert not events(r, "kill"), "the daemon chose no victim of its own"
     assert not os.path.exists(V1_MEMORY + r["v1_memcg_path"]), "the cgroup was removed"
