@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_idle import fake_proc
 
 from pyoomd import selfprotect
 from pyoomd.config import MetricsConfig, Settings
@@ -23,7 +24,6 @@ from pyoomd.sense import kmsg as kmsg_mod
 from pyoomd.sense.kmsg import KmsgFollower, OomLines, apply_summary, parse_kill_line, parse_record, unescape
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.sample import Sampler
-from test_idle import fake_proc
 
 FIXTURE_PROC = str(Path(__file__).parent / "fixtures" / "proc")
 CG = "/process_api/9d257cc866c317526f0fe6a36d9f8446/pyoomd-it-probe2964"
@@ -57,7 +57,7 @@ def test_real_memcg_kill_with_hostile_comm() -> None:
     seq, msg = parse_record(REAL_KILL.rstrip(b"\n"))  # type: ignore[misc]
     kill = lines.feed(msg, seq)
     assert kill is not None
-    assert (kill.pid, kill.comm, kind := kill.kind) == (14326, "a) b,(c)\\ d", "memcg"), kind
+    assert (kill.pid, kill.comm, kill.kind) == (14326, "a) b,(c)\\ d", "memcg")
     assert kill.memcg == CG and kill.task_memcg == CG and kill.constraint == "CONSTRAINT_MEMCG"
     assert (kill.total_vm_kib, kill.anon_rss_kib, kill.file_rss_kib, kill.shmem_rss_kib) == (221580, 7040, 6788, 57856)
     assert (kill.uid, kill.pgtables_kib, kill.oom_score_adj, kill.seq) == (0, 188, 0, 431)
@@ -248,7 +248,7 @@ def test_unreadable_log(tmp_path: Path) -> None:
     assert d.open() is None
     d.start()
     try:
-        severity, event, fields = got.get()
+        _, event, fields = got.get()
         assert event == "kernel_log_failed" and fields["error"] and fields["kills_seen"] == 0
     finally:
         d.stop()

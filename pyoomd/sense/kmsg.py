@@ -298,11 +298,10 @@ class KmsgFollower:
                 return
             if not self.read_available():
                 return
-            if self.fd in ready and ready[self.fd] & (select.POLLHUP | select.POLLIN) and self._at_eof:
-                # A file at its end or a FIFO without a writer: poll says
-                # ready for ever; look again a little later.
-                if select.select([self._stop_r], [], [], EOF_RETRY_S)[0]:
-                    return
+            # A file at its end or a FIFO without a writer: poll says ready
+            # for ever (/dev/kmsg never reads empty); look again a little later.
+            if self._at_eof and select.select([self._stop_r], [], [], EOF_RETRY_S)[0]:
+                return
 
     _at_eof = False
 
