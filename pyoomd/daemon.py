@@ -264,8 +264,8 @@ class Daemon:
                 if "done" in job[1]:
                     self._finish_reload()
         finally:
+            self.stop_kernel_log()  # first: its thread writes to the wake pipe
             self._signal_wakeup_off()
-            self.stop_kernel_log()
         self.report_kernel()
         self.emit("info", "shutdown", pid=os.getpid())
 
