@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import os
@@ -28,6 +29,7 @@ from .model import Candidate, Decision, KillOutcome, Level, MemSample
 from .report.log import kernel_style
 from .sense import snapshot
 from .sense.cgroup import CgroupRef, Cgroups, LeafStat, choose_leaf
+from .sense.kmsg import KmsgFollower
 from .sense.procfs import Procfs
 from .sense.psi import Waiter
 from .sense.sample import IdleParams, IdleResult, Sampler
@@ -140,6 +142,11 @@ class Daemon:
         self.policy_loaded: Loaded | None = None
         # A reload under way (SIGHUP): its thread and what it brings back.
         self._reload_job: tuple[threading.Thread, dict[str, Any]] | None = None
+        # The kernel OOM killer's own kills (sense/kmsg.py): its thread queues
+        # (severity, event, fields) here and wakes the loop, which logs them.
+        self.kmsg: KmsgFollower | None = None
+        self.kernel_log_state = "not started"  # for the startup event
+        self.kernel_reports: collections.deque[tuple[str, str, dict[str, Any]]] = collections.deque()
 
     def use_policies(self, loaded: Loaded) -> None:
         """Put a loaded policy set in force (at start-up and on reload)."""
@@ -183,7 +190,7 @@ class Daemon:
             psi=self.last_sample.psi is not None, oom_score_adj=adj, mlockall=mlock,
             wakeup=self.waiter.mode if self.waiter is not None else "sampling only",
             psi_rule=_psi_desc(s), zram=self.zram.active,
-            swap_relief=_relief_desc(s), thrash=_thrash_desc(s),
+            swap_relief=_relief_desc(s), thrash=_thrash_desc(s), kernel_log=self.kernel_log_state,
             cgroup_choice=f"{s.cgroup_choice.by} below {s.cgroup_choice.root}" if s.cgroup_choice.enabled else "off",
             growth=(f"weight {s.growth.weight:g} over {s.growth.window:g}s, following between warn and term"
                     if s.growth.enabled else "off"),
@@ -234,6 +241,7 @@ class Daemon:
             idle = self.clock is time.monotonic and (self.sleep is time.sleep or self.sleep is self.waiter)
         idle_wait = getattr(self.sampler, "idle_wait", None) if idle else None
         wake_fd = self._signal_wakeup() if idle_wait is not None else None
+        self.start_kernel_log()
         self.startup()
         sample: MemSample | None = None
         before: tuple[float, int] | None = None
@@ -244,6 +252,8 @@ class Daemon:
                     self._finish_reload()
                 if self.state.reload and self._reload_job is None:
                     self._start_reload()
+                if self.kernel_reports:
+                    self.report_kernel()
                 t0 = time.perf_counter()
                 pause = self.tick(sample, before)
                 self.last_tick_s = time.perf_counter() - t0  # for the metrics' tick histogram
@@ -262,8 +272,45 @@ class Daemon:
                 if "done" in job[1]:
                     self._finish_reload()
         finally:
+            self.stop_kernel_log()  # first: its thread writes to the wake pipe
             self._signal_wakeup_off()
+        self.report_kernel()
         self.emit("info", "shutdown", pid=os.getpid())
+
+    # -- the kernel's own kills ----------------------------------------------
+    def start_kernel_log(self) -> None:
+        """Follow the kernel log for the kernel OOM killer's kills (off with
+        kernel_log.enabled: false).  Unreadable (no CAP_SYSLOG, a container
+        without /dev/kmsg): one warning, and the daemon runs on without it."""
+        cfg = getattr(self.settings, "kernel_log", None)
+        if cfg is None or not cfg.enabled:
+            self.kernel_log_state = "off"
+            return
+        follower = KmsgFollower(self._kernel_report, cfg.path)
+        why = follower.open()
+        if why is not None:
+            self.kernel_log_state = f"unavailable: {why}"
+            self.emit("warning", "kernel_log_unavailable", path=cfg.path, error=why,
+                      message="kernel OOM kills will not be reported")
+            return
+        self.kmsg = follower.start()
+        self.kernel_log_state = f"following {cfg.path}"
+
+    def stop_kernel_log(self) -> None:
+        if self.kmsg is not None:
+            self.kmsg.stop()
+            self.kmsg = None
+
+    def _kernel_report(self, severity: str, event: str, fields: dict[str, Any]) -> None:
+        """From the follower's thread: queue it for the loop, and wake it."""
+        self.kernel_reports.append((severity, event, fields))
+        self.wake()
+
+    def report_kernel(self) -> None:
+        """In the loop: log what the follower found (kernel_oom_kill, ...)."""
+        while self.kernel_reports:
+            severity, event, fields = self.kernel_reports.popleft()
+            self.emit(severity, event, **fields)
 
     def _can_idle(self) -> bool:
         """Only at the OK level with nothing pending: above WARN no kill, PSI
@@ -435,8 +482,12 @@ class Daemon:
             return
         if loaded is not None:
             self.use_policies(loaded)
+        old_kernel_log = getattr(self.settings, "kernel_log", None)
         self.settings, self.thresholds = settings, thresholds
         self.judge = _make_judge(settings, thresholds)
+        if getattr(settings, "kernel_log", None) != old_kernel_log and self.kernel_log_state != "not started":
+            self.stop_kernel_log()
+            self.start_kernel_log()
         self.growth.weight, self.growth.window_s = settings.growth.weight, settings.growth.window
         self.growth.approach_kib = _approach(thresholds)
         self.emit("info", "reloaded", dry_run=settings.dry_run, mem_term_kib=thresholds.mem_term_kib,
