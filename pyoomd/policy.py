@@ -42,6 +42,7 @@ from pydantic import (
 
 from .errors import ConfigError
 from .judge.rank import BADNESS_MAX
+from .regex import RegexError, compile_policy_regex
 from .rules import Finding, Loaded, PolicySet, Rule
 from .values import parse_duration_s, trust_problem
 
@@ -78,9 +79,9 @@ class _Strict(BaseModel):
 def _compile_regex(v: str | None) -> str | None:
     if v is not None:
         try:
-            re.compile(v)
-        except re.error as e:
-            raise ValueError(f"invalid regex {v!r}: {e}") from None
+            compile_policy_regex(v)
+        except RegexError as e:
+            raise ValueError(f"invalid regex {v[:80]!r}: {e}") from None
     return v
 
 
@@ -330,9 +331,9 @@ def _compile_rule(path: str, spec: RuleSpec, line: int, resolve: Resolver) -> tu
     uids, unknown = _uids(m.user, resolve) if m.user is not None else (None, [])
     rule = Rule(
         name=spec.name, file=path, line=line,
-        comm=re.compile(m.comm) if m.comm is not None else None,
-        cmdline=re.compile(m.cmdline) if m.cmdline is not None else None,
-        parent=re.compile(m.parent) if m.parent is not None else None,
+        comm=compile_policy_regex(m.comm) if m.comm is not None else None,
+        cmdline=compile_policy_regex(m.cmdline) if m.cmdline is not None else None,
+        parent=compile_policy_regex(m.parent) if m.parent is not None else None,
         exe=tuple(m.exe) if m.exe is not None else None,
         uids=uids,
         cgroup=tuple(m.cgroup) if m.cgroup is not None else None,
