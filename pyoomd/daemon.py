@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import selfprotect
 from .act.cgroup_kill import GroupKiller
-from .act.kill import Killer, KillPlan
+from .act.kill import Guard, Killer, KillPlan
 from .errors import ConfigError, ParseError
 from .judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, Judge
 from .judge import fairshare
@@ -24,7 +24,7 @@ from .judge.pressure import compile_rule
 from .judge.rank import NoPolicy, Policy
 from .judge.relief import compile_relief
 from .judge.thrash import compile_thrash
-from .model import Candidate, Decision, KillOutcome, Level, MemSample
+from .model import Candidate, Decision, Excluded, KillOutcome, Level, MemSample, ProcInfo
 from .report.log import kernel_style
 from .sense import snapshot
 from .sense.cgroup import CgroupRef, Cgroups, LeafStat, choose_leaf
@@ -108,9 +108,12 @@ class Daemon:
         # swapoff, memory hotplug or balloon changes them (see _check_totals).
         self.levels_totals: tuple[int, int] = (first.mem_total_kib, first.swap_total_kib)
         self.judge = _make_judge(settings, self.thresholds)
-        self.killer = Killer(procfs, self._resample_level, self._killer_event, clock)
         self.cgroups = Cgroups(procfs)
-        self.group_killer = GroupKiller(procfs, self.cgroups, self._resample_level, self._killer_event, clock)
+        # The last look before every signal (victim, group and cgroup members).
+        self.guard = Guard(procfs, self._spare_now)
+        self.killer = Killer(procfs, self._resample_level, self._killer_event, clock, self.guard)
+        self.group_killer = GroupKiller(procfs, self.cgroups, self._resample_level, self._killer_event, clock,
+                                        guard=self.guard)
         self.state = State()
         self.last_sample: MemSample = first
         g = settings.growth
@@ -595,6 +598,14 @@ class Daemon:
             pref = self.cgroups.preference_of_path
         last = self._follow_scores if self.settings.growth.enabled and self._followed else None
         return Scoring(self.policy, self.attribution(), pref, last)
+
+    def _spare_now(self, proc: ProcInfo) -> str | None:
+        """Why ``proc`` must not get a signal now (policy protect, an omitted
+        cgroup, -1000), or None: the choice's own rules, read again just
+        before each signal (act/kill.py Guard)."""
+        pref = self.cgroups.preference_of_path if self.settings.cgroups.preferences else None
+        verdict = Scoring(self.policy, preference=pref).evaluate(proc)
+        return verdict.why if isinstance(verdict, Excluded) else None
 
     def scan(self, top_n: int, only: set[int] | None = None) -> list[Candidate]:
         """The best candidates; ``only``: restrict to these pids (cgroup choice)."""

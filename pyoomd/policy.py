@@ -362,6 +362,14 @@ def _review(res: FileResult, spec: RuleSpec, unknown: list[str], where: tuple[in
         warn("protect wins: its adjust is never used")
     if not (spec.protect or spec.adjust or spec.kill or spec.signal or spec.grace is not None):
         warn("does nothing (no adjust, protect, kill, signal or grace)")
+    if spec.kill in ("group", "cgroup") and not _pins(spec):
+        # Other processes go with the victim: who is matched must be pinned,
+        # or a process that names itself `make` takes its group along.
+        # allow_name_only does not lift this one.
+        res.refused.append(Finding(res.file, line, col, (
+            f"rule {spec.name!r} asks for kill: {spec.kill} on process names alone (comm/cmdline/parent), "
+            "which anyone can choose; pin exe, user or cgroup; the daemon refuses this rule")))
+        return False
     lowers = spec.protect or spec.adjust < 0
     if lowers and spec.match.user is None and spec.match.cgroup is None:
         for g in spec.match.exe or ():
