@@ -173,3 +173,39 @@ def test_startup_compile_has_a_time_limit(monkeypatch: pytest.MonkeyPatch, capsy
     assert time.monotonic() - t < 10
     assert code == 1
     assert "took over 1s and was killed" in capsys.readouterr().err
+
+
+# -- fuzz: config alias bombs -----------------------------------------------------------
+from fuzzing import fuzz  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+PLACES = ["hooks:\n  pre_kill", "hooks:\n  post_kill", "policy_dirs", "cgroups:\n  kill_whole", "memory",
+          "notify", "bogus", "metrics:\n  listen"]
+
+
+@st.composite
+def bombs(draw: st.DrawFn) -> str:
+    """Anchors each made of ``width`` uses of the previous, ``depth`` deep,
+    used somewhere in a config (sequences or mappings)."""
+    width, depth = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    mapping = draw(st.booleans())
+    leaf = draw(st.sampled_from(['"x"', "1", "[]", '["/bin/true"]', "{}", "10%"]))
+    lines = [f"a0: &a0 {leaf}"]
+    for i in range(1, depth + 1):
+        uses = [f"*a{i - 1}"] * width
+        body = ("{" + ", ".join(f"k{j}: {u}" for j, u in enumerate(uses)) + "}") if mapping else \
+            ("[" + ", ".join(uses) + "]")
+        lines.append(f"a{i}: &a{i} {body}")
+    return "\n".join(lines) + f"\n{draw(st.sampled_from(PLACES))}: *a{depth}\n"
+
+
+@fuzz(60, 1000)
+@given(bombs())
+def test_config_alias_bombs_are_config_errors_in_bounded_time(text: str) -> None:
+    t = time.monotonic()
+    try:
+        settings_from_text("bomb.yaml", text)
+    except ConfigError as e:
+        assert e.file == "bomb.yaml"
+    assert time.monotonic() - t < 2.0

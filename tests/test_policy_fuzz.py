@@ -110,9 +110,12 @@ def exercise(text: str) -> None:
         assert badness is None or 0 <= badness <= 2000
 
 
+DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def dump(data: Any) -> str | None:
     try:
-        return yaml.safe_dump(data, allow_unicode=True)
+        return yaml.dump(data, Dumper=DUMPER, allow_unicode=True)  # libyaml: ~5x faster
     except (yaml.YAMLError, ValueError, UnicodeEncodeError):
         return None
 

@@ -323,9 +323,12 @@ def config_or_error(text: str) -> None:
     assert 0 <= th.mem_kill_kib <= th.mem_term_kib <= 16 << 20
 
 
+DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def dump(data: Any) -> str | None:
     try:
-        return yaml.safe_dump(data, allow_unicode=True)
+        return yaml.dump(data, Dumper=DUMPER, allow_unicode=True)  # libyaml: ~5x faster
     except (yaml.YAMLError, ValueError, UnicodeEncodeError):
         return None
 
