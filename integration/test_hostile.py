@@ -72,3 +72,39 @@ rules:
     spared = {e["pid"]: e["reason"] for e in events(r, "group_member_spared")}
     assert set(spared) == {keeper["pid"], minus["pid"]}, r["log_tail"]
     assert "keep-keeper" in spared[keeper["pid"]] and "-1000" in spared[minus["pid"]]
+
+
+def test_cgroup_kill_spares_a_member_protected_by_policy() -> None:
+    import os
+
+    unified = "/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified") else "/sys/fs/cgroup"
+    if not os.path.exists(os.path.join(unified, "cgroup.procs")):
+        import pytest
+        pytest.skip("no cgroup v2 hierarchy")
+    policy = f"""\
+version: 1
+rules:
+  - name: keep-keeper
+    match: {{exe: {HARDLINK_DIR}/keeper, user: root}}
+    protect: true
+"""
+    r = run_scenario({
+        "term_below_mib": 800, "kill_below_mib": 800 + MARGIN_MIB + 700, "timeout": 25,
+        "v2_cgroup": True, "config_yaml": "cgroups: {kill_whole: ['{cgroup}']}\n",
+        "policies": {"keep.yaml": policy},
+        "hogs": [
+            {"rate": 256, "max": 400 + MARGIN_MIB, "start": 50, "hold": 30, "delay": 0.5, "in_cgroup": True},
+            {"rate": 0, "max": 48, "start": 48, "hold": 60, "in_cgroup": True},
+            {"rate": 0, "max": 48, "start": 48, "hold": 60, "in_cgroup": True, "comm": "keeper", "hardlink": True},
+        ],
+        "stop_after_events": ["victim_exited"],
+    })
+    grower, member, keeper = r["hogs"]
+    assert grower["returncode"] == SIGTERM_RC, r["log_tail"]
+    assert member["returncode"] == SIGTERM_RC, r["log_tail"]
+    assert keeper["returncode"] is None, r["log_tail"]
+    g = events(r, "group_kill")[0]
+    assert g["spared"] == [keeper["pid"]] and g["kill_mode"] == "pidfd each", r["log_tail"]
+    spared = events(r, "group_member_spared")
+    assert [e["pid"] for e in spared] == [keeper["pid"]] and "keep-keeper" in spared[0]["reason"]
+    assert sorted(e["pid"] for e in events(r, "group_member_signalled")) == sorted([grower["pid"], member["pid"]])

@@ -13,14 +13,12 @@ turns percentages into KiB once, giving the frozen ``Thresholds`` the judge uses
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Literal
 
 import yaml
-
-from . import yamlfile
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import yamlfile
 from .errors import ConfigError
 from .values import Amount, Thresholds, compile_thresholds, parse_amount, parse_duration_s, trust_problem
 

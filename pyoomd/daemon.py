@@ -16,9 +16,9 @@ from . import selfprotect
 from .act.cgroup_kill import GroupKiller
 from .act.kill import Guard, Killer, KillPlan
 from .errors import ConfigError, ParseError
-from .judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, Judge
 from .judge import fairshare
 from .judge.choose import Scoring, choose
+from .judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, Judge
 from .judge.growth import NO_ATTRIBUTION, Attribution, GrowthTracker
 from .judge.pressure import compile_rule
 from .judge.rank import NoPolicy, Policy

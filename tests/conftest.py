@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import fuzzing  # noqa: E402  (registers and loads the profile)
+import fuzzing
 
 _COUNTS: dict[str, int] = {}
 _CASES = re.compile(r"(\d+) passing, (\d+) failing, and (\d+) invalid")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from pyoomd.errors import EXIT_CONFIG, ConfigError
 from pyoomd.config import settings_from_text
+from pyoomd.errors import EXIT_CONFIG, ConfigError
 from pyoomd.policy import check_text, load_policies
 
 TIMEOUT_S = 20
@@ -30,7 +30,7 @@ TIMEOUT_S = 20
 def pyoomd(*argv: str) -> tuple[int, str, float]:
     t = time.monotonic()
     try:
-        out = subprocess.run([sys.executable, "-m", "pyoomd", *argv], capture_output=True, text=True,
+        out = subprocess.run([sys.executable, "-m", "pyoomd", *argv], check=False, capture_output=True, text=True,
                              timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         pytest.fail(f"pyoomd {' '.join(argv)} still running after {TIMEOUT_S} s (blocked?)")
@@ -176,9 +176,9 @@ def test_startup_compile_has_a_time_limit(monkeypatch: pytest.MonkeyPatch, capsy
 
 
 # -- fuzz: config alias bombs -----------------------------------------------------------
-from fuzzing import fuzz  # noqa: E402
-from hypothesis import given  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from fuzzing import fuzz
+from hypothesis import given
+from hypothesis import strategies as st
 
 PLACES = ["hooks:\n  pre_kill", "hooks:\n  post_kill", "policy_dirs", "cgroups:\n  kill_whole", "memory",
           "notify", "bogus", "metrics:\n  listen"]
