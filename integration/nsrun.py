@@ -42,6 +42,10 @@ def mem_available_kib() -> int:
     raise RuntimeError("no MemAvailable")
 
 
+# spec "pgroup" name -> the pid leading that process group
+PGROUPS: dict[str, int] = {}
+
+
 def start_proc(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
     """A hog or bystander; ``comm`` renames it by exec through a symlink."""
     argv = [sys.executable, os.path.join(HERE, "hog.py"), "--rate", str(spec.get("rate", 256)),
@@ -52,7 +56,14 @@ def start_proc(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
     exe = sys.executable
     if spec.get("comm"):
         exe = exe_named(spec["comm"], bool(spec.get("hardlink")))
-    p = subprocess.Popen(argv, executable=exe, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    if spec.get("argv0"):  # a command line its owner chose (the program is still exe)
+        argv[0] = spec["argv0"]
+    kw: dict[str, Any] = {}
+    if spec.get("pgroup"):  # a process group of its own: the first of that name leads it
+        kw["process_group"] = PGROUPS.get(spec["pgroup"], 0)
+    p = subprocess.Popen(argv, executable=exe, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, **kw)
+    if spec.get("pgroup"):
+        PGROUPS.setdefault(spec["pgroup"], p.pid)
     if spec.get("in_cgroup"):
         join_cgroup(spec.get("cgroup_procs"), p.pid)
     if spec.get("in_memcg"):

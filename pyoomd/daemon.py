@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import selfprotect
 from .act.cgroup_kill import GroupKiller
-from .act.kill import Killer, KillPlan
+from .act.kill import Guard, Killer, KillPlan
 from .errors import ConfigError, ParseError
-from .judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, Judge
 from .judge import fairshare
 from .judge.choose import Scoring, choose
+from .judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, Judge
 from .judge.growth import NO_ATTRIBUTION, Attribution, GrowthTracker
 from .judge.pressure import compile_rule
 from .judge.rank import NoPolicy, Policy
 from .judge.relief import compile_relief
 from .judge.thrash import compile_thrash
-from .model import Candidate, Decision, KillOutcome, Level, MemSample
+from .model import Candidate, Decision, Excluded, KillOutcome, Level, MemSample, ProcInfo
 from .report.log import kernel_style
 from .sense import snapshot
 from .sense.cgroup import CgroupRef, Cgroups, LeafStat, choose_leaf
@@ -116,9 +116,12 @@ class Daemon:
         # swapoff, memory hotplug or balloon changes them (see _check_totals).
         self.levels_totals: tuple[int, int] = (first.mem_total_kib, first.swap_total_kib)
         self.judge = _make_judge(settings, self.thresholds)
-        self.killer = Killer(procfs, self._resample_level, self._killer_event, clock)
         self.cgroups = Cgroups(procfs)
-        self.group_killer = GroupKiller(procfs, self.cgroups, self._resample_level, self._killer_event, clock)
+        # The last look before every signal (victim, group and cgroup members).
+        self.guard = Guard(procfs, self._spare_now)
+        self.killer = Killer(procfs, self._resample_level, self._killer_event, clock, self.guard)
+        self.group_killer = GroupKiller(procfs, self.cgroups, self._resample_level, self._killer_event, clock,
+                                        guard=self.guard)
         self.state = State()
         self.last_sample: MemSample = first
         g = settings.growth
@@ -674,6 +677,14 @@ class Daemon:
         looks = max(1.0, age / cfg.interval)
         rising = {pid: int(2 * r * looks) + 1 for pid, r in self._follow_rise.items()}
         return snapshot.Warm(self._follow_scores, int(WARM_SLACK * looks) + 1, rising, self._follow_last_pid)
+
+    def _spare_now(self, proc: ProcInfo) -> str | None:
+        """Why ``proc`` must not get a signal now (policy protect, an omitted
+        cgroup, -1000), or None: the choice's own rules, read again just
+        before each signal (act/kill.py Guard)."""
+        pref = self.cgroups.preference_of_path if self.settings.cgroups.preferences else None
+        verdict = Scoring(self.policy, preference=pref).evaluate(proc)
+        return verdict.why if isinstance(verdict, Excluded) else None
 
     def scan(self, top_n: int, only: set[int] | None = None) -> list[Candidate]:
         """The best candidates; ``only``: restrict to these pids (cgroup choice)."""
