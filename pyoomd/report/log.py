@@ -149,6 +149,41 @@ def get_logger() -> Logger:
     return _LOGGER
 
 
+TRACEBACK_MAX_CHARS = 4000
+
+
+def _trace(exc_type: Any, exc: BaseException | None, tb: Any) -> str:
+    import traceback
+
+    text = "".join(traceback.format_exception(exc_type, exc, tb))
+    return text if len(text) <= TRACEBACK_MAX_CHARS else "...[cut]" + text[-TRACEBACK_MAX_CHARS:]
+
+
+def install_excepthooks() -> None:
+    """An exception nobody caught (in any thread, or one Python could only
+    report as "unraisable") becomes a JSON event with a bounded traceback
+    field, never text printed raw into the log stream."""
+    import threading
+
+    def thread_hook(args: Any) -> None:
+        if args.exc_type is SystemExit:
+            return
+        _LOGGER.error("thread_exception", thread=getattr(args.thread, "name", None),
+                      error=repr(args.exc_value)[:1000], traceback=_trace(args.exc_type, args.exc_value,
+                                                                          args.exc_traceback))
+
+    def main_hook(exc_type: Any, exc: BaseException, tb: Any) -> None:
+        _LOGGER.error("uncaught_exception", error=repr(exc)[:1000], traceback=_trace(exc_type, exc, tb))
+
+    def unraisable_hook(u: Any) -> None:
+        _LOGGER.error("unraisable_exception", error=repr(u.exc_value)[:1000], message=str(u.err_msg or ""),
+                      object=repr(u.object)[:200], traceback=_trace(u.exc_type, u.exc_value, u.exc_traceback))
+
+    threading.excepthook = thread_hook
+    sys.excepthook = main_hook
+    sys.unraisablehook = unraisable_hook
+
+
 def kernel_style(pid: int, comm: str, uid: int, vm_kib: int, anon_kib: int, file_kib: int,
                  shmem_kib: int) -> str:
     """The line the kernel's OOM killer prints, so existing grep habits work."""

@@ -7,7 +7,8 @@ built): a daemon that does not export them does not pay its ~3 MiB.
 Per-tick cost: the loop only stores the latest sample and level (two
 attribute writes) and observes the tick duration in a histogram (~1 us);
 the gauges are computed from the stored sample when scraped.  The HTTP
-server and the textfile writer run in their own threads.
+server (one thread, bounded: report/httpserve.py) and the textfile writer
+run in their own threads.
 """
 
 from __future__ import annotations
@@ -138,10 +139,10 @@ class Metrics:
     # -- outputs ------------------------------------------------------------
     def start(self) -> Metrics:
         if self.cfg.listen:
-            from prometheus_client import start_http_server
+            from .httpserve import BoundedHTTPServer, prometheus_render
 
-            host, port = parse_listen(self.cfg.listen)
-            self.server, _ = start_http_server(port, addr=host, registry=self.registry)
+            host, port = parse_listen(self.cfg.listen)  # one thread, bounded (not a thread per client)
+            self.server = BoundedHTTPServer(host, port, prometheus_render(self.registry), self.log).start()
             self.port = self.server.server_port
         if self.cfg.textfile:
             problem = textfile_dir_problem(self.cfg.textfile)
