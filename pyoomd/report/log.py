@@ -21,6 +21,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from ..textsafe import FIELD_MAX_CHARS, LINE_MAX_BYTES, bound, escape_nonprintable, needs_bound
+
 # structlog's add_log_level: the method name, warn -> warning, exception -> error.
 _LEVEL_OF = {"debug": "debug", "info": "info", "warning": "warning", "warn": "warning", "error": "error",
              "critical": "critical", "exception": "error", "msg": "info"}
@@ -48,8 +50,8 @@ def render_json(event_dict: dict[str, Any]) -> str:
 
 
 def _console_value(value: object) -> str:
-    if isinstance(value, str):
-        return repr(value) if _CONSOLE_QUOTE.intersection(value) else value
+    if isinstance(value, str):  # repr escapes every non-printable character (ESC, \x85, U+2028, ...)
+        return repr(value) if _CONSOLE_QUOTE.intersection(value) or not value.isprintable() else value
     return repr(value)
 
 
@@ -65,7 +67,29 @@ def render_console(event_dict: dict[str, Any]) -> str:
     if "event" in d:
         cols.append(str(d.pop("event")).ljust(_EVENT_WIDTH))
     cols.extend(f"{k}={_console_value(d[k])}" for k in sorted(d))
-    return " ".join(c for c in cols if c).rstrip(" ")
+    line = " ".join(c for c in cols if c).rstrip(" ")
+    # Whatever a key, the event or an object's repr held: nothing raw reaches the terminal.
+    return escape_nonprintable(line)
+
+
+def render_bounded(render: Any, fields: dict[str, Any]) -> str:
+    """``render(fields)``, its long strings cut (``...[N chars cut]``) so the
+    line stays below ``LINE_MAX_BYTES``: first to ``FIELD_MAX_CHARS``, then
+    shorter; a line still too long (a huge list) keeps only event, level,
+    timestamp and ``truncated_bytes``.  Only the line is cut: observers
+    (hooks, metrics) got the event's fields whole."""
+    if needs_bound(fields):
+        fields = bound(fields)
+    line = render(fields)
+    limit = FIELD_MAX_CHARS
+    while len(line) > LINE_MAX_BYTES // 4 and len(line.encode("utf-8", "surrogateescape")) > LINE_MAX_BYTES:
+        limit //= 8
+        if limit < 16:
+            short = {k: fields[k] for k in ("event", "level", "timestamp") if k in fields}
+            return render({"truncated_bytes": len(line.encode("utf-8", "surrogateescape")), **short})
+        fields = bound(fields, limit)
+        line = render(fields)
+    return line
 
 
 class _Flushing:
@@ -115,7 +139,7 @@ class Logger:
         fields["level"] = _LEVEL_OF[method]
         fields["timestamp"] = timestamp()
         assert _Config.out is not None
-        _Config.out.write(_Config.render(fields) + "\n")
+        _Config.out.write(render_bounded(_Config.render, fields) + "\n")
 
     def debug(self, event: str, **fields: Any) -> None:
         self._log("debug", event, fields)
