@@ -151,10 +151,10 @@ def test_a_child_left_behind_by_a_finished_hook_is_killed_at_the_timeout(outdir:
 
 
 @settings(max_examples=60, deadline=None)
-@given(fields=st.fixed_dictionaries({k: st.one_of(st.text(), st.text(alphabet="\xff\ufffd\U0010ffff\x00\n", min_size=0,
-                                                                         max_size=50_000))
+@given(fields=st.fixed_dictionaries({k: st.text(alphabet=st.one_of(st.characters(), st.sampled_from("\xff\ufffd\x00\n")),
+                                                max_size=40)
                                      for k in ("comm", "cmdline", "reason", "signal")}),
-       blow=st.sampled_from([1, 2, 40]))
+       blow=st.one_of(st.just(1), st.integers(1, 5000)))
 def test_hook_env_is_always_bounded_and_execs(fields: dict[str, str], blow: int) -> None:
     fields = {k: v * blow for k, v in fields.items()}
     env = hook_env(fields, "exited")
@@ -162,7 +162,7 @@ def test_hook_env_is_always_bounded_and_execs(fields: dict[str, str], blow: int)
         value = env[f"PYOOMD_{name}"]
         raw = value.encode("utf-8", "surrogateescape")
         assert len(raw) <= ENV_MAX_BYTES and "\0" not in value
-        original = fields[key].replace("\0", " ")
+        original = fields[key].replace("\0", " ").encode("utf-8", "replace").decode()  # lone surrogates: "?"
         assert original.startswith(value)
         assert (f"PYOOMD_{name}_TRUNCATED" in env) == (len(original.encode()) > ENV_MAX_BYTES)
     subprocess.run(["/bin/true"], env=env, check=True)  # execve takes it (no E2BIG)

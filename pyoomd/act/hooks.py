@@ -153,7 +153,11 @@ def check_programs(cfg: HooksConfig, euid: int | None = None) -> None:
 def bound_text(text: str, limit: int = ENV_MAX_BYTES) -> tuple[str, bool]:
     """``text`` cut to at most ``limit`` bytes as the environment encodes it
     (UTF-8, surrogateescape), at a character boundary; and whether it was."""
-    raw = text.encode("utf-8", "surrogateescape")
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate no environment can carry: "?"
+        raw = text.encode("utf-8", "replace")
+        text = raw.decode("utf-8", "surrogateescape")
     if len(raw) <= limit:
         return text, False
     return raw[:limit].decode("utf-8", "ignore"), True
@@ -385,8 +389,8 @@ class HookRunner:
                 close_fds=True, cwd="/", **run_as,
                 start_new_session=True,  # a hook's children are killed with it on timeout
             )
-        except OSError as e:
-            self.log("hook_failed", hook=argv[0], error=e.strerror or str(e))
+        except (OSError, ValueError) as e:  # ValueError: an environment execve cannot take
+            self.log("hook_failed", hook=argv[0], error=getattr(e, "strerror", None) or str(e))
             if cgroup is not None:
                 assert self.cgroups is not None
                 self.cgroups.remove(cgroup)
