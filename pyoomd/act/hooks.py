@@ -35,7 +35,7 @@ of the daemon's log.
 Reaping: where the daemon's own cgroup v2 directory is writable (root, or a
 delegated subtree), each hook runs in a cgroup of its own below it
 (``pyoomd-hook.PID.N``): the hook starts through a small trampoline (this
-Python, ``-I -S``, ~20 ms) that joins that cgroup, drops to the hook user
+Python, ``-I -S``, ~10 ms more per hook) that joins that cgroup, drops to the hook user
 (no supplementary groups) and execs the program, so nothing it forks is
 ever outside.  At the timeout
 the whole cgroup is killed (``cgroup.kill``, or every member, frozen first,
