@@ -75,7 +75,7 @@ def test_a_64k_cmdline_of_invalid_utf8_still_runs_the_hook_bounded(outdir: str) 
 
 
 DAEMON_LIKE = textwrap.dedent("""
-    import sys, time
+    import sys, threading, time
     from pyoomd.report import log
     from pyoomd.act.hooks import HookRunner
     from pyoomd.config import HooksConfig
@@ -84,7 +84,10 @@ DAEMON_LIKE = textwrap.dedent("""
     cfg = HooksConfig(pre_kill=[["/bin/sh", "-c", sys.argv[1]]], post_kill=[["/bin/sh", "-c", sys.argv[1]]])
     r = HookRunner(cfg, lambda ev, **kw: logger.warning(ev, **kw))
     r.on_event("kill", {"pid": 4242, "comm": "hog", "cmdline": sys.argv[2], "dry_run": True})
-    time.sleep(1.5)
+    deadline = time.monotonic() + 20
+    time.sleep(0.2)  # the post_kill worker picks its job up
+    while any(t.name == "pyoomd-hook-reap" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
 """)
 
 

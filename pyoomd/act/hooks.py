@@ -285,18 +285,19 @@ class HookCgroups:
             time.sleep(0.01)
         return len(left)
 
-    def remove(self, path: str, wait_s: float = 1.0) -> None:
-        """rmdir once empty (the killed die asynchronously)."""
+    def remove(self, path: str, wait_s: float = 1.0) -> str | None:
+        """rmdir once empty (the killed die asynchronously); the error if it
+        is still there after ``wait_s`` (a member stuck in the kernel)."""
         deadline = time.monotonic() + wait_s
         while True:
             try:
                 os.rmdir(path)
-                return
+                return None
             except FileNotFoundError:
-                return
-            except OSError:
+                return None
+            except OSError as e:
                 if time.monotonic() >= deadline:
-                    return
+                    return str(e)
                 time.sleep(0.01)
 
     @staticmethod
@@ -428,7 +429,10 @@ class HookRunner:
             while self.cgroups.pids(cgroup) and time.monotonic() < deadline:
                 time.sleep(0.05)
             left = self.cgroups.kill(cgroup)
-            self.cgroups.remove(cgroup)
+            error = self.cgroups.remove(cgroup)
+            if error:
+                self.log("hook_cgroup_failed", hook=argv[0], pid=p.pid, cgroup=cgroup, error=error,
+                         left=len(self.cgroups.pids(cgroup)))
         # Besides the hook's own process (its cgroup's other members).
         children = max(0, killed - 1) + left
         out.log(self.log, argv[0], p.pid)
