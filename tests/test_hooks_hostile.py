@@ -169,3 +169,28 @@ def test_hook_env_is_always_bounded_and_execs(fields: dict[str, str], blow: int)
         assert original.startswith(value)
         assert (f"PYOOMD_{name}_TRUNCATED" in env) == (len(original.encode()) > ENV_MAX_BYTES)
     subprocess.run(["/bin/true"], env=env, check=True)  # execve takes it (no E2BIG)
+
+
+def test_without_a_cgroup_the_process_group_is_killed_and_a_setsid_child_is_not(outdir: str) -> None:
+    """The fallback (no writable cgroup v2, or not root), as README says:
+    the hook's process group dies at the timeout, its output is still
+    captured, and a child that called setsid is not reaped."""
+    script = ('echo started; sleep 30 & echo $! > "$1/grp.tmp"; mv "$1/grp.tmp" "$1/grp"; '
+              'setsid sleep 60 & echo $! > "$1/child.tmp"; mv "$1/child.tmp" "$1/child"; sleep 30')
+    runner, logged = _runner(pre_kill=[["/bin/sh", "-c", script, "hook", outdir]], timeout=1.0)
+    runner.cgroups = None
+    runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": True})
+    _wait(lambda: Path(outdir, "child").exists() and Path(outdir, "grp").exists())
+    child, grp = int(Path(outdir, "child").read_text()), int(Path(outdir, "grp").read_text())
+    try:
+        _wait(lambda: any(e[0] == "hook_timeout" for e in logged), timeout=15)
+        _wait(lambda: not _alive(grp), timeout=5)  # in the hook's process group: killed
+        assert _alive(child)  # left it with setsid: not reaped (documented)
+    finally:
+        for pid in (child, grp):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    _wait(lambda: any(e[0] == "hook_output" for e in logged))
+    out = next(kw for ev, kw in logged if ev == "hook_output")
+    assert out["stdout"] == "started\n"
+    assert "children_killed" not in next(kw for ev, kw in logged if ev == "hook_timeout")
