@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -196,3 +197,35 @@ def test_an_exception_in_any_thread_is_a_json_event_not_a_raw_traceback() -> Non
     assert [e["event"] for e in events] == ["thread_exception", "unraisable_exception", "uncaught_exception"]
     assert events[0]["thread"] == "worker" and "ZeroDivisionError" in events[0]["traceback"]
     assert "RuntimeError" in events[2]["error"]
+
+
+def test_a_flood_of_scrapes_renders_at_most_once_per_interval() -> None:
+    from prometheus_client import CollectorRegistry, Counter
+
+    from pyoomd.report.httpserve import RENDER_EVERY_S, prometheus_render
+
+    registry = CollectorRegistry()
+    c = Counter("x", "x", registry=registry)
+    renders = []
+
+    class Probe:
+        def collect(self) -> list[Any]:
+            renders.append(time.monotonic())
+            return []
+
+    registry.register(Probe())  # type: ignore[arg-type]
+    srv = BoundedHTTPServer("127.0.0.1", 0, prometheus_render(registry), lambda ev, **kw: None).start()
+    try:
+        t0 = time.monotonic()
+        for _ in range(100):
+            with urllib.request.urlopen(f"http://127.0.0.1:{srv.server_port}/metrics", timeout=5) as r:
+                r.read()
+        took = time.monotonic() - t0
+        assert len(renders) <= took / RENDER_EVERY_S + 1 and len(renders) < 100
+        c.inc()
+        time.sleep(RENDER_EVERY_S)
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.server_port}/metrics", timeout=5) as r:
+            assert b"x_total 1.0" in r.read()  # fresh again after the interval
+    finally:
+        srv.shutdown()
+        srv.server_close()

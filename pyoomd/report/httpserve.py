@@ -13,7 +13,7 @@ sends nothing cannot hold the endpoint), each given ``REQUEST_TIMEOUT_S``
 to send its request and ``RESPONSE_TIMEOUT_S`` to take the answer, a
 request head of at most ``MAX_REQUEST_BYTES``.  It answers ``GET /metrics``
 (and ``/``) with prometheus_client's ``generate_latest``, made in this
-thread, ``Connection: close``.  No exception leaves it: each is logged as a
+thread at most every ``RENDER_EVERY_S``, ``Connection: close``.  No exception leaves it: each is logged as a
 JSON event (``metrics_request_failed``, at most one a second), never printed.
 """
 
@@ -209,7 +209,22 @@ class BoundedHTTPServer:
         self._sel.close()
 
 
-def prometheus_render(registry: Any) -> Callable[[], tuple[str, bytes]]:
+# A body is rendered at most this often; scrapes in between get the last one
+# (a flood of scrapes costs one render per interval, not one each: the
+# rendering holds the GIL the killer's loop needs).
+RENDER_EVERY_S = 0.25
+
+
+def prometheus_render(registry: Any, every_s: float = RENDER_EVERY_S,
+                      clock: Callable[[], float] = time.monotonic) -> Callable[[], tuple[str, bytes]]:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    return lambda: (CONTENT_TYPE_LATEST, generate_latest(registry))
+    last: list[Any] = [-1e9, b""]
+
+    def render() -> tuple[str, bytes]:
+        now = clock()
+        if now - last[0] >= every_s:
+            last[:] = [now, generate_latest(registry)]
+        return CONTENT_TYPE_LATEST, last[1]
+
+    return render
