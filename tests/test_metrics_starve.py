@@ -187,6 +187,7 @@ def test_an_exception_in_any_thread_is_a_json_event_not_a_raw_traceback() -> Non
             "from pyoomd.report import log\n"
             "log.configure('json', sys.stderr); log.install_excepthooks()\n"
             "t = threading.Thread(target=lambda: 1 / 0, name='worker'); t.start(); t.join()\n"
+            "import warnings; warnings.warn('careful')\n"
             "class Bad:\n"
             "    def __del__(self): raise ValueError('in del')\n"
             "Bad()\n"
@@ -194,9 +195,10 @@ def test_an_exception_in_any_thread_is_a_json_event_not_a_raw_traceback() -> Non
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
     assert r.returncode == 1 and r.stdout == b""
     events = [json.loads(line) for line in r.stderr.decode().splitlines()]
-    assert [e["event"] for e in events] == ["thread_exception", "unraisable_exception", "uncaught_exception"]
+    assert [e["event"] for e in events] == ["thread_exception", "python_warning", "unraisable_exception",
+                                              "uncaught_exception"]
     assert events[0]["thread"] == "worker" and "ZeroDivisionError" in events[0]["traceback"]
-    assert "RuntimeError" in events[2]["error"]
+    assert events[1]["message"] == "careful" and "RuntimeError" in events[3]["error"]
 
 
 def test_a_flood_of_scrapes_renders_at_most_once_per_interval() -> None:

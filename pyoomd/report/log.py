@@ -186,7 +186,8 @@ def _trace(exc_type: Any, exc: BaseException | None, tb: Any) -> str:
 def install_excepthooks() -> None:
     """An exception nobody caught (in any thread, or one Python could only
     report as "unraisable") becomes a JSON event with a bounded traceback
-    field, never text printed raw into the log stream."""
+    field, never text printed raw into the log stream; so does a Python
+    warning."""
     import threading
 
     def thread_hook(args: Any) -> None:
@@ -203,9 +204,17 @@ def install_excepthooks() -> None:
         _LOGGER.error("unraisable_exception", error=repr(u.exc_value)[:1000], message=str(u.err_msg or ""),
                       object=repr(u.object)[:200], traceback=_trace(u.exc_type, u.exc_value, u.exc_traceback))
 
+    def warning_hook(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                     line: Any = None) -> None:
+        _LOGGER.warning("python_warning", category=getattr(category, "__name__", str(category)),
+                        message=str(message)[:1000], where=f"{filename}:{lineno}")
+
+    import warnings
+
     threading.excepthook = thread_hook
     sys.excepthook = main_hook
     sys.unraisablehook = unraisable_hook
+    warnings.showwarning = warning_hook
 
 
 def kernel_style(pid: int, comm: str, uid: int, vm_kib: int, anon_kib: int, file_kib: int,
