@@ -34,7 +34,7 @@ ERROR_LOG_EVERY_S = 1.0
 
 
 class _Conn:
-    __slots__ = ("sock", "since", "deadline", "inbuf", "out", "writing")
+    __slots__ = ("deadline", "inbuf", "out", "since", "sock", "writing")
 
     def __init__(self, sock: socket.socket, now: float) -> None:
         self.sock = sock

@@ -19,6 +19,7 @@ import _thread
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from ..textsafe import FIELD_MAX_CHARS, LINE_MAX_BYTES, bound, escape_nonprintable, needs_bound
@@ -72,7 +73,7 @@ def render_console(event_dict: dict[str, Any]) -> str:
     return escape_nonprintable(line)
 
 
-def render_bounded(render: Any, fields: dict[str, Any]) -> str:
+def render_bounded(render: Callable[[dict[str, Any]], str], fields: dict[str, Any]) -> str:
     """``render(fields)``, its long strings cut (``...[N chars cut]``) so the
     line stays below ``LINE_MAX_BYTES``: first to ``FIELD_MAX_CHARS``, then
     shorter; a line still too long (a huge list) keeps only event, level,
@@ -85,8 +86,9 @@ def render_bounded(render: Any, fields: dict[str, Any]) -> str:
     while len(line) > LINE_MAX_BYTES // 4 and len(line.encode("utf-8", "surrogateescape")) > LINE_MAX_BYTES:
         limit //= 8
         if limit < 16:
-            short = {k: fields[k] for k in ("event", "level", "timestamp") if k in fields}
-            return render({"truncated_bytes": len(line.encode("utf-8", "surrogateescape")), **short})
+            short: dict[str, Any] = {"truncated_bytes": len(line.encode("utf-8", "surrogateescape"))}
+            short.update((k, fields[k]) for k in ("event", "level", "timestamp") if k in fields)
+            return render(short)
         fields = bound(fields, limit)
         line = render(fields)
     return line
