@@ -195,3 +195,28 @@ def test_without_a_cgroup_the_process_group_is_killed_and_a_setsid_child_is_not(
     out = next(kw for ev, kw in logged if ev == "hook_output")
     assert out["stdout"] == "started\n"
     assert "children_killed" not in next(kw for ev, kw in logged if ev == "hook_timeout")
+
+
+@pytest.mark.skipif(HookCgroups.probe() is None, reason="no writable cgroup v2 directory below ours")
+def test_hooks_still_running_when_the_daemon_exits_are_killed_and_their_cgroups_removed(outdir: str) -> None:
+    code = textwrap.dedent("""
+        import os, sys, time
+        from pathlib import Path
+        from pyoomd.act.hooks import HookRunner
+        from pyoomd.config import HooksConfig
+        script = 'setsid sleep 60 & echo $! > "$1/child.tmp"; mv "$1/child.tmp" "$1/child"; sleep 60'
+        r = HookRunner(HooksConfig(pre_kill=[["/bin/sh", "-c", script, "hook", sys.argv[1]]]), lambda *a, **k: None)
+        r.on_event("kill", {"pid": 1, "comm": "x", "dry_run": True})
+        while not Path(sys.argv[1], "child").exists():
+            time.sleep(0.02)
+        print(r.cgroups.base, os.getpid())
+    """)
+    r = subprocess.run([sys.executable, "-c", code, outdir], capture_output=True, timeout=30, check=True)
+    base, pid = r.stdout.decode().split()
+    child = int(Path(outdir, "child").read_text())
+    try:
+        _wait(lambda: not _alive(child), timeout=5)
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+    assert not [p for p in os.listdir(base) if p.startswith(f"pyoomd-hook.{pid}.")], os.listdir(base)

@@ -34,7 +34,7 @@ of the daemon's log.
 
 Reaping: where the daemon's own cgroup v2 directory is writable (root, or a
 delegated subtree), each hook runs in a cgroup of its own below it
-(``pyoomd-hook.PID.N``): the hook starts through a small trampoline (this
+(``pyoomd-hook.PID.RANDOM.N``): the hook starts through a small trampoline (this
 Python, ``-I -S``, ~10 ms more per hook) that joins that cgroup, drops to the hook user
 (no supplementary groups) and execs the program, so nothing it forks is
 ever outside.  At the timeout
@@ -219,14 +219,39 @@ def own_cgroup2_dir(proc_self: str = "/proc/self") -> str | None:
     return None
 
 
+_LIVE: set[str] = set()  # hook cgroups not yet removed (any runner): killed and removed at exit
+_LIVE_LOCK = threading.Lock()
+
+
+def _remove_live_cgroups() -> None:
+    """At interpreter exit (the daemon's shutdown): hooks still running would
+    lose their reaper threads and leave their cgroups behind."""
+    with _LIVE_LOCK:
+        paths = list(_LIVE)
+    for path in paths:
+        cg = HookCgroups(os.path.dirname(path))
+        cg.kill(path)
+        cg.remove(path)
+
+
 class HookCgroups:
     """One cgroup v2 per hook, below the daemon's own: created, joined by
-    the hook before it execs, killed whole at the timeout, removed."""
+    the hook before it execs, killed whole at the timeout, removed (and at
+    exit, those still there)."""
 
     _seq = itertools.count(1)
+    _atexit = False
 
     def __init__(self, base: str) -> None:
         self.base = base
+        # pids repeat across PID namespaces (a daemon in a container is pid
+        # 1 or 2 there): a random part keeps two daemons' names apart.
+        self.token = os.urandom(4).hex()
+        if not HookCgroups._atexit:
+            import atexit
+
+            atexit.register(_remove_live_cgroups)
+            HookCgroups._atexit = True
 
     @classmethod
     def probe(cls, base: str | None = None) -> HookCgroups | None:
@@ -243,8 +268,10 @@ class HookCgroups:
         return cg
 
     def create(self) -> str:
-        path = os.path.join(self.base, f"pyoomd-hook.{os.getpid()}.{next(self._seq)}")
+        path = os.path.join(self.base, f"pyoomd-hook.{os.getpid()}.{self.token}.{next(self._seq)}")
         os.mkdir(path, 0o755)
+        with _LIVE_LOCK:
+            _LIVE.add(path)
         return path
 
     def join(self, path: str, pid: int) -> None:
@@ -292,8 +319,12 @@ class HookCgroups:
         while True:
             try:
                 os.rmdir(path)
+                with _LIVE_LOCK:
+                    _LIVE.discard(path)
                 return None
             except FileNotFoundError:
+                with _LIVE_LOCK:
+                    _LIVE.discard(path)
                 return None
             except OSError as e:
                 if time.monotonic() >= deadline:
@@ -422,27 +453,26 @@ class HookRunner:
                 rc = p.wait()
         out.read_until(time.monotonic() + OUTPUT_LINGER_S, until_eof=True)
         out.close()
-        left = 0
-        if cgroup is not None:
-            assert self.cgroups is not None
-            # Children may go on after the hook exits, until its timeout.
-            while self.cgroups.pids(cgroup) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            left = self.cgroups.kill(cgroup)
-            error = self.cgroups.remove(cgroup)
-            if error:
-                self.log("hook_cgroup_failed", hook=argv[0], pid=p.pid, cgroup=cgroup, error=error,
-                         left=len(self.cgroups.pids(cgroup)))
-        # Besides the hook's own process (its cgroup's other members).
-        children = max(0, killed - 1) + left
+        # What the hook said and how it ended, at once (not after its children).
         out.log(self.log, argv[0], p.pid)
-        if timed_out:
-            self.log("hook_timeout", hook=argv[0], pid=p.pid, timeout_s=self.cfg.timeout,
-                     **({"children_killed": children} if cgroup is not None else {}))
-        elif left:
-            self.log("hook_timeout", hook=argv[0], pid=p.pid, timeout_s=self.cfg.timeout, children_killed=children)
+        if timed_out and cgroup is None:
+            self.log("hook_timeout", hook=argv[0], pid=p.pid, timeout_s=self.cfg.timeout)
         if rc != 0 and not timed_out:
             self.log("hook_failed", hook=argv[0], pid=p.pid, returncode=rc)
+        if cgroup is None:
+            return
+        assert self.cgroups is not None
+        # Children may go on after the hook exits, until its timeout.
+        while self.cgroups.pids(cgroup) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = self.cgroups.kill(cgroup)
+        error = self.cgroups.remove(cgroup)
+        if error:
+            self.log("hook_cgroup_failed", hook=argv[0], pid=p.pid, cgroup=cgroup, error=error,
+                     left=len(self.cgroups.pids(cgroup)))
+        children = max(0, killed - 1) + left  # besides the hook's own process
+        if timed_out or left:
+            self.log("hook_timeout", hook=argv[0], pid=p.pid, timeout_s=self.cfg.timeout, children_killed=children)
 
     def _kill(self, p: subprocess.Popen[bytes], cgroup: str | None) -> int:
         """SIGKILL the hook; how many its cgroup held (0 without one)."""
