@@ -122,6 +122,12 @@ class Metrics:
         self.escalations = Counter("pyoomd_escalations", "SIGTERMs followed by SIGKILL", registry=self.registry)
         self.stuck = Counter("pyoomd_victims_stuck", "Victims still alive after SIGKILL and the timeout",
                              registry=self.registry)
+        # The kernel OOM killer's own kills (sense/kmsg.py), global or a memory cgroup's.
+        self.kernel_kills = Counter("pyoomd_kernel_oom_kills", "Processes the kernel's OOM killer killed, "
+                                    "by kind (global: pyoomd did not prevent it; memcg: a cgroup's limit)",
+                                    ["kind"], registry=self.registry)
+        for kind in ("global", "memcg"):
+            self.kernel_kills.labels(kind)  # both series exist from the start, at 0
         self.ticks = Histogram("pyoomd_tick_duration_seconds", "Duration of one sample-judge(-act) tick",
                                buckets=TICK_BUCKETS, registry=self.registry)
         # Kills per pressure episode (TERM until OK again): 1 is the goal; more
@@ -207,6 +213,9 @@ class Metrics:
             self.escalations.inc()
         elif event == "victim_stuck":
             self.stuck.inc()
+        elif event == "kernel_oom_kill":
+            self.kernel_kills.labels(str(fields.get("kind"))).inc()
+            self._wake.set()
 
 
 class _StateCollector:
