@@ -12,6 +12,7 @@ nothing), so the whole dry-run kill path runs, group_kill event included.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -199,7 +200,7 @@ def test_only_the_agents_left_means_no_candidate(tmp_path: Path, members: list[i
 NAMESPACED = Driver(
     "namespaced-systemd", True,
     f"/../../../kubepods-besteffort.slice/kubepods-besteffort-{POD_BE}.slice/cri-containerd-{CID_BE}.scope",
-    f"/../../../kubepods-burstable.slice/kubepods-burstable-{POD_BU}.slice/cri-containerd-{CID_BU}.scope",
+    f"/../../kubepods-burstable-{POD_BU}.slice/cri-containerd-{CID_BU}.scope",
     f"/../../../kubepods-{POD_GU}.slice/cri-containerd-{CID_GU}.scope",
     "/../cri-containerd-" + CID_CNI + ".scope",
     kubelet="/../../../../system.slice/kubelet.service", containerd="/../../../../system.slice/containerd.service",
@@ -212,12 +213,59 @@ NAMESPACED_CGROUPFS = Driver(
 )
 
 
+# Where pyoomd's own container is in the node's tree, for each namespaced view.
+OWN = {"namespaced-systemd": "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podPY.slice/"
+                             "cri-containerd-" + "e5" * 32 + ".scope",
+       "namespaced-cgroupfs": "/kubepods/burstable/podPY/" + "e5" * 32}
+
+
+def host_path(rel: str, own: str) -> str:
+    parts = rel.strip("/").split("/")
+    up = sum(1 for _ in iter(lambda: parts[0] == ".." and parts.pop(0), False))
+    base = own.strip("/").split("/")
+    return "/" + "/".join(base[: len(base) - up] + parts)
+
+
 @pytest.mark.parametrize("driver", [NAMESPACED, NAMESPACED_CGROUPFS], ids=lambda d: d.name)
-def test_cgroup_namespace_view_matches_but_the_whole_cgroup_cannot_be_found(tmp_path: Path, driver: Driver,
-                                                                           members: list[int]) -> None:
-    """The rule matches the relative paths; the cgroup they name is outside
-    the tree pyoomd can resolve, so the group kill is refused (said in a
-    group_kill_refused event) and the process alone is killed."""
+def test_cgroup_namespace_view_resolved_in_the_nodes_tree(tmp_path: Path, driver: Driver,
+                                                          members: list[int]) -> None:
+    """pyoomd in its own cgroup namespace with the node's tree mounted (the
+    DaemonSet's hostPath): the relative paths are found in the node's tree
+    (pid 1's path gives the depth, our own pid the directory) and the
+    BestEffort container goes whole."""
+    own = OWN[driver.name]
+    procs = node(tmp_path, driver, members)
+    scene = [*procs, FakeProc(1, 0, comm=b"systemd", uid=0, exe="/usr/lib/systemd/systemd",
+                              cgroup=b"0::/../../../../init.scope\n"),
+             FakeProc(os.getpid(), 5, comm=b"pyoomd", uid=0, exe="/usr/bin/python3.11", cgroup=b"0::/\n")]
+    tree = tmp_path / "node-cgroup"
+    by_path: dict[str, list[int]] = {}
+    for p in scene:
+        rel = p.cgroup.decode().split(":", 2)[2].strip()
+        by_path.setdefault(host_path(rel, own) if rel.startswith("/..") else own if rel == "/" else rel,
+                           []).append(p.pid)
+    for path, pids in by_path.items():
+        d = tree / path.lstrip("/")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "cgroup.procs").write_text("".join(f"{pid}\n" for pid in pids))
+        (d / "cgroup.kill").write_text("")
+    d, log = daemon(tmp_path, scene, tree)
+    assert d.cgroups.namespace_root() == tuple(own.strip("/").split("/"))
+    d.tick()
+    kill, group = kill_events(log)
+    assert kill["pid"] == members[0] and "besteffort-pods" in kill["rules"]
+    assert group is not None, log.events
+    assert group["cgroup"] == driver.besteffort and group["kill_mode"] == "cgroup.kill"
+    assert sorted(group["members"]) == sorted(members[:2])
+    assert not AGENTS & {c["pid"] for c in kill["candidates"]}
+
+
+@pytest.mark.parametrize("driver", [NAMESPACED, NAMESPACED_CGROUPFS], ids=lambda d: d.name)
+def test_cgroup_namespace_view_without_the_nodes_tree(tmp_path: Path, driver: Driver,
+                                                      members: list[int]) -> None:
+    """No node tree mounted (only the namespace's own): the rule still
+    matches, the cgroup cannot be found, the group kill is refused (said in
+    a group_kill_refused event) and the process alone is killed."""
     procs = node(tmp_path, driver, members)
     d, log = daemon(tmp_path, procs, tmp_path / "cgroup-empty")
     (tmp_path / "cgroup-empty").mkdir()
@@ -227,3 +275,20 @@ def test_cgroup_namespace_view_matches_but_the_whole_cgroup_cannot_be_found(tmp_
     (refused,) = log.named("group_kill_refused")
     assert refused["cgroup"] == driver.besteffort and refused["why"] == "policy kill: cgroup"
     assert not AGENTS & {c["pid"] for c in kill["candidates"]}
+
+
+def test_tree_path_arithmetic() -> None:
+    from pyoomd.sense.cgroup import Cgroups
+
+    cg = Cgroups(Procfs("/nonexistent-proc", cgroup_root="/nonexistent-cgroup"))
+    assert cg.namespace_root() is None  # nothing to read: not resolvable
+    assert cg.tree_path("/../../x") == "/../../x" and cg.tree_path("/a/b") == "/a/b"
+    cg._ns_root, cg._ns_root_known = ("k.slice", "q.slice", "pod.slice", "c.scope"), True
+    assert cg.tree_path("/../../../be.slice/p.slice/c2.scope") == "/k.slice/be.slice/p.slice/c2.scope"
+    assert cg.tree_path("/../../../../system.slice/kubelet.service") == "/system.slice/kubelet.service"
+    assert cg.tree_path("/..") == "/k.slice/q.slice/pod.slice"
+    assert cg.tree_path("/../../../../../escape") == "/../../../../../escape"  # above the root: no directory
+    assert cg.tree_path("/sub") == "/k.slice/q.slice/pod.slice/c.scope/sub"  # inside our namespace
+    assert cg.tree_path("/") == "/k.slice/q.slice/pod.slice/c.scope"
+    cg._ns_root = ()  # not in a namespace (pid 1's path has no ..): paths as they are
+    assert cg.tree_path("/a/b") == "/a/b"
