@@ -154,10 +154,11 @@ class CgroupParent:
     def __init__(self, under: str | None = None) -> None:
         base = under if under is not None else own_memory_cgroup()
         self.path = f"{base.rstrip('/')}/pyoomd-ct-{uuid.uuid4().hex[:8]}"
-        self.hierarchies = [e.path for e in os.scandir(CGROUP_FS) if e.is_dir(follow_symlinks=False)] \
-            if os.path.isdir(CGROUP_FS) else []
         if os.path.exists(os.path.join(CGROUP_FS, "cgroup.procs")):
-            self.hierarchies.append(CGROUP_FS)  # pure v2
+            self.hierarchies = [CGROUP_FS]  # pure v2: one tree
+        else:  # v1 or hybrid: each mounted hierarchy (unified included)
+            self.hierarchies = [e.path for e in os.scandir(CGROUP_FS)
+                                if e.is_dir(follow_symlinks=False) and os.path.ismount(e.path)]
         self.existed: set[str] = set()
         for h in self.hierarchies:
             for d in self._chain(h):
