@@ -169,8 +169,20 @@ class CgroupParent:
         parts = self.path.strip("/").split("/")
         return [os.path.join(hierarchy, *parts[: i + 1]) for i in range(len(parts))]
 
-    def remove(self) -> list[str]:
-        """Directories that could not be removed (still in use)."""
+    def remove(self, wait_s: float = 10.0) -> list[str]:
+        """Directories that could not be removed (still in use after
+        ``wait_s``: conmon may still be finishing a ``--rm`` container's
+        clean-up when podman run returns)."""
+        import time
+
+        deadline = time.monotonic() + wait_s
+        while True:
+            left = self._remove_once()
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.2)
+
+    def _remove_once(self) -> list[str]:
         left = []
         for h in self.hierarchies:
             leaf = os.path.join(h, self.path.strip("/"))
