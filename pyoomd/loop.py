@@ -193,8 +193,17 @@ def build(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> tupl
         from .sense.psi import open_waiter
 
         waiter = open_waiter(procfs, wake.kind, wake.stall, wake.window)
+    rec_cfg = getattr(settings, "recorder", None)  # absent from plans of older versions
+    ring = None
+    if rec_cfg is not None and rec_cfg.enabled:
+        from .report import recorder
+
+        ring, procfs, sampler = recorder.recording(procfs, sampler, rec_cfg)
     daemon = Daemon(settings, procfs, sampler, get_logger(), waiter=waiter)
     daemon.use_policies(loaded)
+    stops: list[Callable[[], None]] = []
+    if ring is not None:
+        stops.append(recorder.attach(daemon, ring, rec_cfg, lambda: trace_header(daemon, plan["procfs"])).stop)
     fresh: dict[str, Any] = {}
 
     def reloader() -> Any:  # SIGHUP: the same argv, checked again by a new child
@@ -211,7 +220,23 @@ def build(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> tupl
         daemon.observers.append(sd)
     from .report.reporters import attach
 
-    return daemon, attach(daemon, settings, list(plan["config_files"]))
+    return daemon, stops + attach(daemon, settings, list(plan["config_files"]))
+
+
+def trace_header(daemon: Any, procfs_root: str) -> dict[str, Any]:
+    """What a trace says about the daemon that recorded it (trace.py): the
+    plan in force, its levels, and whom it never kills (itself, its parent)."""
+    from .rules import loaded_to_plan
+    from .runtime import settings_to_plan
+    from .sense.snapshot import default_skip
+    from .trace import make_header
+
+    import dataclasses
+
+    policy = loaded_to_plan(daemon.policy_loaded) if daemon.policy_loaded is not None else None
+    return make_header(settings_to_plan(daemon.settings), policy, procfs=procfs_root,
+                       thresholds=dataclasses.asdict(daemon.thresholds), reader=daemon.sampler.backend,
+                       skip=sorted(default_skip(daemon.procfs)), pid=os.getpid())
 
 
 def main(argv: Sequence[str]) -> int:

@@ -105,7 +105,7 @@ class Cgroups:
         when the process has one, else its v1 memory path)."""
         if path is None:
             return None
-        return CgroupRef(path, os.path.isdir(self.procfs.cgroup_v2_dir(path)))
+        return CgroupRef(path, self.procfs.isdir(self.procfs.cgroup_v2_dir(path)))
 
     def dir(self, cg: CgroupRef) -> str:
         if cg.v2:
@@ -147,7 +147,7 @@ class Cgroups:
         if not cg.v2:
             return None
         path = self.procfs.cgroup_file(self.dir(cg), "cgroup.kill")
-        return path if os.path.exists(path) else None
+        return path if self.procfs.exists(path) else None
 
     # -- size and pressure ---------------------------------------------------
     def memory_bytes(self, cg: CgroupRef) -> int | None:
@@ -196,12 +196,12 @@ class Cgroups:
     def _own_preference(self, cg: CgroupRef) -> str | None:
         d = self.dir(cg)
         try:
-            if os.stat(d).st_uid != 0:
+            if self.procfs.owner_uid(d) != 0:
                 return None  # not believed: the owner could exempt itself
         except OSError:
             return None
         for name, pref in ((XATTR_OMIT, "omit"), (XATTR_AVOID, "avoid")):
-            if _xattr_true(d, name):
+            if _xattr_true(self.procfs, d, name):
                 return pref
         return None
 
@@ -224,11 +224,11 @@ class Cgroups:
         return out
 
 
-def _xattr_true(path: str, name: str) -> bool:
+def _xattr_true(procfs: Procfs, path: str, name: str) -> bool:
     """systemd writes "1"; an absent attribute (ENODATA) or an unsupported
     filesystem is false."""
     try:
-        value = os.getxattr(path, name)
+        value = procfs.getxattr(path, name)
     except OSError:  # ENODATA (absent), ENOTSUP, EACCES, ENOENT (removed)
         return False
     return value.strip() not in (b"", b"0")

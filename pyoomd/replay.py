@@ -1,0 +1,447 @@
+"""Replay: the daemon's own code driven by a recorded trace.
+
+The same ``Daemon`` (judge, growth, lazy scan, policies, cgroup choice,
+kill decisions) runs with recorded inputs at its seams:
+
+- ``ReplaySampler``: the recorded samples, on a simulated clock;
+- ``ReplayProcfs``: every file, listing, link, xattr as recorded;
+- ``SimKiller`` / ``SimGroupKiller``: no signal is sent; the outcome is
+  the recorded one or the model's (below).
+
+Time.  Ticks land on recorded samples: after a tick that asks to sleep
+``pause``, the clock moves to the first recorded sample at or after
+now + pause (the replay cannot sample more finely than the live daemon
+did).  A file is answered by its last recording at or before the clock,
+else its first one after it (a look the live daemon made later); a file
+never read live does not exist.  ``/proc/uptime`` runs on with the clock.
+
+The kill model.  A victim the live daemon also killed exits as it did
+live: after the same time and signals.  Any other victim exits
+``MODEL_EXIT_S`` after its first signal (or after the live victim's time
+to exit, when the trace has one), and from its exit on its RSS+swap (as
+the scan read it) is added to every later MemAvailable (at most MemTotal)
+and its /proc entries are gone.  A process the live daemon killed but the
+replay did not stays alive as last recorded, and its RSS+swap at the kill
+is taken out of MemAvailable again from its live exit on.  Nothing else is
+modelled: processes do not grow past what was recorded, a group kill frees
+only the victim's own memory, and at the OK level the trace holds only the
+samples the live idle wait returned (levels above the live WARN level are
+seen late).
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .model import Candidate, KillOutcome, Level, MemSample, Pressure, PsiLine
+from .sense import parse
+from .sense.procfs import Procfs
+from .trace import Trace
+
+# A victim the live daemon did not kill exits this long after its first
+# signal, unless the trace has a live victim's time to exit: the
+# benchmark's crossing->death latency of a hog that exits on SIGTERM is
+# ~50 ms here (README, Benchmarks: steady 48 ms).
+MODEL_EXIT_S = 0.05
+
+
+class SimClock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Store:
+    """Recorded answers by (kind, key): sorted times and values."""
+
+    def __init__(self, entries: list[tuple[Any, ...]]) -> None:
+        series: dict[tuple[str, str], tuple[list[float], list[Any]]] = {}
+        self.samples: list[tuple[float, MemSample]] = []
+        self.vmstat: tuple[list[float], list[Any]] = ([], [])
+        psi: Pressure | None = None
+        for e in entries:
+            kind, t = e[0], e[1]
+            if kind == "s":
+                if e[7] != 0:
+                    psi = _pressure(e[7])
+                self.samples.append((t, MemSample(e[2], e[3], e[4], e[5], psi, bool(e[6]))))
+            elif kind == "v":
+                self.vmstat[0].append(t)
+                self.vmstat[1].append(e[2])
+            elif kind == "a":
+                s = series.setdefault(("a", f"{e[2]}\0{e[3]}"), ([], []))
+                s[0].append(t)
+                s[1].append(e[4])
+            elif kind in "rlkcdxu":
+                s = series.setdefault((kind, e[2]), ([], []))
+                s[0].append(t)
+                s[1].append(e[3])
+        self.series = series
+        self.sample_times = [t for t, _ in self.samples]
+
+    def at(self, kind: str, key: str, t: float, ok: Callable[[Any], bool] | None = None) -> Any:
+        """The value at ``t`` (see the module docstring), or None if never recorded.
+        ``ok``: the last value that passes it (a process kept alive)."""
+        s = self.series.get((kind, key))
+        if s is None:
+            return None
+        i = bisect.bisect_right(s[0], t) - 1
+        if i < 0:
+            i = 0
+        if ok is not None:
+            while i > 0 and not ok(s[1][i]):
+                i -= 1
+        return s[1][i]
+
+    def sample_at(self, t: float) -> MemSample:
+        i = max(0, bisect.bisect_right(self.sample_times, t) - 1)
+        return self.samples[i][1]
+
+
+def _pressure(p: Any) -> Pressure | None:
+    if p is None:
+        return None
+    full = PsiLine(*p[4]) if p[4] is not None else None
+    return Pressure(PsiLine(p[0], p[1], p[2], p[3]), full)
+
+
+@dataclass
+class Deaths:
+    """Who died when, live and in the replay: pid -> (exit time, RSS+swap KiB)."""
+
+    live: dict[int, tuple[float, int]] = field(default_factory=dict)
+    replay: dict[int, tuple[float, int]] = field(default_factory=dict)
+
+    def gone(self, pid: int, t: float) -> bool:
+        """Gone in the replay at ``t``."""
+        d = self.replay.get(pid)
+        return d is not None and t >= d[0]
+
+    def revived(self, pid: int, t: float) -> bool:
+        """Dead live at ``t`` but alive in the replay."""
+        d = self.live.get(pid)
+        return d is not None and t >= d[0] and not self.gone(pid, t)
+
+    def delta_kib(self, t: float) -> int:
+        out = 0
+        for pid, (te, kib) in self.replay.items():
+            if t >= te and not (pid in self.live and t >= self.live[pid][0]):
+                out += kib
+        for pid, (te, kib) in self.live.items():
+            if t >= te and not self.gone(pid, t):
+                out -= kib
+        return out
+
+
+class ReplaySampler:
+    backend = "replay"
+
+    def __init__(self, store: Store, clock: SimClock, deaths: Deaths) -> None:
+        self.store, self.clock, self.deaths = store, clock, deaths
+        self.has_psi = any(s.psi is not None for _, s in store.samples[:1])
+
+    def read(self) -> MemSample:
+        t = self.clock()
+        s = self.store.sample_at(t)
+        d = self.deaths.delta_kib(t)
+        if d:
+            s = s._replace(mem_available_kib=max(0, min(s.mem_total_kib, s.mem_available_kib + d)))
+        return s
+
+    def close(self) -> None:
+        pass
+
+
+class ReplayVmstat:
+    def __init__(self, store: Store, clock: SimClock) -> None:
+        self.store, self.clock = store, clock
+
+    def read(self) -> Any:
+        times, vals = self.store.vmstat
+        if not times:
+            return None
+        from .sense.vmstat import VmCounters
+
+        v = vals[max(0, bisect.bisect_right(times, self.clock()) - 1)]
+        return VmCounters(*v) if v is not None else None
+
+    def close(self) -> None:
+        pass
+
+
+def _missing(path: str) -> OSError:
+    return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+
+
+class ReplayProcfs(Procfs):
+    """Answers from the trace at the simulated clock (see the module docstring)."""
+
+    def __init__(self, store: Store, clock: SimClock, deaths: Deaths, header: dict[str, Any]) -> None:
+        super().__init__(header.get("procfs", "/proc"))
+        self.store, self.clock, self.deaths = store, clock, deaths
+        self.recorded_skip = set(header.get("skip", ())) - {1}
+        self._self = int(header.get("pid", 0)) or None
+        self._prefix = self.root.rstrip("/") + "/"
+
+    def _pid_of(self, path: str) -> int | None:
+        if not path.startswith(self._prefix):
+            return None
+        seg = path[len(self._prefix):].split("/", 1)[0]
+        return int(seg) if seg.isdigit() else None
+
+    def _get(self, kind: str, path: str) -> Any:
+        t = self.clock()
+        pid = self._pid_of(path)
+        if pid is not None and self.deaths.gone(pid, t):
+            raise _missing(path)
+        ok = (lambda v: not isinstance(v, int) or isinstance(v, bool)) if (
+            pid is not None and self.deaths.revived(pid, t)) else None
+        v = self.store.at(kind, path, t, ok)
+        if v is None:
+            raise _missing(path)
+        if isinstance(v, int) and not isinstance(v, bool):
+            raise OSError(v, os.strerror(v), path)
+        return v
+
+    def read(self, path: str, limit: int = 1 << 20) -> bytes:
+        if path == self.uptime:
+            return self._uptime()
+        return bytes(self._get("r", path)[:limit])
+
+    def _uptime(self) -> bytes:
+        s = self.store.series.get(("r", self.uptime))
+        if s is None:
+            raise _missing(self.uptime)
+        t = self.clock()
+        i = max(0, bisect.bisect_right(s[0], t) - 1)
+        v = s[1][i]
+        if isinstance(v, int):
+            raise OSError(v, os.strerror(v), self.uptime)
+        up = float(v.split()[0]) + (t - s[0][i])
+        return f"{up:.2f} 0.00\n".encode()
+
+    def pids(self) -> list[int]:
+        t = self.clock()
+        listed = self.store.at("l", self.root, t)
+        if listed is None or isinstance(listed, int):
+            raise _missing(self.root)
+        out = [p for p in listed if p not in self.recorded_skip and not self.deaths.gone(p, t)]
+        have = set(out)
+        out += [p for p in self.deaths.live if p not in have and self.deaths.revived(p, t)]
+        return out
+
+    def tids(self, pid: int) -> list[int]:
+        return list(self._get("l", self.pid_file(pid, "task")))
+
+    def readlink_pid(self, pid: int, name: str) -> str:
+        return str(self._get("k", self.pid_file(pid, name)))
+
+    @property
+    def self_pid(self) -> int:
+        return self._self if self._self is not None else -1
+
+    def cgroup_children(self, cgroup_dir: str) -> list[str]:
+        return list(self._get("c", cgroup_dir))
+
+    def isdir(self, path: str) -> bool:
+        v = self.store.at("d", path, self.clock())
+        return bool(v)
+
+    def exists(self, path: str) -> bool:
+        return bool(self.store.at("x", path, self.clock()))
+
+    def owner_uid(self, path: str) -> int:
+        v = self.store.at("u", path, self.clock())
+        if v is None:
+            raise _missing(path)
+        if v < 0:
+            raise OSError(-v, os.strerror(-v), path)
+        return int(v)
+
+    def getxattr(self, path: str, name: str) -> bytes:
+        v = self.store.at("a", f"{path}\0{name}", self.clock())
+        if v is None:
+            raise OSError(errno.ENODATA, os.strerror(errno.ENODATA), path)
+        if isinstance(v, int):
+            raise OSError(v, os.strerror(v), path)
+        return bytes(v)
+
+
+@dataclass
+class LiveKill:
+    """A kill the live daemon made, from the trace's events."""
+
+    t: float
+    pid: int
+    comm: str
+    signal: str
+    kib: int
+    fields: dict[str, Any]
+    exit_t: float | None = None
+    signals: tuple[str, ...] = ()
+
+
+def live_kills(trace: Trace) -> list[LiveKill]:
+    out: list[LiveKill] = []
+    for t, ev, f in trace.events():
+        if ev == "kill":
+            out.append(LiveKill(t, f["pid"], f.get("comm", ""), f.get("signal", ""),
+                                int(f.get("rss_kib", 0)) + int(f.get("swap_kib", 0)), f))
+        elif ev == "victim_exited":
+            for k in reversed(out):
+                if k.pid == f.get("pid") and k.exit_t is None:
+                    k.exit_t, k.signals = t, tuple(f.get("signals", ()))
+                    break
+    return out
+
+
+class SimKiller:
+    """Killer's decisions without signals (act/kill.py): re-check the
+    victim's identity and the level, then the recorded or modelled fate."""
+
+    def __init__(self, procfs: ReplayProcfs, resample: Callable[[], Level], clock: SimClock,
+                 deaths: Deaths, live: list[LiveKill]) -> None:
+        self.procfs, self.resample, self.clock, self.deaths = procfs, resample, clock, deaths
+        self.live = {k.pid: k for k in live}
+        done = [k.exit_t - k.t for k in live if k.exit_t is not None]
+        self.model_exit_s = min(done) if done else MODEL_EXIT_S
+
+    def open_verified(self, pid: int, start_time: int) -> int | str:
+        try:
+            st = parse.parse_stat(self.procfs.read_pid(pid, "stat", 4096))
+        except (OSError, ValueError):
+            return "gone before the signal"
+        return 0 if st.start_time == start_time else "pid reused by another process"
+
+    def kill(self, victim: Candidate, plan: Any, on_first: Callable[[str, Level], None] | None = None,
+             ) -> KillOutcome:
+        proc = victim.proc
+        opened = self.open_verified(proc.pid, proc.start_time)
+        if isinstance(opened, str):
+            return KillOutcome(proc.pid, proc.comm, skipped=opened, dry_run=plan.dry_run)
+        level = self.resample()
+        if level < Level.TERM:
+            return KillOutcome(proc.pid, proc.comm, skipped="memory recovered", dry_run=plan.dry_run)
+        first = "SIGKILL" if level >= Level.KILL or victim.signal == "SIGKILL" else "SIGTERM"
+        if on_first is not None:
+            on_first(first, level)
+        if plan.dry_run:
+            return KillOutcome(proc.pid, proc.comm, signals=(first,), dry_run=True, extra={"level": level.name})
+        t0 = self.clock()
+        lk = self.live.get(proc.pid)
+        if lk is not None and lk.exit_t is not None:
+            after, signals, how = lk.exit_t - lk.t, lk.signals or (first,), "as recorded"
+        else:
+            after, signals, how = self.model_exit_s, (first,), "model"
+        self.clock.t = t0 + after
+        self.deaths.replay[proc.pid] = (self.clock.t, proc.rss_kib + proc.swap_kib)
+        return KillOutcome(proc.pid, proc.comm, signals=tuple(signals), exited=True,
+                           ms_to_exit=round(after * 1000, 1), extra={"fate": how})
+
+
+class SimGroupKiller:
+    """Group kills replayed as the victim's own kill (only its memory returns)."""
+
+    def __init__(self, single: SimKiller) -> None:
+        self.single = single
+
+    def refuse(self, cg: Any) -> str | None:
+        return None
+
+    def kill(self, victim: Candidate, cg: Any, why: str, plan: Any,
+             on_first: Callable[[str, Level], None] | None = None) -> KillOutcome:
+        return self.single.kill(victim, plan, on_first)
+
+
+class ReplayLog:
+    """The daemon's log: events kept with the simulated time."""
+
+    def __init__(self, clock: SimClock) -> None:
+        self.clock = clock
+        self.events: list[tuple[float, str, str, dict[str, Any]]] = []
+
+    def _add(self, severity: str, event: str, **fields: Any) -> None:
+        self.events.append((self.clock(), severity, event, fields))
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._add("info", event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._add("warning", event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._add("error", event, **fields)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._add("debug", event, **fields)
+
+
+class _Levels:
+    """Observer: the level changes (the replay's timeline)."""
+
+    def __init__(self, clock: SimClock) -> None:
+        self.clock = clock
+        self.level: Level | None = None
+        self.changes: list[tuple[float, str, str, int]] = []
+        self.ticks = 0
+
+    def on_event(self, event: str, fields: dict[str, Any]) -> None:
+        pass
+
+    def on_tick(self, sample: MemSample, decision: Any) -> None:
+        self.ticks += 1
+        if decision.level != self.level:
+            self.level = decision.level
+            self.changes.append((self.clock(), decision.level.name, decision.reason, sample.mem_available_kib))
+
+
+@dataclass
+class Result:
+    events: list[tuple[float, str, str, dict[str, Any]]]
+    levels: list[tuple[float, str, str, int]]
+    ticks: int
+    kills: list[tuple[float, dict[str, Any]]]
+
+
+def run(trace: Trace, settings: Any, loaded: Any) -> Result:
+    """Drive a Daemon over the trace with ``settings`` and ``loaded`` policies."""
+    from .daemon import Daemon
+
+    store = Store(trace.entries)
+    if not store.samples:
+        raise ValueError(f"{trace.path}: the trace holds no memory sample")
+    clock = SimClock(store.sample_times[0])
+    deaths = Deaths()
+    live = live_kills(trace)
+    for k in live:
+        if k.exit_t is not None:
+            deaths.live[k.pid] = (k.exit_t, k.kib)
+    procfs = ReplayProcfs(store, clock, deaths, trace.header)
+    log = ReplayLog(clock)
+    daemon = Daemon(settings, procfs, ReplaySampler(store, clock, deaths), log, clock=clock,
+                    sleep=lambda s: None)
+    if loaded is not None:
+        daemon.use_policies(loaded)
+    daemon.vmstat = ReplayVmstat(store, clock)
+    single = SimKiller(procfs, daemon._resample_level, clock, deaths, live)
+    daemon.killer = single  # type: ignore[assignment]
+    daemon.group_killer = SimGroupKiller(single)  # type: ignore[assignment]
+    levels = _Levels(clock)
+    daemon.observers.append(levels)
+    times = store.sample_times
+    end = times[-1]
+    while clock.t <= end:
+        pause = daemon.tick()
+        i = bisect.bisect_left(times, clock.t + max(pause, 1e-6) - 1e-9)
+        if i >= len(times):
+            break
+        clock.t = max(clock.t, times[i])
+    kills = [(t, f) for t, _, ev, f in log.events if ev == "kill"]
+    return Result(log.events, levels.changes, levels.ticks, kills)

@@ -1,0 +1,255 @@
+"""The flight recorder and replay (issue 16): the ring's bounds, the trace
+file's round trip and version check, and replays of recorded and
+hand-built episodes with known outcomes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyoomd import replay
+from pyoomd.config import Settings
+from pyoomd.daemon import Daemon
+from pyoomd.loop import trace_header
+from pyoomd.model import MemSample
+from pyoomd.policy import load_policies
+from pyoomd.report import recorder
+from pyoomd.rules import loaded_to_plan
+from pyoomd.runtime import settings_from_plan, settings_to_plan
+from pyoomd.trace import FORMAT_VERSION, TraceError, read_trace, write_trace
+
+from test_snapshot import BASE, FakeProc, build
+
+GIB = 1 << 20  # KiB
+MIB = 1 << 10
+
+
+class Log:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def __getattr__(self, severity: str) -> Any:
+        return lambda event, **kw: self.events.append((event, kw))
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [kw for ev, kw in self.events if ev == name]
+
+
+class Script:
+    """A sampler and clock: MemAvailable(t) from a function, t advanced by sleep."""
+
+    backend = "python"
+    has_psi = False
+
+    def __init__(self, avail: Any, t0: float = 1000.0) -> None:
+        self.t = t0
+        self.avail = avail
+
+    def clock(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += s
+
+    def read(self) -> MemSample:
+        return MemSample(16 * GIB, int(self.avail(self.t)), 0, 0, None, False)
+
+    def close(self) -> None:
+        pass
+
+
+# -- the ring ------------------------------------------------------------------------
+def test_ring_keeps_at_most_its_bytes_and_seconds() -> None:
+    ring = recorder.Ring(seconds=30.0, max_bytes=256 << 10, chunk_bytes=16 << 10)
+    for i in range(60_000):
+        ring.add(("s", i * 0.01, 16 * GIB, 8 * GIB - i, 0, 0, False, None), 160)
+        assert ring.nbytes <= 256 << 10
+    got = recorder.entries_of(*ring.snapshot())
+    ts = [e[1] for e in got]
+    assert ts == sorted(ts) and ts[-1] == pytest.approx(599.99)
+    assert ts[0] >= 599.99 - 30.0 - 2.0  # at most one sealed chunk older than the window
+    assert ring.dropped_chunks > 0
+
+
+def test_ring_bytes_bound_wins_over_seconds() -> None:
+    ring = recorder.Ring(seconds=3600.0, max_bytes=64 << 10, chunk_bytes=8 << 10)
+    for i in range(50_000):  # incompressible payloads
+        ring.add(("r", float(i), f"/proc/{i}/stat", bytes((i * 7919 + k) % 251 for k in range(64))), 254)
+    assert ring.nbytes <= 64 << 10
+    got = recorder.entries_of(*ring.snapshot())
+    assert got[-1][1] == 49_999.0 and len(got) < 50_000
+
+
+# -- the trace file --------------------------------------------------------------------
+def test_trace_round_trip_keeps_bytes_and_order(tmp_path: Path) -> None:
+    entries: list[tuple[Any, ...]] = [
+        ("s", 1.0, 16 * GIB, 8 * GIB, 0, 0, False, (0.5, 0.2, 0.1, 1234, (0.1, 0.0, 0.0, 99))),
+        ("s", 1.5, 16 * GIB, 7 * GIB, 0, 0, False, 0),
+        ("r", 1.6, "/proc/5/cmdline", b"a\0b\xff\n"),
+        ("r", 1.7, "/proc/6/stat", 2),
+        ("l", 1.8, "/proc", (1, 5, 6)),
+        ("a", 1.9, "/sys/fs/cgroup/x", "user.oomd_omit", b"1"),
+        ("e", 2.0, "kill", {"pid": 5, "candidates": [{"pid": 5}]}),
+    ]
+    header = {"format": "pyoomd-trace", "version": FORMAT_VERSION, "settings": {}, "policy": None}
+    info = write_trace(str(tmp_path / "t" / "a.trace.gz"), header, entries)
+    assert info["entries"] == 7 and info["seconds"] == 1.0
+    assert (tmp_path / "t").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "t" / "a.trace.gz").stat().st_mode & 0o777 == 0o600
+    back = read_trace(info["path"])
+    assert back.entries == entries
+
+
+def test_a_newer_trace_format_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    p = tmp_path / "new.trace.gz"
+    with gzip.open(p, "wb") as f:
+        f.write(json.dumps({"format": "pyoomd-trace", "version": FORMAT_VERSION + 1, "pyoomd": "9.0"}).encode()
+                + b"\n")
+    with pytest.raises(TraceError, match=r"format version 2 \(written by pyoomd 9.0\) is newer"):
+        read_trace(str(p))
+    p.write_bytes(gzip.compress(b'{"hello": 1}\n'))
+    with pytest.raises(TraceError, match="not a pyoomd trace"):
+        read_trace(str(p))
+
+
+# -- record a live (dry-run) episode, replay it ----------------------------------------------
+PROCS = [
+    FakeProc(BASE + 1, 700, comm=b"db", rss_kib=2500 * MIB, exe="/usr/bin/db"),
+    FakeProc(BASE + 2, 400, comm=b"leak", rss_kib=1500 * MIB, exe="/usr/bin/leak"),
+    FakeProc(BASE + 3, 300, comm=b"tab", rss_kib=300 * MIB, exe="/usr/bin/tab"),
+]
+SETTINGS = {"dry_run": True, "status": {"socket": None}, "psi": {"enabled": False, "wakeup": {"enabled": False}},
+            "memory": {"term": "2G", "kill": "1G", "warn": "4G"}, "swap": {"term": "0%", "kill": "0%"},
+            "growth": {"enabled": False}, "swap_relief": {"enabled": False}}
+
+
+def _record(tmp_path: Path) -> tuple[str, Log]:
+    """A dry-run daemon over a fake /proc while MemAvailable falls 6 -> 1.5 GiB
+    in 10 s, recorder on; returns the trace it wrote after the kill."""
+    procfs = build(tmp_path / "proc", PROCS)
+    script = Script(lambda t: max(1.5 * GIB, 6 * GIB - (t - 1000.0) * 0.45 * GIB))
+    cfg = Settings.model_validate({**SETTINGS, "recorder": {"dir": str(tmp_path / "traces")}})
+    ring, rp, rs = recorder.recording(procfs, script, cfg.recorder)
+    rp.clock = rs.clock = script.clock
+    log = Log()
+    d = Daemon(cfg, rp, rs, log, clock=script.clock, sleep=script.sleep)
+    # The fake pids do not exist: in dry-run the killer needs only a descriptor to close.
+    d.killer.open_verified = lambda pid, start: os.open("/dev/null", os.O_RDONLY)  # type: ignore[method-assign]
+    rec = recorder.attach(d, ring, cfg.recorder, lambda: trace_header(d, rp.root))
+    rec.clock = d.vmstat.clock = script.clock
+    while script.t < 1030.0 and not log.named("trace_written"):
+        script.sleep(d.tick())
+        rec.stop()
+    d.tick()
+    assert log.named("kill"), log.events
+    (written,) = log.named("trace_written")
+    return written["path"], log
+
+
+def test_a_kill_writes_a_trace_whose_replay_names_the_same_victim(tmp_path: Path) -> None:
+    path, log = _record(tmp_path)
+    live_kill = log.named("kill")[0]
+    assert live_kill["comm"] == "db"  # oom_score order, no growth
+    trace = read_trace(path)
+    assert trace.header["pyoomd"] and trace.header["version"] == FORMAT_VERSION
+    settings = settings_from_plan(trace.header["settings"])
+    res = replay.run(trace, settings, None)
+    assert [f["pid"] for _, f in res.kills][:1] == [live_kill["pid"]]
+    (t_live,) = [e[1] for e in trace.entries if e[0] == "e" and e[2] == "kill"][:1]
+    assert res.kills[0][0] == pytest.approx(t_live, abs=1.0)
+    assert [lv for _, lv, _, _ in res.levels][:3] == ["OK", "WARN", "TERM"]
+
+
+def test_replay_with_a_policy_protecting_the_victim_names_the_next(tmp_path: Path) -> None:
+    path, _ = _record(tmp_path)
+    pol = tmp_path / "keep-db.yaml"
+    pol.write_text("version: 1\nrules:\n  - name: keep-db\n    match: {exe: /usr/bin/db}\n    protect: true\n")
+    loaded = load_policies([str(pol)])
+    trace = read_trace(path)
+    res = replay.run(trace, settings_from_plan(trace.header["settings"]), loaded)
+    assert res.kills and res.kills[0][1]["comm"] == "leak"
+    assert all(c["comm"] != "db" for c in res.kills[0][1]["candidates"])
+
+
+# -- hand-built: the kill model ------------------------------------------------------------
+def _hand_trace(tmp_path: Path, settings: dict[str, Any]) -> str:
+    """Live: MemAvailable falls 1 GiB/s from 5 GiB for 4.2 s (samples every
+    50 ms); 'db' (pid 11, 2.5 GiB) killed at the TERM crossing (1 GiB, t=4.0),
+    exited at 4.05 and its memory came back."""
+    procs = {11: ("db", 700, 2500), 12: ("leak", 400, 1500), 13: ("tab", 300, 300)}
+    e: list[tuple[Any, ...]] = []
+    from test_snapshot import stat_line, status_text
+
+    for t in (0.0, 2.0, 4.0, 6.0):
+        alive = [p for p in procs if not (p == 11 and t > 4.05)]
+        e.append(("l", t, "/proc", tuple(alive)))
+        for pid in alive:
+            comm, score, mib = procs[pid]
+            e += [("r", t, f"/proc/{pid}/oom_score", f"{score}\n".encode()),
+                  ("r", t, f"/proc/{pid}/stat", stat_line(pid, comm.encode())),
+                  ("r", t, f"/proc/{pid}/status", status_text(pid, comm, 1000, mib * MIB)),
+                  ("r", t, f"/proc/{pid}/oom_score_adj", b"0\n"),
+                  ("r", t, f"/proc/{pid}/cmdline", f"/usr/bin/{comm}\0".encode()),
+                  ("k", t, f"/proc/{pid}/exe", f"/usr/bin/{comm}"),
+                  ("r", t, f"/proc/{pid}/cgroup", b"0::/app.slice\n")]
+    for i in range(400):
+        t = i * 0.05
+        avail = 5 * GIB - int(min(t, 4.2) * GIB) + (2500 * MIB if t >= 4.05 - 1e-9 else 0)
+        e.append(("s", t, 16 * GIB, max(0, avail), 0, 0, False, None))
+    e.append(("e", 4.0, "kill", {"pid": 11, "comm": "db", "signal": "SIGTERM", "rss_kib": 2500 * MIB,
+                                   "swap_kib": 0, "candidates": []}))
+    e.append(("e", 4.05, "victim_exited", {"pid": 11, "comm": "db", "ms": 50.0, "signals": ["SIGTERM"]}))
+    e.sort(key=lambda x: x[1])
+    header = {"format": "pyoomd-trace", "version": 1, "pyoomd": "0.1.0", "procfs": "/proc", "skip": [1],
+              "pid": 2, "settings": settings_to_plan(Settings.model_validate(settings)), "policy": None}
+    return write_trace(str(tmp_path / "hand.trace.gz"), header, e)["path"]
+
+
+HAND = {**SETTINGS, "dry_run": False, "memory": {"term": "1G", "kill": "512M", "warn": "3G"}}
+
+
+def test_hand_built_trace_same_config_same_victim_at_the_same_time(tmp_path: Path) -> None:
+    trace = read_trace(_hand_trace(tmp_path, HAND))
+    res = replay.run(trace, settings_from_plan(trace.header["settings"]), None)
+    assert [f["comm"] for _, f in res.kills] == ["db"]
+    # TERM = 1 GiB is crossed at t = 4.0 s (samples every 50 ms)
+    low = [t for t, _, ev, _ in res.events if ev == "low_memory"]
+    assert low[0] == pytest.approx(4.0, abs=0.051)
+    exited = [f for _, _, ev, f in res.events if ev == "victim_exited"]
+    assert exited[0]["pid"] == 11 and exited[0]["ms"] == pytest.approx(50.0)
+
+
+def test_hand_built_trace_other_victim_follows_the_model(tmp_path: Path) -> None:
+    """With 'db' protected the replay kills 'leak'; its 1500 MiB come back
+    after the live victim's time to exit (50 ms), and db's 2500 MiB, freed
+    live, are taken out again: 0.8 + 1.46 GiB, above TERM, no second kill."""
+    trace = read_trace(_hand_trace(tmp_path, HAND))
+    pol = tmp_path / "keep-db.yaml"
+    pol.write_text("version: 1\nrules:\n  - name: keep-db\n    match: {exe: /usr/bin/db}\n    protect: true\n")
+    store = replay.Store(trace.entries)
+    res = replay.run(trace, settings_from_plan(trace.header["settings"]), load_policies([str(pol)]))
+    comms = [f["comm"] for _, f in res.kills]
+    assert comms[0] == "leak"
+    t_kill = res.kills[0][0]
+    # deaths model, checked directly
+    d = replay.Deaths(live={11: (4.05, 2500 * MIB)}, replay={12: (t_kill + 0.05, 1500 * MIB)})
+    sampler = replay.ReplaySampler(store, replay.SimClock(t_kill + 0.1), d)
+    raw = store.sample_at(t_kill + 0.1).mem_available_kib
+    assert sampler.read().mem_available_kib == raw + 1500 * MIB - 2500 * MIB
+    assert comms == ["leak"]
+    assert t_kill == pytest.approx(4.0, abs=0.051)
+
+
+def test_replay_of_a_120_s_trace_takes_well_under_a_second(tmp_path: Path) -> None:
+    import time
+
+    path, _ = _record(tmp_path)
+    trace = read_trace(path)
+    t0 = time.perf_counter()
+    replay.run(trace, settings_from_plan(trace.header["settings"]), None)
+    assert time.perf_counter() - t0 < 1.0
