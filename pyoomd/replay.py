@@ -445,3 +445,125 @@ def run(trace: Trace, settings: Any, loaded: Any) -> Result:
         clock.t = max(clock.t, times[i])
     kills = [(t, f) for t, _, ev, f in log.events if ev == "kill"]
     return Result(log.events, levels.changes, levels.ticks, kills)
+
+
+# -- what the replay says (pyoomd replay) ------------------------------------------------
+def _rel(t: float, t0: float) -> float:
+    return round(t - t0, 4)
+
+
+def _kill_rows(events: list[tuple[float, str, dict[str, Any]]], t0: float) -> list[dict[str, Any]]:
+    """Kills with their crossing (the low_memory before them) and fate."""
+    rows: list[dict[str, Any]] = []
+    crossing: float | None = None
+    for t, ev, f in events:
+        if ev == "low_memory":
+            crossing = t
+        elif ev == "kill":
+            rows.append({"t": _rel(t, t0), "pid": f.get("pid"), "comm": f.get("comm"), "signal": f.get("signal"),
+                         "badness": f.get("badness"), "rules": f.get("rules", []),
+                         "oom_level": f.get("oom_level"), "candidates": f.get("candidates", []),
+                         "crossing_t": _rel(crossing, t0) if crossing is not None else None,
+                         "crossing_to_kill_ms": round((t - crossing) * 1000, 1) if crossing is not None else None})
+        elif ev in ("victim_exited", "victim_stuck", "kill_skipped"):
+            for r in reversed(rows):
+                if r["pid"] == f.get("pid") and "fate" not in r:
+                    r["fate"], r["fate_t"] = ev, _rel(t, t0)
+                    r["exit_ms"] = f.get("ms")
+                    break
+    return rows
+
+
+def live_levels(trace: Trace, t0: float) -> list[dict[str, Any]]:
+    return [{"t": _rel(e[1], t0), "level": e[2], "reason": e[3]} for e in trace.entries if e[0] == "L"]
+
+
+def report(trace: Trace, res: Result, label: str) -> dict[str, Any]:
+    t0 = trace.t0
+    return {
+        "label": label,
+        "ticks": res.ticks,
+        "levels": [{"t": _rel(t, t0), "level": lv, "reason": why, "mem_available_kib": kib}
+                   for t, lv, why, kib in res.levels],
+        "kills": _kill_rows([(t, ev, f) for t, _, ev, f in res.events], t0),
+        "events": [{"t": _rel(t, t0), "event": ev, **{k: v for k, v in f.items() if k != "candidates"}}
+                   for t, _, ev, f in res.events if ev not in ("kill",)],
+    }
+
+
+def differences(ref: list[dict[str, Any]], new: list[dict[str, Any]], ref_name: str) -> list[str]:
+    """How the kills in ``new`` differ from ``ref`` (victims, order, timing)."""
+    a = [(k["pid"], k["comm"]) for k in ref]
+    b = [(k["pid"], k["comm"]) for k in new]
+    out = []
+    if a != b:
+        out.append(f"victims: {ref_name} {_names(a)}, replay {_names(b)}")
+    for i, (x, y) in enumerate(zip(ref, new)):
+        if (x["pid"], x["comm"]) == (y["pid"], y["comm"]) and abs(x["t"] - y["t"]) > 0.0005:
+            out.append(f"kill {i + 1} ({y['comm']}): at {y['t']:.3f}s, {ref_name} at {x['t']:.3f}s "
+                       f"({(y['t'] - x['t']) * 1000:+.1f} ms)")
+    return out
+
+
+def _names(k: list[tuple[int, str]]) -> str:
+    return ", ".join(f"{c} (pid {p})" for p, c in k) if k else "none"
+
+
+def format_report(doc: dict[str, Any]) -> str:
+    tr = doc["trace"]
+    lines = [f"trace {tr['path']}: pyoomd {tr['pyoomd']}, format {tr['format']}, recorded {tr['created']}, "
+             f"{tr['seconds']:.1f} s, {tr['samples']} samples, reason {tr['reason']}"]
+    for run_ in doc["runs"]:
+        lines.append("")
+        lines.append(f"replay with {run_['label']}: {run_['ticks']} ticks in {run_['wall_s'] * 1000:.0f} ms")
+        lines += _timeline(run_)
+    lines.append("")
+    lines.append("live daemon (as recorded):")
+    for k in doc["live"]["kills"]:
+        lines.append(f"  {k['t']:9.3f}s  kill {k['comm']} (pid {k['pid']}) {k['signal']} badness {k['badness']}"
+                     + (f", {k['fate']} at {k['fate_t']:.3f}s" if "fate" in k else ""))
+    if not doc["live"]["kills"]:
+        lines.append("  no kill")
+    for run_ in doc["runs"]:
+        diff = run_["differences"]
+        lines.append("")
+        if diff:
+            lines.append(f"{run_['label']}: differs from {run_['compared_to']}:")
+            lines += [f"  {d}" for d in diff]
+        else:
+            same = run_["kills"]
+            timing = "; ".join(f"crossing->kill {k['crossing_to_kill_ms']} ms" for k in same
+                               if k.get("crossing_to_kill_ms") is not None)
+            lines.append(f"{run_['label']}: same victims in the same order as {run_['compared_to']}"
+                         + (f" ({timing})" if timing else ""))
+    return "\n".join(lines)
+
+
+def _timeline(run_: dict[str, Any]) -> list[str]:
+    rows: list[tuple[float, list[str]]] = []
+    for lv in run_["levels"]:
+        rows.append((lv["t"], [f"level {lv['level']:<4}  MemAvailable {lv['mem_available_kib'] / 1048576:.2f} GiB"
+                               f"  ({lv['reason']})"]))
+    for k in run_["kills"]:
+        out = [f"kill {k['comm']} (pid {k['pid']}) {k['signal']} at {k['oom_level']}, badness {k['badness']}, "
+               f"rules: {', '.join(k['rules']) or '-'}"
+               + (f", {k['crossing_to_kill_ms']} ms after the crossing" if k.get("crossing_to_kill_ms") is not None
+                  else "")]
+        out.append("    badness  oom_score   adj   RSS MiB  growth  rules  comm (pid)")
+        for c in k["candidates"]:
+            out.append(f"    {int(c['badness']):7d}  {int(c['oom_score']):9d}  {int(c['oom_score_adj']):4d}  "
+                       f"{c['rss_kib'] / 1024:8.0f}  {int(c.get('growth_points') or 0):+6d}  "
+                       f"{','.join(c.get('rules', [])) or '-':<5}  {c['comm']} ({c['pid']})")
+        if "fate" in k:
+            out.append(f"    {k['fate']} at {k['fate_t']:.3f}s" + (f" after {k['exit_ms']} ms" if k.get("exit_ms") else ""))
+        rows.append((k["t"], out))
+    for ev in run_["events"]:
+        if ev["event"] in ("no_candidate", "cgroup_chosen", "user_chosen", "group_kill_refused"):
+            rows.append((ev["t"], [f"{ev['event']} " + ", ".join(f"{a}={b}" for a, b in ev.items()
+                                                                 if a not in ("t", "event"))]))
+    rows.sort(key=lambda r: r[0])
+    lines = []
+    for t, out in rows:
+        lines.append(f"  {t:9.3f}s  {out[0]}")
+        lines += [f"             {x}" for x in out[1:]]
+    return lines or ["  nothing happened"]

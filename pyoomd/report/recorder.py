@@ -287,8 +287,9 @@ class Recorder:
     ``trace_failed``) event names it.  ``header()`` gives the plan in force."""
 
     def __init__(self, daemon: Any, ring: Ring, cfg: Any, header: Callable[[], dict[str, Any]],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, write_on_kill: bool = True) -> None:
         self.daemon = daemon
+        self.write_on_kill = write_on_kill
         self.ring = ring
         self.cfg = cfg
         self.header = header
@@ -305,7 +306,7 @@ class Recorder:
     def on_event(self, event: str, fields: dict[str, Any]) -> None:
         now = self.clock()
         self.ring.add(("e", now, event, fields), 400 + 200 * len(fields.get("candidates", ())))
-        if event == "kill" and self._due is None:  # one trace per kill (dry-run repeats one each grace)
+        if event == "kill" and self._due is None and self.write_on_kill:  # one trace per kill (dry-run repeats one each grace)
             self._victim = fields.get("pid")
             self._due = now + AFTER_KILL_MAX_S
         elif event in ("victim_exited", "victim_stuck", "kill_skipped") and self._due is not None:
@@ -369,9 +370,10 @@ def recording(procfs: Procfs, sampler: Any, cfg: Any) -> tuple[Ring, RecordingPr
     return ring, rp, RecordingSampler(sampler, ring)
 
 
-def attach(daemon: Any, ring: Ring, cfg: Any, header: Callable[[], dict[str, Any]]) -> Recorder:
+def attach(daemon: Any, ring: Ring, cfg: Any, header: Callable[[], dict[str, Any]],
+           write_on_kill: bool = True) -> Recorder:
     """The observer, and the daemon's vmstat counters recorded too."""
     daemon.vmstat = RecordingVmstat(daemon.vmstat, ring)
-    rec = Recorder(daemon, ring, cfg, header)
+    rec = Recorder(daemon, ring, cfg, header, write_on_kill=write_on_kill)
     daemon.observers.append(rec)
     return rec
