@@ -11,7 +11,9 @@ kill decisions) runs with recorded inputs at its seams:
 Time.  Ticks land on recorded samples: after a tick that asks to sleep
 ``pause``, the clock moves to the first recorded sample at or after
 now + pause (the replay cannot sample more finely than the live daemon
-did).  A file is answered by its last recording at or before the clock,
+did).  Each read moves the clock on by the median time between two
+back-to-back reads of the trace, so a scan takes as long as it did live.
+A file is answered by its last recording at or before the clock,
 else its first one after it (a look the live daemon made later); a file
 never read live does not exist.  ``/proc/uptime`` runs on with the clock.
 
@@ -85,6 +87,7 @@ class Store:
                 s[1].append(e[3])
         self.series = series
         self.sample_times = [t for t, _ in self.samples]
+        self.read_cost_s = _read_cost(entries)
 
     def at(self, kind: str, key: str, t: float, ok: Callable[[Any], bool] | None = None) -> Any:
         """The value at ``t`` (see the module docstring), or None if never recorded.
@@ -103,6 +106,27 @@ class Store:
     def sample_at(self, t: float) -> MemSample:
         i = max(0, bisect.bisect_right(self.sample_times, t) - 1)
         return self.samples[i][1]
+
+
+# Reads closer than this belong to one scan (a scan reads back to back).
+SCAN_GAP_S = 0.001
+
+
+def _read_cost(entries: list[tuple[Any, ...]]) -> float:
+    """The median time between two back-to-back recorded reads: what one
+    read costs the replay's clock, so a replayed scan takes as long as the
+    live one did (0 when the trace has no scan)."""
+    gaps = []
+    prev = None
+    for e in entries:
+        if e[0] in "rlk":
+            if prev is not None and 0 <= e[1] - prev < SCAN_GAP_S:
+                gaps.append(e[1] - prev)
+            prev = e[1]
+    if not gaps:
+        return 0.0
+    gaps.sort()
+    return gaps[len(gaps) // 2]
 
 
 def _pressure(p: Any) -> Pressure | None:
@@ -197,6 +221,7 @@ class ReplayProcfs(Procfs):
         return int(seg) if seg.isdigit() else None
 
     def _get(self, kind: str, path: str) -> Any:
+        self.clock.t += self.store.read_cost_s
         t = self.clock()
         pid = self._pid_of(path)
         if pid is not None and self.deaths.gone(pid, t):
@@ -228,6 +253,7 @@ class ReplayProcfs(Procfs):
         return f"{up:.2f} 0.00\n".encode()
 
     def pids(self) -> list[int]:
+        self.clock.t += self.store.read_cost_s
         t = self.clock()
         listed = self.store.at("l", self.root, t)
         if listed is None or isinstance(listed, int):
