@@ -1,7 +1,7 @@
 """The flight recorder and replay on real episodes (issue 16): a growth
 scene and a core scene run live with the recorder on; the trace the kill
 left is replayed with the same plan (same victim, same order of events,
-crossing-to-kill within one sampling interval) and with a policy that
+the kill on the tick that crossed, within one sampling interval) and with a policy that
 protects the recorded victim (the runner-up of the live table is named)."""
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def _crossing_interval(trace: Any, t_cross: float) -> float:
 
 def _check_same(r: dict[str, Any], path: str) -> None:
     trace, res, wall = _replay(path)
-    live = replay._kill_rows(trace.events(), trace.t0)
-    got = replay._kill_rows([(t, ev, f) for t, _, ev, f in res.events], trace.t0)
+    live = replay.live_rows(trace)
+    got = replay.replay_rows(trace, res)
     live_kills = [k for k in events(r, "kill") if not k["dry_run"]]
     assert [k["pid"] for k in got] == [k["pid"] for k in live_kills] == [k["pid"] for k in live], (got, live)
     live_order = [ev for _, ev, _ in trace.events() if ev in ORDER_EVENTS]
@@ -75,8 +75,15 @@ def _check_same(r: dict[str, Any], path: str) -> None:
     print(f"replay {wall * 1000:.1f} ms for {trace.t1 - trace.t0:.1f} s of trace ({len(trace.entries)} entries); "
           f"crossing {got[0]['crossing_t']:.4f} vs live {live[0]['crossing_t']:.4f} s, crossing->kill "
           f"{got[0]['crossing_to_kill_ms']} vs {live[0]['crossing_to_kill_ms']} ms, interval {interval * 1000:.1f} ms")
-    assert d_cross <= interval + 1e-4
-    assert d_kill <= interval + 1e-4
+    assert d_cross <= interval + 1e-4  # the same sample crosses TERM
+    # The replay's clock moves by reads only (the mean recorded time of one,
+    # replay.py); the live figure also holds the scoring and the log's
+    # writing, and the machine's noise (one run: 6.5 ms live, 1.3 replay,
+    # where another run of the same scene took 2.0 ms live).  So: never
+    # later than the live kill by more than one sampling interval, and on
+    # the tick that crossed (before the next sample would have been due).
+    assert got[0]["crossing_to_kill_ms"] / 1000 <= live[0]["crossing_to_kill_ms"] / 1000 + interval + 1e-4, d_kill
+    assert got[0]["crossing_to_kill_ms"] / 1000 <= interval + 1e-4
     assert wall < 1.0
 
 

@@ -456,7 +456,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_CONFIG
     runs.append((label, new_settings, new_policy))
-    live = replay._kill_rows(trace.events(), trace.t0)
+    live = replay.live_rows(trace)
     doc: dict[str, Any] = {"trace": _trace_summary(trace), "runs": [],
                            "live": {"kills": live, "levels": replay.live_levels(trace, trace.t0)}}
     first: list[dict[str, Any]] | None = None

@@ -11,11 +11,12 @@ kill decisions) runs with recorded inputs at its seams:
 Time.  Ticks land on recorded samples: after a tick that asks to sleep
 ``pause``, the clock moves to the first recorded sample at or after
 now + pause (the replay cannot sample more finely than the live daemon
-did).  Each read moves the clock on by the median time between two
+did).  Each read moves the clock on by the mean time between two
 back-to-back reads of the trace, so a scan takes as long as it did live.
-A file is answered by its last recording at or before the clock,
-else its first one after it (a look the live daemon made later); a file
-never read live does not exist.  ``/proc/uptime`` runs on with the clock.
+A file is answered by its recording nearest to the clock, before or
+after it (the live tick read the process table a few ms after its
+sample, the replay reads it at the sample's time; the look before may be
+a second old); a file never read live does not exist.  ``/proc/uptime`` runs on with the clock.
 
 The kill model.  A victim the live daemon also killed exits as it did
 live: after the same time and signals.  Any other victim exits
@@ -90,14 +91,15 @@ class Store:
         self.read_cost_s = _read_cost(entries)
 
     def at(self, kind: str, key: str, t: float, ok: Callable[[Any], bool] | None = None) -> Any:
-        """The value at ``t`` (see the module docstring), or None if never recorded.
+        """The value nearest to ``t`` (see the module docstring), or None if never recorded.
         ``ok``: the last value that passes it (a process kept alive)."""
         s = self.series.get((kind, key))
         if s is None:
             return None
-        i = bisect.bisect_right(s[0], t) - 1
-        if i < 0:
-            i = 0
+        times = s[0]
+        i = bisect.bisect_right(times, t) - 1
+        if i < 0 or (i + 1 < len(times) and times[i + 1] - t < t - times[i]):
+            i += 1  # the nearer one is after: a look the live daemon made a moment later
         if ok is not None:
             while i > 0 and not ok(s[1][i]):
                 i -= 1
@@ -113,9 +115,10 @@ SCAN_GAP_S = 0.001
 
 
 def _read_cost(entries: list[tuple[Any, ...]]) -> float:
-    """The median time between two back-to-back recorded reads: what one
-    read costs the replay's clock, so a replayed scan takes as long as the
-    live one did (0 when the trace has no scan)."""
+    """The mean time between two back-to-back recorded reads (the read and
+    the Python work around it): what one read costs the replay's clock, so
+    a replayed scan takes about as long as the live one did (0 when the
+    trace has no scan)."""
     gaps = []
     prev = None
     for e in entries:
@@ -125,8 +128,7 @@ def _read_cost(entries: list[tuple[Any, ...]]) -> float:
             prev = e[1]
     if not gaps:
         return 0.0
-    gaps.sort()
-    return gaps[len(gaps) // 2]
+    return sum(gaps) / len(gaps)
 
 
 def _pressure(p: Any) -> Pressure | None:
@@ -170,9 +172,11 @@ class ReplaySampler:
     def __init__(self, store: Store, clock: SimClock, deaths: Deaths) -> None:
         self.store, self.clock, self.deaths = store, clock, deaths
         self.has_psi = any(s.psi is not None for _, s in store.samples[:1])
+        self.read_times: list[float] = []
 
     def read(self) -> MemSample:
         t = self.clock()
+        self.read_times.append(t)
         s = self.store.sample_at(t)
         d = self.deaths.delta_kib(t)
         if d:
@@ -434,6 +438,7 @@ class Result:
     levels: list[tuple[float, str, str, int]]
     ticks: int
     kills: list[tuple[float, dict[str, Any]]]
+    sample_times: list[float] = field(default_factory=list)
 
 
 def run(trace: Trace, settings: Any, loaded: Any) -> Result:
@@ -451,7 +456,8 @@ def run(trace: Trace, settings: Any, loaded: Any) -> Result:
             deaths.live[k.pid] = (k.exit_t, k.kib)
     procfs = ReplayProcfs(store, clock, deaths, trace.header)
     log = ReplayLog(clock)
-    daemon = Daemon(settings, procfs, ReplaySampler(store, clock, deaths), log, clock=clock,
+    sampler = ReplaySampler(store, clock, deaths)
+    daemon = Daemon(settings, procfs, sampler, log, clock=clock,
                     sleep=lambda s: None)
     if loaded is not None:
         daemon.use_policies(loaded)
@@ -470,7 +476,7 @@ def run(trace: Trace, settings: Any, loaded: Any) -> Result:
             break
         clock.t = max(clock.t, times[i])
     kills = [(t, f) for t, _, ev, f in log.events if ev == "kill"]
-    return Result(log.events, levels.changes, levels.ticks, kills)
+    return Result(log.events, levels.changes, levels.ticks, kills, sampler.read_times)
 
 
 # -- what the replay says (pyoomd replay) ------------------------------------------------
@@ -478,19 +484,32 @@ def _rel(t: float, t0: float) -> float:
     return round(t - t0, 4)
 
 
-def _kill_rows(events: list[tuple[float, str, dict[str, Any]]], t0: float) -> list[dict[str, Any]]:
-    """Kills with their crossing (the low_memory before them) and fate."""
+def _kill_rows(events: list[tuple[float, str, dict[str, Any]]], t0: float,
+               sample_times: list[float] | None = None,
+               levels: list[tuple[float, str]] | None = None) -> list[dict[str, Any]]:
+    """Kills with their crossing and fate.  The crossing is the sample the
+    level went to TERM (or KILL) on, the kill the sample the killer took
+    just before the signal (both live and in the replay: the live event
+    times also include the log's writing, the replay's do not)."""
+    times = sample_times or []
     rows: list[dict[str, Any]] = []
     crossing: float | None = None
+    changes = sorted(levels or [])
+    prev_level = "OK"
+    ci = 0
     for t, ev, f in events:
-        if ev == "low_memory":
-            crossing = t
-        elif ev == "kill":
+        while ci < len(changes) and changes[ci][0] <= t:
+            lt, lv = changes[ci]
+            if lv in ("TERM", "KILL") and prev_level not in ("TERM", "KILL"):
+                crossing = _sample_before(times, lt)
+            prev_level, ci = lv, ci + 1
+        if ev == "kill":
+            at = _sample_before(times, t) if times else t
             rows.append({"t": _rel(t, t0), "pid": f.get("pid"), "comm": f.get("comm"), "signal": f.get("signal"),
                          "badness": f.get("badness"), "rules": f.get("rules", []),
                          "oom_level": f.get("oom_level"), "candidates": f.get("candidates", []),
                          "crossing_t": _rel(crossing, t0) if crossing is not None else None,
-                         "crossing_to_kill_ms": round((t - crossing) * 1000, 1) if crossing is not None else None})
+                         "crossing_to_kill_ms": round((at - crossing) * 1000, 1) if crossing is not None else None})
         elif ev in ("victim_exited", "victim_stuck", "kill_skipped"):
             for r in reversed(rows):
                 if r["pid"] == f.get("pid") and "fate" not in r:
@@ -498,6 +517,23 @@ def _kill_rows(events: list[tuple[float, str, dict[str, Any]]], t0: float) -> li
                     r["exit_ms"] = f.get("ms")
                     break
     return rows
+
+
+def _sample_before(times: list[float], t: float) -> float:
+    i = bisect.bisect_right(times, t + 1e-9) - 1
+    return times[i] if i >= 0 else t
+
+
+def live_rows(trace: Trace) -> list[dict[str, Any]]:
+    """The live daemon's kills (see _kill_rows)."""
+    times = [e[1] for e in trace.entries if e[0] == "s"]
+    levels = [(e[1], e[2]) for e in trace.entries if e[0] == "L"]
+    return _kill_rows(trace.events(), trace.t0, times, levels)
+
+
+def replay_rows(trace: Trace, res: Result) -> list[dict[str, Any]]:
+    return _kill_rows([(t, ev, f) for t, _, ev, f in res.events], trace.t0, res.sample_times,
+                      [(t, lv) for t, lv, _, _ in res.levels])
 
 
 def live_levels(trace: Trace, t0: float) -> list[dict[str, Any]]:
@@ -511,7 +547,7 @@ def report(trace: Trace, res: Result, label: str) -> dict[str, Any]:
         "ticks": res.ticks,
         "levels": [{"t": _rel(t, t0), "level": lv, "reason": why, "mem_available_kib": kib}
                    for t, lv, why, kib in res.levels],
-        "kills": _kill_rows([(t, ev, f) for t, _, ev, f in res.events], t0),
+        "kills": replay_rows(trace, res),
         "events": [{"t": _rel(t, t0), "event": ev, **{k: v for k, v in f.items() if k != "candidates"}}
                    for t, _, ev, f in res.events if ev not in ("kill",)],
     }
