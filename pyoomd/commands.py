@@ -468,6 +468,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         ref, ref_name = (first, "the recorded plan") if first is not None else (live, "the live daemon")
         r["compared_to"] = ref_name
         r["differences"] = replay.differences(ref, r["kills"], ref_name)
+        r["timing"] = replay.timing(ref, r["kills"])
         if first is None and args.compare:
             first = r["kills"]
         doc["runs"].append(r)

@@ -554,16 +554,20 @@ def report(trace: Trace, res: Result, label: str) -> dict[str, Any]:
 
 
 def differences(ref: list[dict[str, Any]], new: list[dict[str, Any]], ref_name: str) -> list[str]:
-    """How the kills in ``new`` differ from ``ref`` (victims, order, timing)."""
+    """How the victims in ``new`` differ from ``ref`` (who, in which order)."""
     a = [(k["pid"], k["comm"]) for k in ref]
     b = [(k["pid"], k["comm"]) for k in new]
+    return [] if a == b else [f"victims: {ref_name} {_names(a)}; replay {_names(b)}"]
+
+
+def timing(ref: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
+    """Kill by kill, when (for the kills of the same process in both)."""
     out = []
-    if a != b:
-        out.append(f"victims: {ref_name} {_names(a)}, replay {_names(b)}")
     for i, (x, y) in enumerate(zip(ref, new)):
-        if (x["pid"], x["comm"]) == (y["pid"], y["comm"]) and abs(x["t"] - y["t"]) > 0.0005:
-            out.append(f"kill {i + 1} ({y['comm']}): at {y['t']:.3f}s, {ref_name} at {x['t']:.3f}s "
-                       f"({(y['t'] - x['t']) * 1000:+.1f} ms)")
+        if (x["pid"], x["comm"]) != (y["pid"], y["comm"]):
+            break
+        out.append(f"kill {i + 1} {y['comm']} (pid {y['pid']}): at {y['t']:.3f}s ({(y['t'] - x['t']) * 1000:+.1f} ms), "
+                   f"crossing->kill {y['crossing_to_kill_ms']} ms ({x['crossing_to_kill_ms']} ms)")
     return out
 
 
@@ -593,11 +597,10 @@ def format_report(doc: dict[str, Any]) -> str:
             lines.append(f"{run_['label']}: differs from {run_['compared_to']}:")
             lines += [f"  {d}" for d in diff]
         else:
-            same = run_["kills"]
-            timing = "; ".join(f"crossing->kill {k['crossing_to_kill_ms']} ms" for k in same
-                               if k.get("crossing_to_kill_ms") is not None)
-            lines.append(f"{run_['label']}: same victims in the same order as {run_['compared_to']}"
-                         + (f" ({timing})" if timing else ""))
+            lines.append(f"{run_['label']}: the same victims in the same order as {run_['compared_to']}")
+        if run_["timing"]:
+            lines.append(f"  when (theirs in brackets):")
+            lines += [f"    {t}" for t in run_["timing"]]
     return "\n".join(lines)
 
 
