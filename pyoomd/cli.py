@@ -4,6 +4,7 @@ Exit codes (also in the README):
   0   success
   1   unexpected runtime failure
   2   bad command-line flags (argparse's convention)
+  65  a trace that cannot be replayed (EX_DATAERR: unreadable, or a newer format)
   69  the requested reader backend is unavailable (EX_UNAVAILABLE)
   72  /proc (meminfo) missing or unreadable (EX_OSFILE)
   78  invalid configuration or policy (EX_CONFIG)

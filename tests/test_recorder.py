@@ -253,3 +253,84 @@ def test_replay_of_a_120_s_trace_takes_well_under_a_second(tmp_path: Path) -> No
     t0 = time.perf_counter()
     replay.run(trace, settings_from_plan(trace.header["settings"]), None)
     assert time.perf_counter() - t0 < 1.0
+
+
+# -- configuration ----------------------------------------------------------------------------
+@pytest.mark.parametrize("text, what", [
+    ("recorder:\n  dir: traces\n", "absolute"),
+    ("recorder:\n  enabled: true\n  seconds: -5\n", "recorder.seconds: not a duration: -5"),
+    ("recorder:\n  memory_mib: 0.01\n", "greater than or equal to 0.25"),
+    ("recorder:\n  max_files: 0\n", "greater than or equal to 1"),
+    ("recorder:\n  color: red\n", "color"),
+])
+def test_bad_recorder_settings_name_file_and_line(tmp_path: Path, text: str, what: str) -> None:
+    from pyoomd.config import load_config
+    from pyoomd.errors import ConfigError
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(str(cfg))
+    msg = str(e.value)
+    assert msg.startswith(f"{cfg}:{len(text.splitlines())}:") and what in msg, msg
+
+
+def test_recorder_off_builds_no_ring(tmp_path: Path) -> None:
+    from pyoomd import loop
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"recorder: {{enabled: false}}\nstatus: {{socket: null}}\npsi: {{wakeup: {{enabled: false}}}}\n"
+                   f"policy_dirs: []\n")
+    plan = loop.compile_plan(["--procfs", str(Path(__file__).parent / "fixtures" / "proc"), "run", "--dry-run",
+                              "--log-format", "json", "--config", str(cfg)], capture_stderr=True)
+    assert plan is not None
+    daemon, stops = loop.build(plan, lambda: plan)
+    try:
+        assert not isinstance(daemon.procfs, recorder.RecordingProcfs)
+        assert not any(isinstance(o, recorder.Recorder) for o in daemon.observers)
+    finally:
+        for stop in stops:
+            stop()
+
+
+# -- a real trace (integration/test_replay.py's growth scene, recorded live as root) ------------
+REAL = str(Path(__file__).parent / "fixtures" / "traces" / "growth-scene.trace.gz")
+
+
+def test_the_recorded_growth_scene_replays_to_the_leak_and_a_tab_when_it_is_kept(tmp_path: Path) -> None:
+    """Three tabs at adj 300 and a leak (pid 10) that the live daemon killed;
+    the README's worked example."""
+    from pyoomd.rules import loaded_from_plan
+
+    trace = read_trace(REAL)
+    h = trace.header
+    res = replay.run(trace, settings_from_plan(h["settings"]), loaded_from_plan(h["policy"]))
+    assert [(f["pid"], f["comm"]) for _, f in res.kills] == [(10, "leak")]
+    live = replay.live_rows(trace)
+    got = replay.replay_rows(trace, res)
+    assert got[0]["crossing_t"] == live[0]["crossing_t"]
+    pol = tmp_path / "keep-leak.yaml"
+    pol.write_text("version: 1\nrules:\n  - name: keep-leak\n    match: {comm: leak, user: root}\n"
+                   "    protect: true\n")
+    res2 = replay.run(trace, settings_from_plan(h["settings"]), load_policies([str(pol)]))
+    assert [f["comm"] for _, f in res2.kills] == ["tab2"]  # the runner-up of the live table
+    assert live[0]["candidates"][1]["comm"] == "tab2"
+
+
+def test_replay_command_prints_the_timeline_and_the_difference(tmp_path: Path, capsys: Any) -> None:
+    from pyoomd.cli import main
+
+    pol = tmp_path / "keep-leak.yaml"
+    pol.write_text("version: 1\nrules:\n  - name: keep-leak\n    match: {comm: leak, user: root}\n"
+                   "    protect: true\n")
+    assert main(["replay", REAL]) == 0
+    out = capsys.readouterr().out
+    assert "kill leak (pid 10) SIGTERM" in out and "the same victims in the same order as the live daemon" in out
+    assert main(["replay", REAL, "--policy", str(pol), "--compare", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["label"] for r in doc["runs"]] == ["the recorded plan", f"policy {pol}"]
+    assert doc["runs"][1]["differences"] == ["victims: the recorded plan leak (pid 10); replay tab2 (pid 3)"]
+    newer = tmp_path / "newer.trace.gz"
+    newer.write_bytes(gzip.compress(b'{"format": "pyoomd-trace", "version": 99, "pyoomd": "7.0"}\n'))
+    assert main(["replay", str(newer)]) == 65
+    assert "is newer than this pyoomd" in capsys.readouterr().err
