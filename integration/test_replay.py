@@ -88,14 +88,14 @@ def _check_same(r: dict[str, Any], path: str) -> None:
 
 
 def _check_protected(r: dict[str, Any], path: str, tmp_dir: str) -> None:
-    kill = [k for k in events(r, "kill") if not k["dry_run"]][0]
-    runner_up = [c for c in kill["candidates"] if c["pid"] != kill["pid"]][0]
+    kill = next(k for k in events(r, "kill") if not k["dry_run"])
+    runner_up = next(c for c in kill["candidates"] if c["pid"] != kill["pid"])
     pol = f"{tmp_dir}/keep-victim.yaml"
     with open(pol, "w") as f:
         f.write("version: 1\nrules:\n  - name: keep-victim\n"
                 f"    match: {{cmdline: {json.dumps('^' + re.escape(kill['cmdline']) + '$')}, user: root}}\n"
                 "    protect: true\n")
-    trace, res, _ = _replay(path, load_policies([pol]))
+    _trace, res, _ = _replay(path, load_policies([pol]))
     got = [f for _, _, ev, f in res.events if ev == "kill"]
     assert got and got[0]["pid"] == runner_up["pid"], ([(g["pid"], g["comm"]) for g in got], runner_up)
     assert all(c["pid"] != kill["pid"] for c in got[0]["candidates"])

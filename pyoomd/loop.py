@@ -226,12 +226,12 @@ def build(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> tupl
 def trace_header(daemon: Any, procfs_root: str) -> dict[str, Any]:
     """What a trace says about the daemon that recorded it (trace.py): the
     plan in force, its levels, and whom it never kills (itself, its parent)."""
+    import dataclasses
+
     from .rules import loaded_to_plan
     from .runtime import settings_to_plan
     from .sense.snapshot import default_skip
     from .trace import make_header
-
-    import dataclasses
 
     policy = loaded_to_plan(daemon.policy_loaded) if daemon.policy_loaded is not None else None
     return make_header(settings_to_plan(daemon.settings), policy, procfs=procfs_root,

@@ -577,8 +577,8 @@ def _names(k: list[tuple[int, str]]) -> str:
 
 def format_report(doc: dict[str, Any]) -> str:
     tr = doc["trace"]
-    lines = [f"trace {tr['path']}: pyoomd {tr['pyoomd']}, format {tr['format']}, recorded {tr['created']}, "
-             f"{tr['seconds']:.1f} s, {tr['samples']} samples, reason {tr['reason']}"]
+    lines = [(f"trace {tr['path']}: pyoomd {tr['pyoomd']}, format {tr['format']}, recorded {tr['created']}, "
+              f"{tr['seconds']:.1f} s, {tr['samples']} samples, reason {tr['reason']}")]
     for run_ in doc["runs"]:
         lines.append("")
         lines.append(f"replay with {run_['label']}: {run_['ticks']} ticks in {run_['wall_s'] * 1000:.0f} ms")
@@ -599,7 +599,7 @@ def format_report(doc: dict[str, Any]) -> str:
         else:
             lines.append(f"{run_['label']}: the same victims in the same order as {run_['compared_to']}")
         if run_["timing"]:
-            lines.append(f"  when (theirs in brackets):")
+            lines.append("  when (theirs in brackets):")
             lines += [f"    {t}" for t in run_["timing"]]
     return "\n".join(lines)
 
@@ -607,8 +607,8 @@ def format_report(doc: dict[str, Any]) -> str:
 def _timeline(run_: dict[str, Any]) -> list[str]:
     rows: list[tuple[float, list[str]]] = []
     for lv in run_["levels"]:
-        rows.append((lv["t"], [f"level {lv['level']:<4}  MemAvailable {lv['mem_available_kib'] / 1048576:.2f} GiB"
-                               f"  ({lv['reason']})"]))
+        rows.append((lv["t"], [(f"level {lv['level']:<4}  MemAvailable {lv['mem_available_kib'] / 1048576:.2f} GiB"
+                                f"  ({lv['reason']})")]))
     for k in run_["kills"]:
         out = [f"kill {k['comm']} (pid {k['pid']}) {k['signal']} at {k['oom_level']}, badness {k['badness']}, "
                f"rules: {', '.join(k['rules']) or '-'}"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_snapshot import BASE, FakeProc, build
 
 from pyoomd import replay
 from pyoomd.config import Settings
@@ -19,11 +20,8 @@ from pyoomd.loop import trace_header
 from pyoomd.model import MemSample
 from pyoomd.policy import load_policies
 from pyoomd.report import recorder
-from pyoomd.rules import loaded_to_plan
 from pyoomd.runtime import settings_from_plan, settings_to_plan
 from pyoomd.trace import FORMAT_VERSION, TraceError, read_trace, write_trace
-
-from test_snapshot import BASE, FakeProc, build
 
 GIB = 1 << 20  # KiB
 MIB = 1 << 10
@@ -279,8 +277,8 @@ def test_recorder_off_builds_no_ring(tmp_path: Path) -> None:
     from pyoomd import loop
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"recorder: {{enabled: false}}\nstatus: {{socket: null}}\npsi: {{wakeup: {{enabled: false}}}}\n"
-                   f"policy_dirs: []\n")
+    cfg.write_text("recorder: {enabled: false}\nstatus: {socket: null}\npsi: {wakeup: {enabled: false}}\n"
+                   "policy_dirs: []\n")
     plan = loop.compile_plan(["--procfs", str(Path(__file__).parent / "fixtures" / "proc"), "run", "--dry-run",
                               "--log-format", "json", "--config", str(cfg)], capture_stderr=True)
     assert plan is not None

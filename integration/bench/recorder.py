@@ -23,11 +23,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from pyoomd.judge.rank import NoPolicy, score  # noqa: E402
-from pyoomd.model import MemSample  # noqa: E402
-from pyoomd.report import recorder  # noqa: E402
-from pyoomd.sense import snapshot  # noqa: E402
-from pyoomd.sense.procfs import Procfs  # noqa: E402
+from pyoomd.judge.rank import NoPolicy, score
+from pyoomd.model import MemSample
+from pyoomd.report import recorder
+from pyoomd.sense import snapshot
+from pyoomd.sense.procfs import Procfs
 
 GIB = 1 << 20
 

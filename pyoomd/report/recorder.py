@@ -324,7 +324,15 @@ class Recorder:
             self._due = None
             self._start_write("kill", self._victim)
 
+    def _settings(self) -> Any:
+        """The recorder settings in force (a reload may move the directory or
+        its bounds, or turn writing off; the ring keeps its size)."""
+        return getattr(self.daemon.settings, "recorder", None) or self.cfg
+
     def _start_write(self, reason: str, victim: int | None) -> None:
+        cfg = self._settings()
+        if not cfg.enabled:
+            return
         header = dict(self.header(), reason=reason, victim=victim)
         blobs, cur = self.ring.snapshot()
         since = self.clock() - self.ring.seconds
@@ -335,9 +343,9 @@ class Recorder:
                 from ..trace import prune_dir, trace_name, write_trace
 
                 entries = entries_of(blobs, cur, since)
-                path = os.path.join(self.cfg.dir, trace_name(header))
+                path = os.path.join(cfg.dir, trace_name(header))
                 box["info"] = write_trace(path, header, entries)
-                box["removed"] = prune_dir(self.cfg.dir, self.cfg.max_files, int(self.cfg.max_mib * (1 << 20)))
+                box["removed"] = prune_dir(cfg.dir, cfg.max_files, int(cfg.max_mib * (1 << 20)))
             except Exception as e:  # noqa: BLE001 - a full disk must not stop the killer
                 box["error"] = f"{type(e).__name__}: {e}"
             finally:
@@ -352,7 +360,7 @@ class Recorder:
 
     def _report(self, box: dict[str, Any]) -> None:
         if "error" in box:
-            self.daemon.emit("error", "trace_failed", dir=self.cfg.dir, error=box["error"])
+            self.daemon.emit("error", "trace_failed", dir=self._settings().dir, error=box["error"])
         else:
             self.daemon.emit("info", "trace_written", **box["info"], removed=box.get("removed", []))
 
