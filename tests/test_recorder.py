@@ -332,3 +332,43 @@ def test_replay_command_prints_the_timeline_and_the_difference(tmp_path: Path, c
     newer.write_bytes(gzip.compress(b'{"format": "pyoomd-trace", "version": 99, "pyoomd": "7.0"}\n'))
     assert main(["replay", str(newer)]) == 65
     assert "is newer than this pyoomd" in capsys.readouterr().err
+
+
+def test_trace_dir_is_kept_to_its_count_and_size(tmp_path: Path) -> None:
+    from pyoomd.trace import prune_dir
+
+    d = tmp_path / "traces"
+    d.mkdir()
+    for i in range(8):
+        f = d / f"2026010{i}T000000.000Z-pid{i}.trace.gz"
+        f.write_bytes(b"x" * 1000)
+        os.utime(f, (1000 + i, 1000 + i))
+    (d / "notes.txt").write_text("not ours")
+    removed = prune_dir(str(d), max_files=5, max_bytes=1 << 20)
+    assert len(removed) == 3 and "20260100T000000.000Z-pid0.trace.gz" in removed
+    removed = prune_dir(str(d), max_files=5, max_bytes=2500)
+    assert len(removed) == 3
+    assert sorted(p.name for p in d.iterdir()) == ["20260106T000000.000Z-pid6.trace.gz",
+                                                   "20260107T000000.000Z-pid7.trace.gz", "notes.txt"]
+    assert prune_dir(str(d), max_files=5, max_bytes=10) == ["20260106T000000.000Z-pid6.trace.gz"]  # newest kept
+
+
+def test_an_unwritable_trace_dir_is_an_event_not_a_failure(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    procfs = build(tmp_path / "proc", PROCS)
+    script = Script(lambda t: max(1.5 * GIB, 6 * GIB - (t - 1000.0) * 0.45 * GIB))
+    cfg = Settings.model_validate({**SETTINGS, "recorder": {"dir": str(blocker / "traces")}})
+    ring, rp, rs = recorder.recording(procfs, script, cfg.recorder)
+    rp.clock = rs.clock = script.clock
+    log = Log()
+    d = Daemon(cfg, rp, rs, log, clock=script.clock, sleep=script.sleep)
+    d.killer.open_verified = lambda pid, start: os.open("/dev/null", os.O_RDONLY)  # type: ignore[method-assign]
+    rec = recorder.attach(d, ring, cfg.recorder, lambda: trace_header(d, rp.root))
+    rec.clock = d.vmstat.clock = script.clock
+    while script.t < 1030.0 and not log.named("trace_failed"):
+        script.sleep(d.tick())
+        rec.stop()
+    (failed,) = log.named("trace_failed")
+    assert failed["dir"] == str(blocker / "traces") and "NotADirectoryError" in failed["error"]
+    d.tick()  # and the loop goes on
