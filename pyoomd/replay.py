@@ -439,6 +439,7 @@ class Result:
     ticks: int
     kills: list[tuple[float, dict[str, Any]]]
     sample_times: list[float] = field(default_factory=list)
+    spared: list[dict[str, Any]] = field(default_factory=list)  # live victims the replay left alive
 
 
 def run(trace: Trace, settings: Any, loaded: Any) -> Result:
@@ -476,7 +477,29 @@ def run(trace: Trace, settings: Any, loaded: Any) -> Result:
             break
         clock.t = max(clock.t, times[i])
     kills = [(t, f) for t, _, ev, f in log.events if ev == "kill"]
-    return Result(log.events, levels.changes, levels.ticks, kills, sampler.read_times)
+    spared = _spared(live, {f["pid"] for _, f in kills}, procfs, clock, daemon.policy)
+    return Result(log.events, levels.changes, levels.ticks, kills, sampler.read_times, spared)
+
+
+def _spared(live: list[LiveKill], killed: set[int], procfs: ReplayProcfs, clock: SimClock,
+            policy: Any) -> list[dict[str, Any]]:
+    """The live victims the replay did not kill, and what its policy says of
+    each (as the process was read at its live kill): the rules it matches,
+    the protecting one."""
+    from .sense.snapshot import read_proc
+
+    out = []
+    for k in live:
+        if k.pid in killed:
+            continue
+        clock.t = k.t
+        info = read_proc(procfs, k.pid)
+        verdict = policy.evaluate(info) if info is not None else None
+        out.append({"pid": k.pid, "comm": k.comm, "t": k.t,
+                    "rules": list(verdict.rules) if verdict is not None else [],
+                    "protected_by": verdict.protect_rule if verdict is not None else None,
+                    "adjust": verdict.adjust if verdict is not None else 0})
+    return out
 
 
 # -- what the replay says (pyoomd replay) ------------------------------------------------
@@ -548,6 +571,7 @@ def report(trace: Trace, res: Result, label: str) -> dict[str, Any]:
         "levels": [{"t": _rel(t, t0), "level": lv, "reason": why, "mem_available_kib": kib}
                    for t, lv, why, kib in res.levels],
         "kills": replay_rows(trace, res),
+        "spared": [dict(x, t=_rel(x["t"], t0)) for x in res.spared],
         "events": [{"t": _rel(t, t0), "event": ev, **{k: v for k, v in f.items() if k != "candidates"}}
                    for t, _, ev, f in res.events if ev not in ("kill",)],
     }
@@ -598,6 +622,10 @@ def format_report(doc: dict[str, Any]) -> str:
             lines += [f"  {d}" for d in diff]
         else:
             lines.append(f"{run_['label']}: the same victims in the same order as {run_['compared_to']}")
+        for x in run_.get("spared", []):
+            why = (f"protected by rule {x['protected_by']}" if x["protected_by"] else
+                   f"rules: {', '.join(x['rules'])}, adjust {x['adjust']:+d}" if x["rules"] else "no policy rule matches it; it ranked lower")
+            lines.append(f"  {x['comm']} (pid {x['pid']}), killed live at {x['t']:.3f}s, left alive: {why}")
         if run_["timing"]:
             lines.append("  when (theirs in brackets):")
             lines += [f"    {t}" for t in run_["timing"]]
