@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.add_argument("--socket", metavar="PATH", help="status socket (default: the config's status.socket)")
     status.add_argument("--config", metavar="FILE", help=f"config file (default {DEFAULT_CONFIG_PATH} if present)")
+    status.add_argument("--dump-trace", metavar="FILE",
+                        help="have the daemon write its flight recorder's ring now, and copy the trace to FILE")
 
     mig = sub.add_parser("migrate-earlyoom", help="write a pyoomd config and policy from earlyoom's EARLYOOM_ARGS")
     mig.add_argument("file", metavar="FILE", help="e.g. /etc/default/earlyoom")

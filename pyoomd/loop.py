@@ -203,7 +203,12 @@ def build(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> tupl
     daemon.use_policies(loaded)
     stops: list[Callable[[], None]] = []
     if ring is not None:
-        stops.append(recorder.attach(daemon, ring, rec_cfg, lambda: trace_header(daemon, plan["procfs"])).stop)
+        rec = recorder.attach(daemon, ring, rec_cfg, lambda: trace_header(daemon, plan["procfs"]))
+        stops.append(rec.stop)
+        try:  # SIGUSR1: write the ring now (`pyoomd status --dump-trace FILE`)
+            signal.signal(signal.SIGUSR1, lambda signum, frame: rec.request_dump())
+        except ValueError:  # not the main thread (tests): no signal, no dump on request
+            pass
     fresh: dict[str, Any] = {}
 
     def reloader() -> Any:  # SIGHUP: the same argv, checked again by a new child

@@ -372,3 +372,42 @@ def test_an_unwritable_trace_dir_is_an_event_not_a_failure(tmp_path: Path) -> No
     (failed,) = log.named("trace_failed")
     assert failed["dir"] == str(blocker / "traces") and "NotADirectoryError" in failed["error"]
     d.tick()  # and the loop goes on
+
+
+# -- pyoomd status --dump-trace --------------------------------------------------------------
+def test_status_dump_trace_has_the_running_daemon_write_its_ring(tmp_path: Path) -> None:
+    """The real `python -m pyoomd run --dry-run` on the fixture /proc; `pyoomd
+    status --dump-trace FILE` signals it (SIGUSR1, the pid from the socket's
+    peer credentials) and copies the trace it writes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_loop import ENV, FIXTURE_PROC, _wait_for
+
+    sock, traces, out = tmp_path / "status.sock", tmp_path / "traces", tmp_path / "out.trace.gz"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"psi: {{wakeup: {{enabled: false}}}}\nstatus: {{socket: {sock}}}\npolicy_dirs: []\n"
+                   f"recorder: {{dir: {traces}}}\n")
+    err = tmp_path / "stderr"
+    with err.open("w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "pyoomd", "--procfs", FIXTURE_PROC, "run", "--dry-run",
+                                 "--log-format", "json", "--config", str(cfg)], stderr=f, env=ENV, cwd="/")
+    try:
+        _wait_for(err, "startup")
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r = subprocess.run([sys.executable, "-m", "pyoomd", "status", "--socket", str(sock), "--config", str(cfg),
+                            "--dump-trace", str(out)], capture_output=True, text=True, env=ENV, timeout=30)
+        assert r.returncode == 0, r.stderr
+        (written,) = _wait_for(err, "trace_written")
+        assert written["path"].endswith("-dump.trace.gz")
+        trace = read_trace(str(out))
+        assert trace.header["reason"] == "dump" and trace.header["pid"] == proc.pid
+        kinds = {e[0] for e in trace.entries}
+        assert {"s", "l", "r", "e"} <= kinds  # samples, the self-test's look, the startup event
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0

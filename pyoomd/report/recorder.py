@@ -298,10 +298,11 @@ class Recorder:
         self._due: float | None = None  # when to write the trace
         self._victim: int | None = None
         self._job: tuple[threading.Thread, dict[str, Any]] | None = None
+        self._dump = False  # a dump was asked for (SIGUSR1)
 
     @property
     def idle_every_s(self) -> float | None:
-        return PENDING_TICK_S if self._due is not None or self._job is not None else None
+        return PENDING_TICK_S if self._due is not None or self._job is not None or self._dump else None
 
     def on_event(self, event: str, fields: dict[str, Any]) -> None:
         now = self.clock()
@@ -311,6 +312,14 @@ class Recorder:
             self._due = now + AFTER_KILL_MAX_S
         elif event in ("victim_exited", "victim_stuck", "kill_skipped") and self._due is not None:
             self._due = min(self._due, now + AFTER_FATE_S)
+
+    def request_dump(self) -> None:
+        """SIGUSR1 (``pyoomd status --dump-trace``): write the ring now, as a
+        ``dump`` trace, on the next tick (the loop is woken for it)."""
+        self._dump = True
+        wake = getattr(self.daemon, "wake", None)
+        if wake is not None:
+            wake()
 
     def on_tick(self, sample: MemSample, decision: Decision) -> None:
         if decision.level != self._level:
@@ -323,15 +332,18 @@ class Recorder:
         if self._due is not None and self._job is None and self.clock() >= self._due:
             self._due = None
             self._start_write("kill", self._victim)
+        if self._dump and self._job is None:
+            self._dump = False
+            self._start_write("dump", None, force=True)
 
     def _settings(self) -> Any:
         """The recorder settings in force (a reload may move the directory or
         its bounds, or turn writing off; the ring keeps its size)."""
         return getattr(self.daemon.settings, "recorder", None) or self.cfg
 
-    def _start_write(self, reason: str, victim: int | None) -> None:
+    def _start_write(self, reason: str, victim: int | None, force: bool = False) -> None:
         cfg = self._settings()
-        if not cfg.enabled:
+        if not cfg.enabled and not force:
             return
         header = dict(self.header(), reason=reason, victim=victim)
         blobs, cur = self.ring.snapshot()
@@ -354,6 +366,8 @@ class Recorder:
                 if wake is not None:
                     wake()
 
+        if reason == "dump":
+            self.daemon.emit("info", "trace_dump_requested", dir=cfg.dir)
         t = threading.Thread(target=work, name="pyoomd-trace", daemon=True)
         self._job = (t, box)
         t.start()
