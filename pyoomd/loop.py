@@ -198,7 +198,8 @@ def build(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> tupl
     if rec_cfg is not None and rec_cfg.enabled:
         from .report import recorder
 
-        ring, procfs, sampler = recorder.recording(procfs, sampler, rec_cfg)
+        ring, procfs, recording = recorder.recording(procfs, sampler, rec_cfg)
+        sampler = recording  # type: ignore[assignment]  # the Sampler's face, pass-through
     daemon = Daemon(settings, procfs, sampler, get_logger(), waiter=waiter)
     daemon.use_policies(loaded)
     stops: list[Callable[[], None]] = []

@@ -128,7 +128,7 @@ def _read_cost(entries: list[tuple[Any, ...]]) -> float:
             prev = e[1]
     if not gaps:
         return 0.0
-    return sum(gaps) / len(gaps)
+    return float(sum(gaps)) / len(gaps)
 
 
 def _pressure(p: Any) -> Pressure | None:
@@ -458,11 +458,11 @@ def run(trace: Trace, settings: Any, loaded: Any) -> Result:
     procfs = ReplayProcfs(store, clock, deaths, trace.header)
     log = ReplayLog(clock)
     sampler = ReplaySampler(store, clock, deaths)
-    daemon = Daemon(settings, procfs, sampler, log, clock=clock,
+    daemon = Daemon(settings, procfs, sampler, log, clock=clock,  # type: ignore[arg-type]  # the Sampler's face
                     sleep=lambda s: None)
     if loaded is not None:
         daemon.use_policies(loaded)
-    daemon.vmstat = ReplayVmstat(store, clock)
+    daemon.vmstat = ReplayVmstat(store, clock)  # type: ignore[assignment]  # Vmstat's face
     single = SimKiller(procfs, daemon._resample_level, clock, deaths, live)
     daemon.killer = single  # type: ignore[assignment]
     daemon.group_killer = SimGroupKiller(single)  # type: ignore[assignment]

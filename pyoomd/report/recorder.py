@@ -157,7 +157,7 @@ class RecordingSampler:
                        s.available_estimated, p), 160)
 
     def read(self) -> MemSample:
-        s = self.inner.read()
+        s: MemSample = self.inner.read()
         self._add(self.clock(), s)
         return s
 
