@@ -412,3 +412,36 @@ def test_status_dump_trace_has_the_running_daemon_write_its_ring(tmp_path: Path)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_replay_with_another_config_lower_levels_no_kill(tmp_path: Path, capsys: Any) -> None:
+    """The recorded TERM was 20.31 GiB and MemAvailable went down to 20.30:
+    with TERM at 20 GiB the same episode needs no kill."""
+    from pyoomd.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("memory: {term: 20G, kill: 19G, warn: 21G}\nswap: {term: 0%, kill: 0%}\n"
+                   "psi: {wakeup: {enabled: false}}\nstatus: {socket: null}\npolicy_dirs: []\n")
+    assert main(["replay", REAL, "--config", str(cfg), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    (run_,) = doc["runs"]
+    assert run_["kills"] == [] and [lv["level"] for lv in run_["levels"]] == ["OK", "WARN"]
+    assert run_["differences"] == ["victims: the live daemon leak (pid 10); replay none"]
+    assert run_["spared"][0]["comm"] == "leak" and run_["spared"][0]["protected_by"] is None
+
+
+def test_record_without_a_daemon_then_replay(tmp_path: Path, capsys: Any) -> None:
+    from test_loop import FIXTURE_PROC
+
+    from pyoomd.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("psi: {wakeup: {enabled: false}}\nstatus: {socket: null}\npolicy_dirs: []\n")
+    out = tmp_path / "rec.trace.gz"
+    assert main(["--procfs", FIXTURE_PROC, "record", str(out), "--seconds", "1.2", "--config", str(cfg)]) == 0
+    trace = read_trace(str(out))
+    assert trace.header["reason"] == "record" and trace.header["settings"]["dry_run"] is True
+    looks = [e for e in trace.entries if e[0] == "l" and e[2] == FIXTURE_PROC]
+    assert len(looks) >= 2  # a whole-table look each second (and the self-test's)
+    assert main(["replay", str(out)]) == 0
+    assert "the same victims in the same order as the live daemon" in capsys.readouterr().out
