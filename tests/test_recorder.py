@@ -126,6 +126,13 @@ SETTINGS = {"dry_run": True, "status": {"socket": None}, "psi": {"enabled": Fals
             "growth": {"enabled": False}, "swap_relief": {"enabled": False}}
 
 
+def _join(rec: recorder.Recorder) -> None:
+    """Wait for a trace being written (the test's clock does not wait)."""
+    job = rec._job
+    if job is not None:
+        job[0].join(10)
+
+
 def _record(tmp_path: Path) -> tuple[str, Log]:
     """A dry-run daemon over a fake /proc while MemAvailable falls 6 -> 1.5 GiB
     in 10 s, recorder on; returns the trace it wrote after the kill."""
@@ -142,7 +149,7 @@ def _record(tmp_path: Path) -> tuple[str, Log]:
     rec.clock = d.vmstat.clock = script.clock
     while script.t < 1030.0 and not log.named("trace_written"):
         script.sleep(d.tick())
-        rec.stop()
+        _join(rec)
     d.tick()
     assert log.named("kill"), log.events
     (written,) = log.named("trace_written")
@@ -368,7 +375,7 @@ def test_an_unwritable_trace_dir_is_an_event_not_a_failure(tmp_path: Path) -> No
     rec.clock = d.vmstat.clock = script.clock
     while script.t < 1030.0 and not log.named("trace_failed"):
         script.sleep(d.tick())
-        rec.stop()
+        _join(rec)
     (failed,) = log.named("trace_failed")
     assert failed["dir"] == str(blocker / "traces") and "NotADirectoryError" in failed["error"]
     d.tick()  # and the loop goes on
@@ -445,3 +452,21 @@ def test_record_without_a_daemon_then_replay(tmp_path: Path, capsys: Any) -> Non
     assert len(looks) >= 2  # a whole-table look each second (and the self-test's)
     assert main(["replay", str(out)]) == 0
     assert "the same victims in the same order as the live daemon" in capsys.readouterr().out
+
+
+def test_a_trace_still_due_at_exit_is_written(tmp_path: Path) -> None:
+    procfs = build(tmp_path / "proc", PROCS)
+    script = Script(lambda t: max(1.5 * GIB, 6 * GIB - (t - 1000.0) * 0.45 * GIB))
+    cfg = Settings.model_validate({**SETTINGS, "recorder": {"dir": str(tmp_path / "traces")}})
+    ring, rp, rs = recorder.recording(procfs, script, cfg.recorder)
+    rp.clock = rs.clock = script.clock
+    log = Log()
+    d = Daemon(cfg, rp, rs, log, clock=script.clock, sleep=script.sleep)
+    d.killer.open_verified = lambda pid, start: os.open("/dev/null", os.O_RDONLY)  # type: ignore[method-assign]
+    rec = recorder.attach(d, ring, cfg.recorder, lambda: trace_header(d, rp.root))
+    rec.clock = d.vmstat.clock = script.clock
+    while not log.named("kill"):
+        script.sleep(d.tick())
+    rec.stop()  # SIGTERM right after the kill: the trace is not lost
+    (written,) = list((tmp_path / "traces").iterdir())
+    assert read_trace(str(written)).header["reason"] == "kill"

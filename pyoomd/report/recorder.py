@@ -379,7 +379,10 @@ class Recorder:
             self.daemon.emit("info", "trace_written", **box["info"], removed=box.get("removed", []))
 
     def stop(self) -> None:
-        """At exit: wait a little for a trace being written."""
+        """At exit: a trace still due is written now; wait a little for it."""
+        if self._due is not None and self._job is None:
+            self._due = None
+            self._start_write("kill", self._victim)
         job = self._job
         if job is not None:
             job[0].join(5.0)
