@@ -470,3 +470,11 @@ def test_a_trace_still_due_at_exit_is_written(tmp_path: Path) -> None:
     rec.stop()  # SIGTERM right after the kill: the trace is not lost
     (written,) = list((tmp_path / "traces").iterdir())
     assert read_trace(str(written)).header["reason"] == "kill"
+
+
+def test_the_service_may_write_the_default_trace_dir() -> None:
+    """ProtectSystem=strict makes /var read-only: StateDirectory= gives the
+    recorder /var/lib/pyoomd (recorder.dir's default is below it)."""
+    unit = (Path(__file__).parent.parent / "packaging" / "systemd" / "pyoomd.service").read_text()
+    assert "\nStateDirectory=pyoomd\n" in unit and "\nStateDirectoryMode=0700\n" in unit
+    assert Settings().recorder.dir.startswith("/var/lib/pyoomd/")
