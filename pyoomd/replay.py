@@ -204,6 +204,10 @@ class ReplayVmstat:
         pass
 
 
+def _not_errno(v: Any) -> bool:
+    return not isinstance(v, int) or isinstance(v, bool)
+
+
 def _missing(path: str) -> OSError:
     return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
 
@@ -225,13 +229,18 @@ class ReplayProcfs(Procfs):
         return int(seg) if seg.isdigit() else None
 
     def _get(self, kind: str, path: str) -> Any:
-        self.clock.t += self.store.read_cost_s
-        t = self.clock()
-        pid = self._pid_of(path)
-        if pid is not None and self.deaths.gone(pid, t):
-            raise _missing(path)
-        ok = (lambda v: not isinstance(v, int) or isinstance(v, bool)) if (
-            pid is not None and self.deaths.revived(pid, t)) else None
+        clock = self.clock
+        clock.t += self.store.read_cost_s
+        t = clock.t
+        d = self.deaths
+        ok = None
+        if d.live or d.replay:  # only then can a pid be gone or kept alive
+            pid = self._pid_of(path)
+            if pid is not None:
+                if d.gone(pid, t):
+                    raise _missing(path)
+                if d.revived(pid, t):
+                    ok = _not_errno
         v = self.store.at(kind, path, t, ok)
         if v is None:
             raise _missing(path)
@@ -262,9 +271,13 @@ class ReplayProcfs(Procfs):
         listed = self.store.at("l", self.root, t)
         if listed is None or isinstance(listed, int):
             raise _missing(self.root)
-        out = [p for p in listed if p not in self.recorded_skip and not self.deaths.gone(p, t)]
+        d = self.deaths
+        skip = self.recorded_skip
+        if not (d.live or d.replay):
+            return [p for p in listed if p not in skip]
+        out = [p for p in listed if p not in skip and not d.gone(p, t)]
         have = set(out)
-        out += [p for p in self.deaths.live if p not in have and self.deaths.revived(p, t)]
+        out += [p for p in d.live if p not in have and d.revived(p, t)]
         return out
 
     def tids(self, pid: int) -> list[int]:
