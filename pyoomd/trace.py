@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,10 +108,12 @@ def read_trace(path: str) -> Trace:
     format version than this pyoomd reads is refused, saying so)."""
     try:
         with gzip.open(path, "rb") as f:
-            first = f.readline()
-            header = _header(path, first)
-            entries = [_decode(json.loads(line)) for line in f if line.strip()]
-    except OSError as e:
+            header = _header(path, f.readline())
+            body = [line for line in f.read().split(b"\n") if line.strip()]
+        # one parse of all lines as a JSON array (a C call; ~2x faster than a
+        # json.loads per line for the ~35,000 lines of a busy 120 s trace)
+        entries = [_decode(row) for row in json.loads(b"[" + b",".join(body) + b"]")]
+    except (OSError, EOFError, zlib.error) as e:  # EOFError: a truncated gzip stream
         raise TraceError(f"{path}: cannot read: {e}") from None
     except (ValueError, IndexError, TypeError) as e:
         raise TraceError(f"{path}: not a valid pyoomd trace: {e}") from None

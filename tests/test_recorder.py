@@ -113,6 +113,12 @@ def test_a_newer_trace_format_is_refused_with_a_clear_message(tmp_path: Path) ->
     p.write_bytes(gzip.compress(b'{"hello": 1}\n'))
     with pytest.raises(TraceError, match="not a pyoomd trace"):
         read_trace(str(p))
+    p.write_bytes(gzip.compress(b'{"format": "pyoomd-trace", "version": 1}\n["s", 1.0, 5]\n' * 50)[:60])
+    with pytest.raises(TraceError, match="cannot read"):
+        read_trace(str(p))
+    p.write_bytes(b"plain text")
+    with pytest.raises(TraceError, match="cannot read"):
+        read_trace(str(p))
 
 
 # -- record a live (dry-run) episode, replay it ----------------------------------------------
