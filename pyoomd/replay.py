@@ -603,13 +603,24 @@ def timing(ref: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
     for i, (x, y) in enumerate(zip(ref, new)):
         if (x["pid"], x["comm"]) != (y["pid"], y["comm"]):
             break
-        out.append(f"kill {i + 1} {y['comm']} (pid {y['pid']}): at {y['t']:.3f}s ({(y['t'] - x['t']) * 1000:+.1f} ms), "
+        out.append(f"kill {i + 1} {safe(y['comm'])} (pid {y['pid']}): at {y['t']:.3f}s ({(y['t'] - x['t']) * 1000:+.1f} ms), "
                    f"crossing->kill {y['crossing_to_kill_ms']} ms ({x['crossing_to_kill_ms']} ms)")
     return out
 
 
 def _names(k: list[tuple[int, str]]) -> str:
-    return ", ".join(f"{c} (pid {p})" for p, c in k) if k else "none"
+    return ", ".join(f"{safe(c)} (pid {p})" for p, c in k) if k else "none"
+
+
+# Names are chosen by whoever started the process: at most this many
+# characters reach the terminal, control characters escaped.
+NAME_MAX = 64
+
+
+def safe(text: Any) -> str:
+    """A process name for a terminal: bounded, non-printables as \\xNN."""
+    s = str(text)[:NAME_MAX]
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in s)
 
 
 def format_report(doc: dict[str, Any]) -> str:
@@ -623,7 +634,7 @@ def format_report(doc: dict[str, Any]) -> str:
     lines.append("")
     lines.append("live daemon (as recorded):")
     for k in doc["live"]["kills"]:
-        lines.append(f"  {k['t']:9.3f}s  kill {k['comm']} (pid {k['pid']}) {k['signal']} badness {k['badness']}"
+        lines.append(f"  {k['t']:9.3f}s  kill {safe(k['comm'])} (pid {k['pid']}) {k['signal']} badness {k['badness']}"
                      + (f", {k['fate']} at {k['fate_t']:.3f}s" if "fate" in k else ""))
     if not doc["live"]["kills"]:
         lines.append("  no kill")
@@ -638,7 +649,7 @@ def format_report(doc: dict[str, Any]) -> str:
         for x in run_.get("spared", []):
             why = (f"protected by rule {x['protected_by']}" if x["protected_by"] else
                    f"rules: {', '.join(x['rules'])}, adjust {x['adjust']:+d}" if x["rules"] else "no policy rule matches it; it ranked lower")
-            lines.append(f"  {x['comm']} (pid {x['pid']}), killed live at {x['t']:.3f}s, left alive: {why}")
+            lines.append(f"  {safe(x['comm'])} (pid {x['pid']}), killed live at {x['t']:.3f}s, left alive: {why}")
         if run_["timing"]:
             lines.append("  when (theirs in brackets):")
             lines += [f"    {t}" for t in run_["timing"]]
@@ -651,7 +662,7 @@ def _timeline(run_: dict[str, Any]) -> list[str]:
         rows.append((lv["t"], [(f"level {lv['level']:<4}  MemAvailable {lv['mem_available_kib'] / 1048576:.2f} GiB"
                                 f"  ({lv['reason']})")]))
     for k in run_["kills"]:
-        out = [f"kill {k['comm']} (pid {k['pid']}) {k['signal']} at {k['oom_level']}, badness {k['badness']}, "
+        out = [f"kill {safe(k['comm'])} (pid {k['pid']}) {k['signal']} at {k['oom_level']}, badness {k['badness']}, "
                f"rules: {', '.join(k['rules']) or '-'}"
                + (f", {k['crossing_to_kill_ms']} ms after the crossing" if k.get("crossing_to_kill_ms") is not None
                   else "")]
@@ -659,7 +670,7 @@ def _timeline(run_: dict[str, Any]) -> list[str]:
         for c in k["candidates"]:
             out.append(f"    {int(c['badness']):7d}  {int(c['oom_score']):9d}  {int(c['oom_score_adj']):4d}  "
                        f"{c['rss_kib'] / 1024:8.0f}  {int(c.get('growth_points') or 0):+6d}  "
-                       f"{','.join(c.get('rules', [])) or '-':<5}  {c['comm']} ({c['pid']})")
+                       f"{','.join(c.get('rules', [])) or '-':<5}  {safe(c['comm'])} ({c['pid']})")
         if "fate" in k:
             out.append(f"    {k['fate']} at {k['fate_t']:.3f}s" + (f" after {k['exit_ms']} ms" if k.get("exit_ms") else ""))
         rows.append((k["t"], out))

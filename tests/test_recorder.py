@@ -484,3 +484,16 @@ def test_the_service_may_write_the_default_trace_dir() -> None:
     unit = (Path(__file__).parent.parent / "packaging" / "systemd" / "pyoomd.service").read_text()
     assert "\nStateDirectory=pyoomd\n" in unit and "\nStateDirectoryMode=0700\n" in unit
     assert Settings().recorder.dir.startswith("/var/lib/pyoomd/")
+
+
+def test_replay_output_escapes_hostile_names() -> None:
+    doc = {"trace": {"path": "t", "pyoomd": "0", "format": 1, "created": "x", "seconds": 1.0, "samples": 1,
+                     "reason": "kill"},
+           "runs": [{"label": "l", "ticks": 1, "wall_s": 0.0, "levels": [], "events": [], "spared": [],
+                     "kills": [{"t": 1.0, "pid": 5, "comm": "\x1b]0;pwned\x07x", "signal": "SIGTERM",
+                                "oom_level": "TERM", "badness": 1, "rules": [], "crossing_to_kill_ms": 1.0,
+                                "candidates": []}],
+                     "differences": [], "compared_to": "the live daemon", "timing": []}],
+           "live": {"kills": [{"t": 1.0, "pid": 5, "comm": "\x1b[2Jy" * 40, "signal": "SIGTERM", "badness": 1}]}}
+    out = replay.format_report(doc)
+    assert "\x1b" not in out and "\x07" not in out and "\\x1b]0;pwned\\x07x" in out
