@@ -613,14 +613,15 @@ def _names(k: list[tuple[int, str]]) -> str:
 
 
 # Names are chosen by whoever started the process: at most this many
-# characters reach the terminal, control characters escaped.
+# characters reach the terminal, escaped as rank/explain/watch do.
 NAME_MAX = 64
 
 
 def safe(text: Any) -> str:
-    """A process name for a terminal: bounded, non-printables as \\xNN."""
-    s = str(text)[:NAME_MAX]
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in s)
+    """A process name for a terminal: bounded, escaped (pyoomd.textsafe)."""
+    from .textsafe import cell
+
+    return cell(str(text)[:NAME_MAX])
 
 
 def format_report(doc: dict[str, Any]) -> str:
