@@ -350,8 +350,10 @@ class SimKiller:
     victim's identity and the level, then the recorded or modelled fate."""
 
     def __init__(self, procfs: ReplayProcfs, resample: Callable[[], Level], clock: SimClock,
-                 deaths: Deaths, live: list[LiveKill]) -> None:
+                 deaths: Deaths, live: list[LiveKill], guard: Any = None,
+                 events: Callable[..., None] | None = None) -> None:
         self.procfs, self.resample, self.clock, self.deaths = procfs, resample, clock, deaths
+        self.guard, self.events = guard, events  # the daemon's last look before a signal (act/kill.py)
         self.live = {k.pid: k for k in live}
         done = [k.exit_t - k.t for k in live if k.exit_t is not None]
         self.model_exit_s = min(done) if done else MODEL_EXIT_S
@@ -373,6 +375,13 @@ class SimKiller:
         if level < Level.TERM:
             return KillOutcome(proc.pid, proc.comm, skipped="memory recovered", dry_run=plan.dry_run)
         first = "SIGKILL" if level >= Level.KILL or victim.signal == "SIGKILL" else "SIGTERM"
+        why = self.guard.recheck(proc.pid, proc.start_time)[1] if self.guard is not None else None
+        if why == "gone":
+            return KillOutcome(proc.pid, proc.comm, skipped="gone before the signal", dry_run=plan.dry_run)
+        if why is not None:
+            if self.events is not None:
+                self.events("kill_spared", pid=proc.pid, comm=proc.comm, signal=first, reason=why)
+            return KillOutcome(proc.pid, proc.comm, skipped=f"spared before {first}: {why}", dry_run=plan.dry_run)
         if on_first is not None:
             on_first(first, level)
         if plan.dry_run:
@@ -476,7 +485,8 @@ def run(trace: Trace, settings: Any, loaded: Any) -> Result:
     if loaded is not None:
         daemon.use_policies(loaded)
     daemon.vmstat = ReplayVmstat(store, clock)  # type: ignore[assignment]  # Vmstat's face
-    single = SimKiller(procfs, daemon._resample_level, clock, deaths, live)
+    single = SimKiller(procfs, daemon._resample_level, clock, deaths, live, getattr(daemon, "guard", None),
+                       daemon._killer_event)
     daemon.killer = single  # type: ignore[assignment]
     daemon.group_killer = SimGroupKiller(single)  # type: ignore[assignment]
     levels = _Levels(clock)
