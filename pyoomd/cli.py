@@ -4,6 +4,7 @@ Exit codes (also in the README):
   0   success
   1   unexpected runtime failure
   2   bad command-line flags (argparse's convention)
+  65  a trace that cannot be replayed (EX_DATAERR: unreadable, or a newer format)
   69  the requested reader backend is unavailable (EX_UNAVAILABLE)
   72  /proc (meminfo) missing or unreadable (EX_OSFILE)
   78  invalid configuration or policy (EX_CONFIG)
@@ -103,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.add_argument("--socket", metavar="PATH", help="status socket (default: the config's status.socket)")
     status.add_argument("--config", metavar="FILE", help=f"config file (default {DEFAULT_CONFIG_PATH} if present)")
+    status.add_argument("--dump-trace", metavar="FILE",
+                        help="have the daemon write its flight recorder's ring now, and copy the trace to FILE")
 
     mig = sub.add_parser("migrate-earlyoom", help="write a pyoomd config and policy from earlyoom's EARLYOOM_ARGS")
     mig.add_argument("file", metavar="FILE", help="e.g. /etc/default/earlyoom")
@@ -137,6 +140,24 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true")
     explain.add_argument("--growth-over", type=float, default=0.0, metavar="SECONDS",
                          help="measure each process's growth over this many seconds first (default 0: not measured)")
+
+    rep = sub.add_parser("replay", help="replay a recorded trace against a config or policy (TRACE.md)")
+    rep.add_argument("trace", metavar="TRACE", help="a trace file (the flight recorder's, or `pyoomd record`'s)")
+    rep.add_argument("--config", metavar="FILE", help="replay with this config (default: the plan recorded)")
+    rep.add_argument("--policy", action="append", metavar="DIR|FILE",
+                     help="replay with these policies (repeatable; default: the policy recorded)")
+    rep.add_argument("--json", action="store_true")
+    rep.add_argument("--compare", action="store_true",
+                     help="also replay the recorded plan and compare the two (with --config or --policy)")
+
+    recp = sub.add_parser("record", help="record a trace without a daemon (dry-run sampling and process looks)")
+    recp.add_argument("file", metavar="FILE", help="trace to write (gzip JSON lines, TRACE.md)")
+    recp.add_argument("--seconds", type=float, default=60.0, metavar="N", help="how long (default 60)")
+    recp.add_argument("--config", metavar="FILE", help=f"config file (default {DEFAULT_CONFIG_PATH} if present)")
+    recp.add_argument("--policy", action="append", metavar="DIR|FILE",
+                      help="policy file or directory (repeatable); replaces the config's policy_dirs")
+    recp.add_argument("--look-every", type=float, default=1.0, metavar="S",
+                      help="read the whole process table this often (default 1 s)")
 
     check = sub.add_parser("check", help="validate policy files")
     check.add_argument("paths", nargs="+", metavar="FILE|DIR")
@@ -218,7 +239,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     handler = {"run": commands.cmd_run, "sample": commands.cmd_sample, "rank": commands.cmd_rank,
                "watch": commands.cmd_watch, "status": commands.cmd_status,
                "migrate-earlyoom": commands.cmd_migrate_earlyoom,
-               "explain": commands.cmd_explain, "check": commands.cmd_check}[args.cmd]
+               "explain": commands.cmd_explain, "check": commands.cmd_check,
+               "replay": commands.cmd_replay, "record": commands.cmd_record}[args.cmd]
     return handler(args)
 
 

@@ -217,6 +217,34 @@ class StatusConfig(_Strict):
     socket: str | None = "/run/pyoomd/status.sock"  # null: no socket
 
 
+class RecorderConfig(_Strict):
+    """The flight recorder (report/recorder.py, TRACE.md): the last
+    ``seconds`` of samples, process-table looks and events in a ring of at
+    most ``memory_mib``, written to ``dir`` after each kill; the directory
+    is kept to ``max_files`` traces and ``max_mib`` MiB."""
+
+    enabled: bool = True
+    dir: str = "/var/lib/pyoomd/traces"
+    seconds: float = Field(default=120.0, gt=0.0, le=3600.0)
+    # 2 MiB: 120 s of samples at the fastest rate plus process-table looks
+    # (measured: README, "Tune on a recorded episode").
+    memory_mib: float = Field(default=2.0, ge=0.25, le=256.0)
+    max_files: int = Field(default=20, ge=1, le=10000)
+    max_mib: float = Field(default=50.0, gt=0.0, le=100000.0)
+
+    @field_validator("seconds", mode="before")
+    @classmethod
+    def _dur(cls, v: Any) -> float:
+        return parse_duration_s(v)
+
+    @field_validator("dir")
+    @classmethod
+    def _abs(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"expected an absolute directory, got {v!r}")
+        return v
+
+
 def _pct(v: Any) -> float:
     """``40%`` or ``40`` -> 40.0 (a PSI percentage, 0..100)."""
     if isinstance(v, bool):
@@ -450,6 +478,7 @@ class Settings(_Strict):
     notify: NotifyConfig = NotifyConfig()
     metrics: MetricsConfig = MetricsConfig()
     status: StatusConfig = StatusConfig()
+    recorder: RecorderConfig = RecorderConfig()
     # earlyoom's -r: log a memory_report event this often (0: never).
     report_interval: float = 0.0
     # earlyoom's -p: run at niceness -20 and in the realtime I/O class.

@@ -9,6 +9,7 @@ from collections.abc import Callable
 # Exit codes (README, "Command line"); cli.py re-exports them.
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_UNAVAILABLE, EXIT_OSFILE, EXIT_CONFIG = 69, 72, 78
+EXIT_DATAERR = 65  # sysexits EX_DATAERR: an input file (a trace) that cannot be used
 
 
 class PyoomdError(Exception):

@@ -199,8 +199,23 @@ def build(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> tupl
         from .sense.psi import open_waiter
 
         waiter = open_waiter(procfs, wake.kind, wake.stall, wake.window)
+    rec_cfg = getattr(settings, "recorder", None)  # absent from plans of older versions
+    ring = None
+    if rec_cfg is not None and rec_cfg.enabled:
+        from .report import recorder
+
+        ring, procfs, recording = recorder.recording(procfs, sampler, rec_cfg)
+        sampler = recording  # type: ignore[assignment]  # the Sampler's face, pass-through
     daemon = Daemon(settings, procfs, sampler, get_logger(), waiter=waiter)
     daemon.use_policies(loaded)
+    stops: list[Callable[[], None]] = []
+    if ring is not None:
+        rec = recorder.attach(daemon, ring, rec_cfg, lambda: trace_header(daemon, plan["procfs"]))
+        stops.append(rec.stop)
+        try:  # SIGUSR1: write the ring now (`pyoomd status --dump-trace FILE`)
+            signal.signal(signal.SIGUSR1, lambda signum, frame: rec.request_dump())
+        except ValueError:  # not the main thread (tests): no signal, no dump on request
+            pass
     fresh: dict[str, Any] = {}
 
     def reloader() -> Any:  # SIGHUP: the same argv, checked again by a new child
@@ -217,7 +232,23 @@ def build(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> tupl
         daemon.observers.append(sd)
     from .report.reporters import attach
 
-    return daemon, attach(daemon, settings, list(plan["config_files"]))
+    return daemon, stops + attach(daemon, settings, list(plan["config_files"]))
+
+
+def trace_header(daemon: Any, procfs_root: str) -> dict[str, Any]:
+    """What a trace says about the daemon that recorded it (trace.py): the
+    plan in force, its levels, and whom it never kills (itself, its parent)."""
+    import dataclasses
+
+    from .rules import loaded_to_plan
+    from .runtime import settings_to_plan
+    from .sense.snapshot import default_skip
+    from .trace import make_header
+
+    policy = loaded_to_plan(daemon.policy_loaded) if daemon.policy_loaded is not None else None
+    return make_header(settings_to_plan(daemon.settings), policy, procfs=procfs_root,
+                       thresholds=dataclasses.asdict(daemon.thresholds), reader=daemon.sampler.backend,
+                       skip=sorted(default_skip(daemon.procfs)), pid=os.getpid())
 
 
 def main(argv: Sequence[str]) -> int:

@@ -34,7 +34,9 @@ from pyoomd.sense.sample import Sampler
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_PROC = str(REPO / "tests" / "fixtures" / "proc")
 HEAVY = ("pydantic", "pydantic_core", "yaml", "structlog", "argparse", "psutil", "asyncio", "ssl",
-         "pyoomd.config", "pyoomd.policy", "pyoomd.cli", "pyoomd.commands", "pyoomd.migrate")
+         "pyoomd.config", "pyoomd.policy", "pyoomd.cli", "pyoomd.commands", "pyoomd.migrate",
+         # the flight recorder's file side: only when a trace is written (or replayed)
+         "pyoomd.trace", "pyoomd.replay", "gzip")
 ENV = {k: v for k, v in os.environ.items() if k != "PYOOMD_READER"} | {"PYTHONPATH": str(REPO)}
 
 
@@ -70,6 +72,7 @@ print(json.dumps(sorted(sys.modules)))
     assert r.returncode == 0, r.stderr
     modules = set(json.loads(r.stdout.splitlines()[-1]))
     assert "pyoomd.daemon" in modules and "pyoomd.report.control" in modules  # it did build the daemon
+    assert "pyoomd.report.recorder" in modules  # the recorder is on by default
     assert '"event": "reloaded"' in r.stderr
     assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
     assert not [m for m in modules if m.split(".")[0] in ("pydantic", "yaml", "structlog", "psutil")]

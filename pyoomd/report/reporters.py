@@ -174,6 +174,14 @@ def _report(daemon: Any, settings: Settings, config_files: list[str], obs: list[
 _BUILDERS = {"hooks": _hooks, "notify": _notify, "metrics": _metrics, "status": _status, "report": _report}
 
 
+def _recorder_status(daemon: Any) -> dict[str, Any] | None:
+    rec = getattr(daemon.settings, "recorder", None)
+    if rec is None:
+        return None
+    on = any(type(o).__name__ == "Recorder" for o in daemon.observers)
+    return {"enabled": bool(rec.enabled and on), "dir": rec.dir, "seconds": rec.seconds}
+
+
 def _attach_status(daemon: Any, path: str, config_files: list[str], observers: list[Any],
                    stops: list[Callable[[], None]]) -> None:
     from .control import StatusObserver, StatusServer
@@ -191,6 +199,8 @@ def _attach_status(daemon: Any, path: str, config_files: list[str], observers: l
             "kernel_log": getattr(daemon, "kernel_log_state", None),
             "levels": {"memory": {k: str(getattr(daemon.settings.memory, k)) for k in ("warn", "term", "kill")},
                        "swap": {k: str(getattr(daemon.settings.swap, k)) for k in ("term", "kill")}},
+            # the flight recorder: where traces go (`pyoomd status --dump-trace` waits there)
+            "recorder": _recorder_status(daemon),
         }
 
     obs = StatusObserver(static, wake=getattr(daemon, "wake", None))

@@ -152,7 +152,7 @@ class Cgroups:
             for parts in level:
                 d = self.procfs.cgroup_v2_dir("/" + "/".join(parts))
                 try:
-                    nxt.extend((*parts, e.name) for e in os.scandir(d) if e.is_dir(follow_symlinks=False))
+                    nxt.extend((*parts, os.path.basename(c)) for c in self.procfs.cgroup_children(d))
                 except OSError:
                     continue
             level = nxt
@@ -186,7 +186,7 @@ class Cgroups:
         when the process has one, else its v1 memory path)."""
         if path is None:
             return None
-        return CgroupRef(path, os.path.isdir(self.procfs.cgroup_v2_dir(self.tree_path(path))))
+        return CgroupRef(path, self.procfs.isdir(self.procfs.cgroup_v2_dir(self.tree_path(path))))
 
     def dir(self, cg: CgroupRef) -> str:
         if cg.v2:
@@ -228,7 +228,7 @@ class Cgroups:
         if not cg.v2:
             return None
         path = self.procfs.cgroup_file(self.dir(cg), "cgroup.kill")
-        return path if os.path.exists(path) else None
+        return path if self.procfs.exists(path) else None
 
     # -- size and pressure ---------------------------------------------------
     def memory_bytes(self, cg: CgroupRef) -> int | None:
@@ -277,12 +277,12 @@ class Cgroups:
     def _own_preference(self, cg: CgroupRef) -> str | None:
         d = self.dir(cg)
         try:
-            if os.stat(d).st_uid != 0:
+            if self.procfs.owner_uid(d) != 0:
                 return None  # not believed: the owner could exempt itself
         except OSError:
             return None
         for name, pref in ((XATTR_OMIT, "omit"), (XATTR_AVOID, "avoid")):
-            if _xattr_true(d, name):
+            if _xattr_true(self.procfs, d, name):
                 return pref
         return None
 
@@ -305,11 +305,11 @@ class Cgroups:
         return out
 
 
-def _xattr_true(path: str, name: str) -> bool:
+def _xattr_true(procfs: Procfs, path: str, name: str) -> bool:
     """systemd writes "1"; an absent attribute (ENODATA) or an unsupported
     filesystem is false."""
     try:
-        value = os.getxattr(path, name)
+        value = procfs.getxattr(path, name)
     except OSError:  # ENODATA (absent), ENOTSUP, EACCES, ENOENT (removed)
         return False
     return value.strip() not in (b"", b"0")

@@ -85,7 +85,7 @@ class Procfs:
         cgroup_root/unified (hybrid)."""
         rel = cgroup_path.lstrip("/")
         hybrid = f"{self.cgroup_root}/unified"
-        base = hybrid if os.path.isdir(hybrid) else self.cgroup_root
+        base = hybrid if self.isdir(hybrid) else self.cgroup_root
         return f"{base}/{rel}" if rel else base
 
     def cgroup_v1_dir(self, controller: str, cgroup_path: str) -> str:
@@ -101,6 +101,22 @@ class Procfs:
     def cgroup_children(self, cgroup_dir: str) -> list[str]:
         """Sub-directories (child cgroups) of a cgroup directory, sorted."""
         return sorted(f"{cgroup_dir}/{e.name}" for e in os.scandir(cgroup_dir) if e.is_dir(follow_symlinks=False))
+
+    # -- what the cgroup readers ask besides file contents (one seam, so the
+    # flight recorder sees it and replay answers it: report/recorder.py) --
+    def isdir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def owner_uid(self, path: str) -> int:
+        """st_uid of a path; OSError if it is gone."""
+        return os.stat(path).st_uid
+
+    def getxattr(self, path: str, name: str) -> bytes:
+        """An extended attribute; OSError (ENODATA, ENOTSUP, ...) if none."""
+        return os.getxattr(path, name)
 
     def cgroup_path_of(self, cgroup_dir: str) -> str:
         """Inverse of cgroup_v2_dir: ``/sys/fs/cgroup/unified/a/b`` -> ``/a/b``."""
