@@ -155,6 +155,13 @@ def test_a_child_left_behind_by_a_finished_hook_is_killed_at_the_timeout(outdir:
     assert not [e for e in logged if e[0] == "hook_failed"], logged
 
 
+def _env_bytes(ch: str) -> bytes:
+    try:
+        return ch.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return b"?"
+
+
 @fuzz(dev=60, ci=1_000, slow=True)  # a real execve each
 @given(fields=st.fixed_dictionaries({k: st.text(alphabet=st.one_of(st.characters(), st.sampled_from("\xff\ufffd\x00\n")),
                                                 max_size=40)
@@ -167,9 +174,11 @@ def test_hook_env_is_always_bounded_and_execs(fields: dict[str, str], blow: int)
         value = env[f"PYOOMD_{name}"]
         raw = value.encode("utf-8", "surrogateescape")
         assert len(raw) <= ENV_MAX_BYTES and "\0" not in value
-        original = fields[key].replace("\0", " ").encode("utf-8", "replace").decode()  # lone surrogates: "?"
-        assert original.startswith(value)
-        assert (f"PYOOMD_{name}_TRUNCATED" in env) == (len(original.encode()) > ENV_MAX_BYTES)
+        # what the environment can carry: raw bytes (U+DC80..U+DCFF, surrogateescape)
+        # as themselves, any other lone surrogate as "?"
+        original = b"".join(_env_bytes(c) for c in fields[key].replace("\0", " "))
+        assert original.startswith(raw)
+        assert (f"PYOOMD_{name}_TRUNCATED" in env) == (len(original) > ENV_MAX_BYTES)
     subprocess.run(["/bin/true"], env=env, check=True)  # execve takes it (no E2BIG)
 
 
@@ -221,3 +230,15 @@ def test_hooks_still_running_when_the_daemon_exits_are_killed_and_their_cgroups_
         if _alive(child):
             os.kill(child, signal.SIGKILL)
     assert not [p for p in os.listdir(base) if p.startswith(f"pyoomd-hook.{pid}.")], os.listdir(base)
+
+
+def test_raw_bytes_reach_the_hook_as_bytes_and_a_cut_is_a_byte_prefix() -> None:
+    # U+DC80 is the byte 0x80 of a non-UTF-8 comm (surrogateescape): it
+    # passes as that byte, cut or not; only other lone surrogates become "?".
+    env = hook_env({"comm": "\udc80x", "cmdline": "\ud800y", "signal": "SIGTERM"}, "exited")
+    assert env["PYOOMD_COMM"].encode("utf-8", "surrogateescape") == b"\x80x"
+    assert env["PYOOMD_CMDLINE"] == "?y"
+    long = ("\udcff" + "\u00e9") * ENV_MAX_BYTES
+    value = hook_env({"cmdline": long}, None)["PYOOMD_CMDLINE"]
+    raw = value.encode("utf-8", "surrogateescape")
+    assert len(raw) == ENV_MAX_BYTES and long.encode("utf-8", "surrogateescape").startswith(raw)

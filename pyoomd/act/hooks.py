@@ -160,7 +160,8 @@ def bound_text(text: str, limit: int = ENV_MAX_BYTES) -> tuple[str, bool]:
         text = raw.decode("utf-8", "surrogateescape")
     if len(raw) <= limit:
         return text, False
-    return raw[:limit].decode("utf-8", "ignore"), True
+    # a byte-exact prefix: raw bytes (surrogateescape) stay the bytes they were
+    return raw[:limit].decode("utf-8", "surrogateescape"), True
 
 
 def hook_env(fields: Mapping[str, Any], outcome: str | None = None) -> dict[str, str]:

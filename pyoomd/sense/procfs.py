@@ -47,6 +47,14 @@ class Procfs:
         except (OSError, ValueError):
             return os.getpid()
 
+    def self_link_pid(self) -> int | None:
+        """The pid this root's ``self`` link names, or None where there is no
+        such link (a fixture tree, or a /proc of a namespace we are not in)."""
+        try:
+            return int(os.readlink(f"{self.root}/self"))
+        except (OSError, ValueError):
+            return None
+
     # -- per-process files -------------------------------------------------
     def pid_dir(self, pid: int) -> str:
         return f"{self.root}/{pid}"

@@ -184,9 +184,9 @@ def read_last_pid(procfs: Procfs) -> int | None:
     """The last pid handed out in this /proc's PID namespace (the fifth field
     of /proc/loadavg), or None where that cannot be trusted: unreadable, or
     a /proc of another namespace than ours (loadavg counts the reader's)."""
+    if procfs.self_link_pid() != os.getpid():
+        return None
     try:
-        if int(os.readlink(f"{procfs.root}/self")) != os.getpid():
-            return None
         return int(procfs.read(procfs.loadavg, 256).split()[4])
     except (OSError, ValueError, IndexError):
         return None
