@@ -546,8 +546,12 @@ def main() -> int:
             make_v2_cgroup(spec)
         if spec.get("v1_memcg"):
             make_v1_memcg(spec)
-        if spec.get("config_yaml"):
-            write_config(spec)
+        if "recorder" not in spec.get("config_yaml", ""):
+            # the flight recorder is on by default: its traces go to a
+            # directory of the scene's own, not the machine's /var/lib/pyoomd
+            spec["trace_dir"] = tempfile.mkdtemp(prefix="pyoomd-it-traces-")
+            spec["config_yaml"] = f"recorder: {{dir: {spec['trace_dir']}}}\n" + spec.get("config_yaml", "")
+        write_config(spec)
         result = run(spec)
         result["v2_cgroup_path"] = spec.get("v2_cgroup_path")
         result["v1_memcg_path"] = spec.get("v1_memcg_path")
@@ -556,6 +560,8 @@ def main() -> int:
             shutil.rmtree(spec["policy_dir"], ignore_errors=True)
         if spec.get("config_file"):
             os.unlink(spec["config_file"])
+        if spec.get("trace_dir"):
+            shutil.rmtree(spec["trace_dir"], ignore_errors=True)
         if spec.get("daemon_tmpdir"):
             shutil.rmtree(spec["daemon_tmpdir"], ignore_errors=True)
         if spec.get("v2_cgroup_dir"):
