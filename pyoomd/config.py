@@ -349,6 +349,14 @@ class ThrashConfig(_Strict):
         return self
 
 
+class KernelLogConfig(_Strict):
+    """Report the kernel OOM killer's own kills (sense/kmsg.py): the kernel
+    log is followed from its end, in a thread of its own."""
+
+    enabled: bool = True
+    path: str = "/dev/kmsg"  # another path (a file or FIFO) stands in for tests
+
+
 class CgroupsConfig(_Strict):
     """How cgroups shape the kill (sense/cgroup.py, act/cgroup_kill.py)."""
 
@@ -434,6 +442,7 @@ class Settings(_Strict):
     psi: PsiConfig = PsiConfig()
     swap_relief: SwapReliefConfig = SwapReliefConfig()
     thrash: ThrashConfig = ThrashConfig()
+    kernel_log: KernelLogConfig = KernelLogConfig()
     cgroups: CgroupsConfig = CgroupsConfig()
     cgroup_choice: CgroupChoiceConfig = CgroupChoiceConfig()
     choice: ChoiceConfig = ChoiceConfig()

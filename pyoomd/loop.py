@@ -185,11 +185,12 @@ def serve(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> int:
 def build(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> tuple[Any, list[Callable[[], None]]]:
     """The daemon for ``plan``, its observers attached; and their stop functions."""
     from .daemon import Daemon
-    from .report.log import configure, get_logger
+    from .report.log import configure, get_logger, install_excepthooks
 
     settings = settings_from_plan(plan["settings"])
     loaded = loaded_from_plan(plan["policy"])
     configure(settings.log_format)
+    install_excepthooks()  # a thread's traceback is a JSON event too, never raw text
     procfs = Procfs(plan["procfs"])
     sampler = open_sampler(procfs, settings.reader)
     wake = settings.psi.wakeup
