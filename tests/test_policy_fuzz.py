@@ -128,7 +128,7 @@ def test_random_documents_load_or_raise_config_error(data: Any) -> None:
         exercise(text)
 
 
-@fuzz(400, 2000, slow=True)  # ~10 ms an example (drawing it): the loader's 10,000 are the others'
+@fuzz(400, 1000, slow=True)  # 10-20 ms an example (drawing it): the loader's 10,000 are the text tests'
 @given(policy_docs)
 def test_policy_shaped_documents_load_or_raise_config_error(data: Any) -> None:
     text = dump(data)
