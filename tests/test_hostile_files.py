@@ -200,7 +200,7 @@ def bombs(draw: st.DrawFn) -> str:
     return "\n".join(lines) + f"\n{draw(st.sampled_from(PLACES))}: *a{depth}\n"
 
 
-@fuzz(60, 1000)
+@fuzz(60, 300)
 @given(bombs())
 def test_config_alias_bombs_are_config_errors_in_bounded_time(text: str) -> None:
     t = time.monotonic()

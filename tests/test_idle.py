@@ -295,7 +295,7 @@ def test_hinted_parse_on_fixtures() -> None:
 
 
 @needs_cffi
-@fuzz(300, 3000)
+@fuzz(300, 1000)
 @given(st.lists(kernel_meminfo(), min_size=1, max_size=4))
 def test_hinted_parse_matches_full_scan(files: list[bytes]) -> None:
     assert EXT is not None

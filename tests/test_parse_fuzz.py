@@ -19,7 +19,7 @@ from pyoomd.sense import sample as sample_mod
 # dev: fast enough for every test run; ci (tests/fuzzing.py): 10,000.
 FUZZ = fuzz(100)
 # The C/Python agreement is the check most worth its time.
-FUZZ_AGREE = fuzz(300)
+FUZZ_AGREE = fuzz(300, 1000)  # ci: the C parsers also see the 10,000 of test_parser_never_raises_other_errors
 
 # Pieces real files are made of, so random inputs often get deep into the parsers.
 TOKENS = [
@@ -106,12 +106,15 @@ def test_parser_never_raises_other_errors(data: bytes) -> None:
     # it, so each parser sees as many examples as the profile runs.
     for name in sorted(PARSERS):
         result_or_parse_error(PARSERS[name], data)
+    if EXT is not None:  # and the C parsers agree on it
+        assert c_meminfo(data) == py_or_none(parse.parse_meminfo, data)
+        assert c_pressure(data) == py_or_none(parse.parse_pressure, data)
 
 
 STAT_TOKENS = st.sampled_from([b"0", b"1", b"-1", b"4194304", b"2129984", b"x", b"R", b"Z"])
 
 
-@FUZZ
+@fuzz(100, 3000)  # ci: parse_stat also sees the 10,000 of the test above
 @given(
     pid=st.integers(0, 2**22),
     comm=st.binary(max_size=20),

@@ -120,7 +120,7 @@ def dump(data: Any) -> str | None:
         return None
 
 
-@fuzz(400, slow=True)
+@fuzz(400, 3000, slow=True)  # the loader also gets 10,000 from each of the text tests below
 @given(documents)
 def test_random_documents_load_or_raise_config_error(data: Any) -> None:
     text = dump(data)
@@ -128,7 +128,7 @@ def test_random_documents_load_or_raise_config_error(data: Any) -> None:
         exercise(text)
 
 
-@fuzz(400, slow=True)
+@fuzz(400, 1000, slow=True)  # 10-20 ms an example (drawing it): the loader's 10,000 are the text tests'
 @given(policy_docs)
 def test_policy_shaped_documents_load_or_raise_config_error(data: Any) -> None:
     text = dump(data)
@@ -148,7 +148,7 @@ def test_any_text_loads_or_raises_config_error(text: str) -> None:
     exercise(text)
 
 
-@fuzz(100, 2000, fixture=True)
+@fuzz(100, 1000, fixture=True)
 @given(st.binary(max_size=300))
 def test_any_file_bytes_load_or_raise_config_error(tmp_path: Path, raw: bytes) -> None:
     f = tmp_path / "fuzz.yaml"
@@ -164,7 +164,7 @@ def test_any_file_bytes_load_or_raise_config_error(tmp_path: Path, raw: bytes) -
 def test_policy_strategy_produces_loadable_documents_most_of_the_time() -> None:
     seen = {"docs": 0, "valid": 0, "with_rules": 0}
 
-    @fuzz(300, 1000)
+    @fuzz(300, 500)
     @given(policy_docs)
     def draw(data: Any) -> None:
         text = dump(data)
@@ -207,8 +207,8 @@ def test_every_policy_regex_matches_hostile_names_in_bounded_time(pattern: str, 
     rules = [Rule("r", "f", 1, comm=rx), Rule("r", "f", 1, cmdline=rx), Rule("r", "f", 1, parent=rx)]
     p = ProcInfo(pid=10, start_time=1, comm=comm, ppid=1, state="S", uid=1000, rss_kib=1, swap_kib=0,
                  oom_score=1, oom_score_adj=0, cmdline=cmdline, parent_comm=parent)
-    t = time.perf_counter()
+    t = time.process_time()  # CPU time: a busy CI machine's scheduling delays do not count
     for r in rules:
         r.matches(p)
     # RE2 on <= 4 KiB: tens of microseconds; a backtracking engine: minutes.
-    assert time.perf_counter() - t < 0.05, (pattern, len(cmdline))
+    assert time.process_time() - t < 0.2, (pattern, len(cmdline))
