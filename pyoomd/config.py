@@ -194,6 +194,21 @@ class NotifyConfig(_Strict):
         return parse_duration_s(v)
 
 
+class SoftActionsConfig(_Strict):
+    """Policies' soft actions (``action:`` in a rule; see act/soft.py)."""
+
+    # Where systemd's manager is asked to restart a unit (action: restart-unit).
+    system_bus: str = "unix:path=/run/dbus/system_bus_socket"
+    # A ``run`` program still running after this is SIGKILLed with its
+    # process group (the kill does not wait for it: only the grace).
+    timeout: float = 10.0
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _dur(cls, v: Any) -> float:
+        return parse_duration_s(v)
+
+
 class MetricsConfig(_Strict):
     """Prometheus metrics (see report/metrics.py); off unless one is set."""
 
@@ -439,6 +454,7 @@ class Settings(_Strict):
     choice: ChoiceConfig = ChoiceConfig()
     hooks: HooksConfig = HooksConfig()
     notify: NotifyConfig = NotifyConfig()
+    soft_actions: SoftActionsConfig = SoftActionsConfig()
     metrics: MetricsConfig = MetricsConfig()
     status: StatusConfig = StatusConfig()
     # earlyoom's -r: log a memory_report event this often (0: never).
