@@ -48,17 +48,49 @@ def start_proc(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
             "--hold", str(spec.get("hold", 60)), "--delay", str(spec.get("delay", 0))]
     if spec.get("ignore_term"):
         argv.append("--ignore-term")
+    if spec.get("free_on_usr1"):
+        argv.append("--free-on-usr1")
+    if spec.get("free_on_lowmem"):
+        argv += ["--free-on-lowmem", spec["free_on_lowmem"]]
+    if spec.get("go_file"):
+        argv += ["--go-file", spec["go_file"]]
     exe = sys.executable
     if spec.get("comm"):
         exe = exe_named(spec["comm"], bool(spec.get("hardlink")))
-    p = subprocess.Popen(argv, executable=exe, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    out = open(spec["stdout"], "ab") if spec.get("stdout") else None  # noqa: SIM115 - the child keeps it
+    uid = spec.get("user")
+    p = subprocess.Popen(argv, executable=exe, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                         user=uid, group=uid, extra_groups=[] if uid is not None else None)
+    if out is not None:  # after "ready", the rest of the hog's stdout goes to that file
+        threading.Thread(target=_copy_rest, args=(p, out), daemon=True).start()
     if spec.get("in_cgroup"):
         join_cgroup(spec.get("cgroup_procs"), p.pid)
     assert p.stdout is not None
-    p.stdout.readline()  # "ready": its start allocation is done
+    if out is None:
+        p.stdout.readline()  # "ready": its start allocation is done
+    else:
+        _wait_ready(spec["stdout"])
     if spec.get("adj") is not None:
         set_adj(p.pid, int(spec["adj"]))
     return p
+
+
+def _copy_rest(p: subprocess.Popen[bytes], out: Any) -> None:
+    assert p.stdout is not None
+    for line in p.stdout:
+        out.write(line)
+        out.flush()
+    out.close()
+
+
+def _wait_ready(path: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path, "rb") as f:
+            if b"ready" in f.read():
+                return
+        time.sleep(0.005)
+    raise RuntimeError(f"hog writing to {path} never said ready")
 
 
 def join_cgroup(procs_file: str | None, pid: int) -> None:
@@ -352,6 +384,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         scorer.start()
     t0 = time.monotonic()
     hogs = [(start_proc(h), time.monotonic()) for h in spec.get("hogs", [])]
+    if spec.get("go_file"):  # hogs with "go_file" wait for it: all of them grow together from now
+        open(spec["go_file"], "w").close()
     deadline = t0 + spec.get("timeout", 30)
     stop_after = spec.get("stop_after_events")
     # "watch_children": when each hog/bystander died (and ScoreWatch).

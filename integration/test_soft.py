@@ -1,0 +1,92 @@
+"""Soft actions with real processes in a private PID namespace: a policy's
+``action: {run: [...]}`` whose program makes the hog release its memory
+(the hog frees everything on SIGUSR1) leaves nothing to kill: no SIGTERM
+is sent; one whose program does not help is followed by the kill after
+the grace."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from integration.harness import MARGIN_MIB, events, run_scenario
+
+
+@pytest.fixture
+def action_dir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="pyoomd-it-soft-"))
+    os.chmod(d, 0o755)  # root-owned, not writable by others: pyoomd refuses other programs
+    (d / "shrink").write_text('#!/bin/sh\nenv > "$(dirname "$0")/env.shrink"\nkill -USR1 "$PYOOMD_PID"\n')
+    (d / "useless").write_text('#!/bin/sh\nenv > "$(dirname "$0")/env.useless"\n')
+    for name in ("shrink", "useless"):
+        (d / name).chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _env(path: Path) -> dict[str, str]:
+    deadline = time.monotonic() + 10
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never written"
+        time.sleep(0.05)
+    time.sleep(0.1)
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+def _policy(program: Path, grace: str = "5s") -> dict[str, str]:
+    return {"soft.yaml": f"""version: 1
+rules:
+  - name: ask-softhog
+    match: {{comm: "^softhog$"}}
+    action: {{run: [{program}]}}
+    grace: {grace}
+"""}
+
+
+def test_a_run_action_that_makes_the_hog_free_its_memory_prevents_the_kill(action_dir: Path) -> None:
+    # The hog holds 2000 MiB at once and grows past TERM (2200 below MemAvailable
+    # at start): when it frees all of it, at least 2200 - LATE_FREE_MIB shows as
+    # available at once, well above TERM.  KILL is out of reach.
+    r = run_scenario({
+        "term_below_mib": 2200, "kill_below_mib": 2200 + MARGIN_MIB + 700, "timeout": 30,
+        "hogs": [{"rate": 256, "start": 2000, "max": 2200 + MARGIN_MIB, "hold": 8, "comm": "softhog",
+                  "free_on_usr1": True}],
+        "policies": _policy(action_dir / "shrink"),
+    })
+    hog = r["hogs"][0]
+    soft = events(r, "soft_action")
+    assert len(soft) == 1, r["log_tail"]
+    assert soft[0]["pid"] == hog["pid"] and soft[0]["rule"] == "ask-softhog" and soft[0]["action"] == "run"
+    assert soft[0]["outcome"] == "recovered", soft[0]
+    assert soft[0]["returncode"] in (0, None)
+    assert not events(r, "kill"), r["log_tail"]  # no signal sent by pyoomd
+    assert hog["returncode"] == 0, r["log_tail"]  # it lived on and exited after its hold
+    env = _env(action_dir / "env.shrink")
+    assert env["PYOOMD_PID"] == str(hog["pid"]) and env["PYOOMD_COMM"] == "softhog"
+    assert env["PYOOMD_ACTION"] == "run" and env["PYOOMD_DRY_RUN"] == "0"
+    print(f"soft action: recovered in {soft[0]['ms']} ms, MemAvailable {soft[0]['mem_available_kib'] // 1024} MiB "
+          f"(TERM {r['term_kib'] // 1024} MiB)")
+
+
+def test_a_run_action_that_does_not_help_is_followed_by_the_kill(action_dir: Path) -> None:
+    r = run_scenario({
+        "term_below_mib": 600, "kill_below_mib": 600 + MARGIN_MIB + 700, "timeout": 30,
+        "hogs": [{"rate": 256, "max": 600 + MARGIN_MIB, "start": 100, "hold": 20, "comm": "softhog"}],
+        "policies": _policy(action_dir / "useless", grace="2s"),
+        "stop_after_hog_deaths": 1,
+    })
+    hog = r["hogs"][0]
+    soft = events(r, "soft_action")
+    assert len(soft) == 1 and soft[0]["outcome"] == "not recovered", r["log_tail"]
+    assert soft[0]["ms"] >= 2000 and soft[0]["returncode"] == 0
+    kills = events(r, "kill")
+    assert [k["pid"] for k in kills] == [hog["pid"]] and kills[0]["signal"] == "SIGTERM", r["log_tail"]
+    assert kills[0]["_t"] >= soft[0]["_t"]
+    assert hog["returncode"] == -15, r["log_tail"]
+    assert _env(action_dir / "env.useless")["PYOOMD_PID"] == str(hog["pid"])
