@@ -141,9 +141,30 @@ def remove_v2_cgroup(d: str) -> None:
     os.rmdir(d)
 
 
+def start_test_bus(spec: dict[str, Any]) -> None:
+    """spec["test_bus"]: a dbus-daemon (session rules: anyone may own any
+    name) standing in for the system bus; "{bus}" in spec["config_yaml"] and
+    in a hog's "free_on_lowmem" become its address."""
+    d = tempfile.mkdtemp(prefix="pyoomd-it-bus-")
+    os.chmod(d, 0o755)
+    path = os.path.join(d, "system_bus_socket")
+    p = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address=unix:path={path}"],
+                         stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    spec["bus_dir"], spec["bus_proc"], spec["bus_address"] = d, p, f"unix:path={path}"
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path):
+        if p.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the test bus did not start")
+        time.sleep(0.01)
+    for h in spec.get("hogs", []):
+        if h.get("free_on_lowmem") == "{bus}":
+            h["free_on_lowmem"] = spec["bus_address"]
+
+
 def write_config(spec: dict[str, Any]) -> None:
     """spec["config_yaml"] -> a config file for the daemon ("{cgroup}" replaced)."""
-    text = spec["config_yaml"].replace("{cgroup}", spec.get("v2_cgroup_path", ""))
+    text = spec["config_yaml"].replace("{cgroup}", spec.get("v2_cgroup_path", "")).replace(
+        "{bus}", spec.get("bus_address", ""))
     fd, path = tempfile.mkstemp(prefix="pyoomd-it-config-", suffix=".yaml")
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -468,6 +489,8 @@ def main() -> int:
     try:
         if spec.get("v2_cgroup"):
             make_v2_cgroup(spec)
+        if spec.get("test_bus"):
+            start_test_bus(spec)
         if spec.get("config_yaml"):
             write_config(spec)
         result = run(spec)
@@ -479,6 +502,10 @@ def main() -> int:
             os.unlink(spec["config_file"])
         if spec.get("daemon_tmpdir"):
             shutil.rmtree(spec["daemon_tmpdir"], ignore_errors=True)
+        if spec.get("bus_dir"):
+            spec["bus_proc"].kill()
+            spec["bus_proc"].wait()
+            shutil.rmtree(spec["bus_dir"], ignore_errors=True)
         if spec.get("v2_cgroup_dir"):
             remove_v2_cgroup(spec["v2_cgroup_dir"])
     sys.stdout.write(json.dumps(result) + "\n")

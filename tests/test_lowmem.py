@@ -118,7 +118,7 @@ def test_a_listener_hears_50_at_warn_100_at_term_255_at_kill_from_the_name_owner
                 tick(m, level)
             heard = listener.wait(3)
             assert heard == [(owner, 50, "y"), (owner, 100, "y"), (owner, 255, "y")]
-            assert [kw["level"] for _, ev, kw in logged if ev == "low_memory_warning"] == [50, 100, 255]
+            assert [kw["lmm_level"] for _, ev, kw in logged if ev == "low_memory_warning"] == [50, 100, 255]
         finally:
             m.stop()
 

@@ -246,9 +246,9 @@ class LowMemoryMonitor:
         try:
             conn.send(new_signal(DBusAddress(PATH, interface=INTERFACE), SIGNAL, "y", (level,)))
         except Exception as e:  # noqa: BLE001 - a bus fails in many ways; none may stop the daemon
-            self.log("warning", "low_memory_warning_failed", level=level, error=str(e) or repr(e))
+            self.log("warning", "low_memory_warning_failed", lmm_level=level, error=str(e) or repr(e))
             return
-        self.log("info", "low_memory_warning", level=level, level_name=LEVEL_NAMES[level], oom_level=oom_level)
+        self.log("info", "low_memory_warning", lmm_level=level, lmm_level_name=LEVEL_NAMES[level], oom_level=oom_level)
 
 
 INTROSPECTION = f"""<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"
