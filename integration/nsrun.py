@@ -112,7 +112,8 @@ def make_v2_cgroup(spec: dict[str, Any]) -> None:
     """spec["v2_cgroup"]: create a child v2 cgroup of our own (never elsewhere)
     for hogs with "in_cgroup"; "{cgroup}" in spec["config_yaml"] names it."""
     parent = own_v2_cgroup_dir()
-    d = os.path.join(parent, f"pyoomd-it-cg-{os.getppid()}-{int(time.time() * 1000) % 100000}")
+    d = os.path.join(parent, f"pyoomd-it-cg-{os.getppid()}-{int(time.time() * 1000) % 100000}"
+                     + spec.get("v2_cgroup_suffix", ""))
     os.mkdir(d)
     spec["v2_cgroup_dir"] = d
     spec["v2_cgroup_path"] = _v2_path_of(d)  # as /proc/PID/cgroup shows it
@@ -159,6 +160,20 @@ def start_test_bus(spec: dict[str, Any]) -> None:
     for h in spec.get("hogs", []):
         if h.get("free_on_lowmem") == "{bus}":
             h["free_on_lowmem"] = spec["bus_address"]
+
+
+def start_fake_systemd(spec: dict[str, Any]) -> None:
+    """spec["fake_systemd"] = a record file: integration/fake_systemd.py on
+    the test bus, "restarting" the scene's v2 cgroup (needs test_bus and v2_cgroup)."""
+    record = spec["fake_systemd"]
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "fake_systemd.py"), spec["bus_address"], record,
+                          spec["v2_cgroup_dir"]], stdin=subprocess.DEVNULL)
+    spec["fake_systemd_proc"] = p
+    deadline = time.monotonic() + 10
+    while not (os.path.exists(record) and "ready" in open(record).read()):
+        if p.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the fake systemd did not start")
+        time.sleep(0.01)
 
 
 def write_config(spec: dict[str, Any]) -> None:
@@ -491,6 +506,8 @@ def main() -> int:
             make_v2_cgroup(spec)
         if spec.get("test_bus"):
             start_test_bus(spec)
+        if spec.get("fake_systemd"):
+            start_fake_systemd(spec)
         if spec.get("config_yaml"):
             write_config(spec)
         result = run(spec)
@@ -502,6 +519,9 @@ def main() -> int:
             os.unlink(spec["config_file"])
         if spec.get("daemon_tmpdir"):
             shutil.rmtree(spec["daemon_tmpdir"], ignore_errors=True)
+        if spec.get("fake_systemd_proc"):
+            spec["fake_systemd_proc"].kill()
+            spec["fake_systemd_proc"].wait()
         if spec.get("bus_dir"):
             spec["bus_proc"].kill()
             spec["bus_proc"].wait()

@@ -6,6 +6,7 @@ the grace."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -90,3 +91,34 @@ def test_a_run_action_that_does_not_help_is_followed_by_the_kill(action_dir: Pat
     assert kills[0]["_t"] >= soft[0]["_t"]
     assert hog["returncode"] == -15, r["log_tail"]
     assert _env(action_dir / "env.useless")["PYOOMD_PID"] == str(hog["pid"])
+
+
+def test_restart_unit_asks_systemd_to_restart_the_victims_service(tmp_path: Path) -> None:
+    """The hog runs in a cgroup named like a service (below our own); a fake
+    systemd Manager on a dbus-daemon the scene starts records RestartUnit and
+    "restarts" the service (SIGUSR1: the hog frees what it holds)."""
+    if shutil.which("dbus-daemon") is None:
+        pytest.skip("dbus-daemon is not installed (Debian: apt-get install dbus-daemon)")
+    record = tmp_path / "systemd.jsonl"
+    r = run_scenario({
+        "test_bus": True, "fake_systemd": str(record), "v2_cgroup": True, "v2_cgroup_suffix": ".service",
+        "config_yaml": "soft_actions: {system_bus: '{bus}'}\nlow_memory_monitor: {enabled: false}\n",
+        "term_below_mib": 2200, "kill_below_mib": 2200 + MARGIN_MIB + 700, "timeout": 30,
+        "hogs": [{"rate": 256, "start": 2000, "max": 2200 + MARGIN_MIB, "hold": 8, "comm": "unithog",
+                  "free_on_usr1": True, "in_cgroup": True}],
+        "policies": {"unit.yaml": """version: 1
+rules:
+  - name: restart-unithog
+    match: {comm: "^unithog$"}
+    action: restart-unit
+"""},
+    })
+    unit = r["v2_cgroup_path"].rsplit("/", 1)[1]
+    assert unit.endswith(".service")
+    calls = [json.loads(line) for line in record.read_text().splitlines() if line != "ready"]
+    assert calls == [{"unit": unit, "mode": "replace"}], r["log_tail"]
+    soft = events(r, "soft_action")
+    assert len(soft) == 1 and soft[0]["action"] == "restart-unit" and soft[0]["unit"] == unit, r["log_tail"]
+    assert soft[0]["job"] == "/org/freedesktop/systemd1/job/1" and soft[0]["outcome"] == "recovered", soft[0]
+    assert not events(r, "kill"), r["log_tail"]
+    assert r["hogs"][0]["returncode"] == 0, r["log_tail"]
