@@ -31,6 +31,7 @@ WITNESS_STEP_S = 0.002  # the independent sampler's period
 # one at a time.
 SYMLINK_DIR = "/tmp/pyoomd-it-comm"
 HARDLINK_DIR = "/tmp/pyoomd-it-exe"
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 def mem_available_kib() -> int:
@@ -59,8 +60,11 @@ def start_proc(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
         exe = exe_named(spec["comm"], bool(spec.get("hardlink")))
     out = open(spec["stdout"], "ab") if spec.get("stdout") else None  # noqa: SIM115 - the child keeps it
     uid = spec.get("user")
+    if uid is not None:  # our interpreter may sit in /root (0700): the system one (hog.py needs only the stdlib)
+        exe = argv[0] = SYSTEM_PYTHON
     p = subprocess.Popen(argv, executable=exe, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                         user=uid, group=uid, extra_groups=[] if uid is not None else None)
+                         user=uid, group=uid, extra_groups=[] if uid is not None else None,
+                         cwd="/" if uid is not None else None)
     if out is not None:  # after "ready", the rest of the hog's stdout goes to that file
         threading.Thread(target=_copy_rest, args=(p, out), daemon=True).start()
     if spec.get("in_cgroup"):
