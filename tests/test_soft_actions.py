@@ -12,6 +12,7 @@ import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -244,3 +245,148 @@ def test_restart_unit_reports_systemds_error(systemd_bus: tuple[str, str]) -> No
 def test_restart_unit_without_a_bus_is_an_oserror(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         restart_unit(f"unix:path={tmp_path}/none", "app.service")
+
+
+# -- the daemon's soft action: outcome, once per victim per episode ----------------
+class _Daemonish:
+    """A Daemon over a fake /proc whose victim is a real child process
+    (``sleep``: the pidfd and its exit are real), with the levels the
+    resamples see scripted."""
+
+    def __init__(self, tmp_path: Path, levels: list[Any], dry_run: bool = False, grace: float = 0.3) -> None:
+        import subprocess
+
+        from test_reliability import Log, Sampler
+        from test_snapshot import FakeProc, build
+
+        from pyoomd.config import load_config
+        from pyoomd.daemon import Daemon
+
+        self.child = subprocess.Popen(["sleep", "30"])
+        procfs = build(tmp_path / "proc", [FakeProc(pid=4242, oom_score=500, uid=os.geteuid(), rss_kib=1 << 20)])
+        self.log = Log()
+        self.d = Daemon(load_config(None, {"dry_run": dry_run, "kill": {"grace": grace}}), procfs, Sampler(),
+                        self.log)
+        real = self.child.pid
+        self.d.killer.open_verified = lambda pid, st: os.pidfd_open(real)  # type: ignore[method-assign]
+        self.levels = list(levels)
+        self.d._resample_level = lambda: self.levels.pop(0) if len(self.levels) > 1 else self.levels[0]  # type: ignore[method-assign]
+
+    def victim(self, action: tuple[str, ...], cgroup: str | None = None) -> Candidate:
+        c = score(proc(cgroup=cgroup, uid=os.geteuid()), PolicySet())  # runs as the victim: as us
+        assert isinstance(c, Candidate)
+        from dataclasses import replace
+
+        return replace(c, action=action, action_rule="r1")
+
+    def close(self) -> None:
+        self.child.kill()
+        self.child.wait()
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    d = tmp_path / "bin"
+    d.mkdir(mode=0o755)
+    d.chmod(0o755)
+    s = d / "shrink"
+    s.write_text(f'#!/bin/sh\nenv > "{tmp_path}/env.out"\n')
+    s.chmod(0o755)
+    return s
+
+
+def _wait_file(path: Path) -> str:
+    import time
+
+    for _ in range(200):
+        if path.exists() and path.stat().st_size:
+            return path.read_text()
+        time.sleep(0.01)
+    raise AssertionError(f"{path} never written")
+
+
+def test_recovered_memory_after_the_action_means_no_kill(tmp_path: Path, script: Path) -> None:
+    from pyoomd.model import Level
+
+    t = _Daemonish(tmp_path, [Level.TERM, Level.TERM, Level.WARN])
+    try:
+        assert t.d._soft_action(t.victim(("run", str(script))), Level.TERM, "r", 0.5) is True
+        (ev,) = t.log.named("soft_action")
+        assert ev["outcome"] == "recovered" and ev["rule"] == "r1" and ev["argv"] == [str(script)]
+        env = _wait_file(tmp_path / "env.out")
+        assert "PYOOMD_PID=4242" in env and "PYOOMD_ACTION=run" in env
+    finally:
+        t.close()
+
+
+def test_memory_still_low_after_the_grace_means_the_kill_follows(tmp_path: Path, script: Path) -> None:
+    from pyoomd.model import Level
+
+    t = _Daemonish(tmp_path, [Level.TERM])
+    try:
+        assert t.d._soft_action(t.victim(("run", str(script))), Level.TERM, "r", 0.2) is False
+        (ev,) = t.log.named("soft_action")
+        assert ev["outcome"] == "not recovered" and ev["ms"] >= 200
+    finally:
+        t.close()
+
+
+def test_the_kill_level_ends_the_wait_at_once(tmp_path: Path, script: Path) -> None:
+    from pyoomd.model import Level
+
+    t = _Daemonish(tmp_path, [Level.TERM, Level.KILL])
+    try:
+        assert t.d._soft_action(t.victim(("run", str(script))), Level.TERM, "r", 5.0) is False
+        (ev,) = t.log.named("soft_action")
+        assert ev["outcome"] == "KILL level reached" and ev["ms"] < 1000
+    finally:
+        t.close()
+
+
+def test_a_failing_action_is_logged_and_the_kill_follows(tmp_path: Path) -> None:
+    from pyoomd.model import Level
+
+    t = _Daemonish(tmp_path, [Level.TERM])
+    try:
+        assert t.d._soft_action(t.victim(("run", "/nonexistent/x")), Level.TERM, "r", 5.0) is False
+        assert t.d._soft_action(t.victim(("restart-unit",), "/user.slice/user-1.slice/session-2.scope"),
+                                Level.TERM, "r", 5.0) is False
+        a, b = t.log.named("soft_action")
+        assert a["outcome"] == "failed" and "No such file" in a["error"]
+        assert b["outcome"] == "failed" and "no unit to restart: not in a systemd service" in b["error"]
+    finally:
+        t.close()
+
+
+def test_dry_run_runs_nothing(tmp_path: Path, script: Path) -> None:
+    from pyoomd.model import Level
+
+    t = _Daemonish(tmp_path, [Level.TERM], dry_run=True)
+    try:
+        assert t.d._soft_action(t.victim(("run", str(script))), Level.TERM, "r", 5.0) is False
+        assert t.log.named("soft_action")[0]["outcome"] == "dry_run"
+        assert not (tmp_path / "env.out").exists()
+    finally:
+        t.close()
+
+
+def test_one_soft_action_per_victim_per_episode(tmp_path: Path, script: Path) -> None:
+    from pyoomd.model import KillOutcome, Level
+
+    t = _Daemonish(tmp_path, [Level.TERM])
+    try:
+        victim = t.victim(("run", str(script)))
+        t.d._scan_choice = lambda top_n, only: [victim]  # type: ignore[method-assign]
+        kills: list[int] = []
+
+        def kill(v: Candidate, plan: object, on_first: object = None) -> KillOutcome:
+            kills.append(v.proc.pid)
+            return KillOutcome(v.proc.pid, v.proc.comm, skipped="test")
+
+        t.d.killer.kill = kill  # type: ignore[method-assign]
+        t.d.state.episode.active = True
+        t.d._act(Level.TERM, "r")  # the action, not recovered, then the kill
+        t.d._act(Level.TERM, "r")  # the same victim again: straight to the kill
+        assert len(t.log.named("soft_action")) == 1 and kills == [4242, 4242]
+    finally:
+        t.close()
