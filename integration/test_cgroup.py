@@ -23,10 +23,13 @@ CONFIG = "cgroups: {kill_whole: ['{cgroup}']}\n"
 
 def test_group_kill_spares_the_minus_1000_member_and_everything_outside() -> None:
     r = run_scenario({
-        "term_below_mib": 800, "kill_below_mib": 800 + MARGIN_MIB + 700, "timeout": 25,
+        # TERM 2000 MiB down: the grower is ~1.5 GiB when it is crossed, well
+        # above the outsider (whose 300 MiB, allocated after the daemon
+        # started, counts as growth too), even if the crossing comes early.
+        "term_below_mib": 2000, "kill_below_mib": 2000 + MARGIN_MIB + 700, "timeout": 25,
         "v2_cgroup": True, "config_yaml": CONFIG,
         "hogs": [
-            {"rate": 256, "max": 400 + MARGIN_MIB, "start": 50, "hold": 30, "delay": 0.5, "in_cgroup": True},
+            {"rate": 256, "max": 1600 + MARGIN_MIB, "start": 50, "hold": 30, "delay": 0.5, "in_cgroup": True},
             {"rate": 0, "max": 48, "start": 48, "hold": 60, "in_cgroup": True},
             {"rate": 0, "max": 48, "start": 48, "hold": 60, "in_cgroup": True, "adj": -1000},
             {"rate": 0, "max": 300, "start": 300, "hold": 60},  # outside the cgroup
@@ -54,10 +57,10 @@ def test_group_kill_spares_the_minus_1000_member_and_everything_outside() -> Non
 
 def test_group_kill_uses_cgroup_kill_after_the_grace() -> None:
     r = run_scenario({
-        "term_below_mib": 700, "kill_below_mib": 700 + MARGIN_MIB + 700, "timeout": 25,
+        "term_below_mib": 1500, "kill_below_mib": 1500 + MARGIN_MIB + 700, "timeout": 25,
         "v2_cgroup": True, "config_yaml": CONFIG, "daemon_args": ["--grace", "1.0"],
         "hogs": [
-            {"rate": 256, "max": 500 + MARGIN_MIB, "start": 50, "hold": 30, "delay": 0.5, "in_cgroup": True,
+            {"rate": 256, "max": 1250 + MARGIN_MIB, "start": 50, "hold": 30, "delay": 0.5, "in_cgroup": True,
              "ignore_term": True},
             {"rate": 0, "max": 48, "start": 48, "hold": 60, "in_cgroup": True, "ignore_term": True},
             {"rate": 0, "max": 200, "start": 200, "hold": 60},  # outside the cgroup

@@ -42,6 +42,12 @@ if TYPE_CHECKING:  # the loop gets plain objects from pyoomd.runtime; tests pass
 # A victim that did not exit within kill_timeout is left alone for this long
 # (frozen cgroup, D state): re-trying it at once would loop forever.
 STUCK_FORGET_S = 300.0
+# Warm ranking (Daemon.warm): the follower's last look stands in for pass 1
+# of the scan while it is at most this many growth intervals old, with at
+# least this much slack (oom_score points, 1/1000 of memory each) for a
+# process's rise since the look.
+WARM_MAX_AGE = 2.0
+WARM_SLACK = 20
 # Sample errors are logged at most this often, so a broken file cannot fill
 # the journal at 500 lines a second.
 ERROR_LOG_EVERY_S = 10.0
@@ -119,6 +125,7 @@ class Daemon:
         self.growth = GrowthTracker(first.mem_total_kib, g.weight, g.window, _approach(self.thresholds))
         self._followed = False  # a look happened since the last clear (young processes can be dated)
         self._follow_scores: dict[int, int] = {}
+        self._follow_rise = 0  # the largest oom_score rise between the last two looks
         self._followed_at = -1e9
         # Report-stage consumers (metrics, notifications, hooks, status): each
         # gets every event as (name, fields) after it is logged, and the
@@ -571,8 +578,11 @@ class Daemon:
         if level >= Level.TERM or now - self._followed_at < cfg.interval:
             return
         self._followed_at = now
+        before_scores = self._follow_scores
         seen, self._follow_scores = snapshot.follow(self.procfs, snapshot.default_skip(self.procfs),
                                                     self._follow_scores, cfg.follow_top)
+        self._follow_rise = max((s - before_scores[pid] for pid, s in self._follow_scores.items()
+                                 if pid in before_scores), default=0)
         uptime = snapshot.read_uptime_s(self.procfs)
         for ident, mem_kib in seen:
             born = None if uptime is None else now - (uptime - ident[1] / snapshot.CLOCK_TICKS)
@@ -598,12 +608,26 @@ class Daemon:
         last = self._follow_scores if self.settings.growth.enabled and self._followed else None
         return Scoring(self.policy, self.attribution(), pref, last)
 
+    def warm(self) -> snapshot.Warm | None:
+        """The growth follower's last look, if recent enough to rank from
+        (issue 11: the victim ready at the crossing).  Its scores stand in
+        for one oom_score read per process; the slack covers twice the
+        largest rise seen between the last two looks (at least WARM_SLACK
+        points), scaled to the look's age."""
+        cfg = self.settings.growth
+        age = self.clock() - self._followed_at
+        if not (cfg.enabled and self._followed and self._follow_scores) or age > WARM_MAX_AGE * cfg.interval:
+            return None
+        per_look = max(2 * self._follow_rise, WARM_SLACK)
+        return snapshot.Warm(self._follow_scores, int(per_look * max(1.0, age / cfg.interval)) + 1)
+
     def scan(self, top_n: int, only: set[int] | None = None) -> list[Candidate]:
         """The best candidates; ``only``: restrict to these pids (cgroup choice)."""
         skip = snapshot.default_skip(self.procfs)
         if only is not None:
             skip |= set(self.procfs.pids()) - only
-        choice = choose(self.scoring(), functools.partial(snapshot.scan, self.procfs, skip=skip), top_n)
+        read = functools.partial(snapshot.scan, self.procfs, skip=skip, warm=self.warm())
+        choice = choose(self.scoring(), read, top_n)
         now = self.clock()
         self.state.stuck = {k: t for k, t in self.state.stuck.items() if now - t < STUCK_FORGET_S}
         return [c for c in choice.ranked if c.proc.identity not in self.state.stuck]

@@ -216,3 +216,31 @@ def test_the_kill_event_lists_the_top_n_by_final_badness(tmp_path: Path) -> None
     cands = d.scan(top_n=d.settings.report_top)
     assert [c.proc.pid for c in cands] == [p.pid for p in procs[:4]]
     assert all(isinstance(c, Candidate) for c in cands)
+
+
+def test_the_daemon_ranks_warm_from_a_recent_look_and_cold_after(tmp_path: Path) -> None:
+    # Issue 11: between WARN and TERM the follower reads every oom_score once
+    # a second; the scan at the crossing starts from that look (reading only
+    # new pids' scores) while it is at most WARM_MAX_AGE intervals old.
+    from pyoomd.daemon import WARM_MAX_AGE, WARM_SLACK
+    from pyoomd.model import Level, MemSample
+
+    procs = many(tmp_path, 50)
+    procfs = CountingProcfs(build(tmp_path / "proc", procs).root)
+    now = [100.0]
+    d = Daemon(load_config(None, {"dry_run": True}), procfs, Sampler(), Log(), clock=lambda: now[0])
+    assert d.warm() is None  # no look yet: a cold scan
+    sample = MemSample(16 << 20, 4 << 20, 0, 0)
+    d._follow_growth(Level.WARN, now[0], sample)  # one look, as between WARN and TERM
+    warm = d.warm()
+    assert warm is not None and warm.slack == WARM_SLACK + 1
+    assert set(warm.scores) == {p.pid for p in procs}
+    cold = [c.proc.pid for c in Daemon(load_config(None, {"dry_run": True}), procfs, Sampler(), Log()).scan(5)]
+    procfs.reads.clear()
+    assert [c.proc.pid for c in d.scan(5)][:5] == cold
+    assert len(procfs.reads["oom_score"]) <= 10  # not one per process: only those it details
+    now[0] += WARM_MAX_AGE * d.settings.growth.interval + 0.1
+    assert d.warm() is None  # too old to rank from
+    procfs.reads.clear()
+    assert [c.proc.pid for c in d.scan(5)][:5] == cold
+    assert len(procfs.reads["oom_score"]) == len(procs)

@@ -13,7 +13,7 @@ import pytest
 from pyoomd.judge.rank import NoPolicy, Verdict, order, score
 from pyoomd.model import Candidate, Excluded, ProcInfo
 from pyoomd.sense.procfs import Procfs
-from pyoomd.sense.snapshot import PF_KTHREAD, read_proc, read_scores, scan
+from pyoomd.sense.snapshot import PF_KTHREAD, Warm, read_proc, read_scores, scan
 
 # Above the kernel's largest pid_max (4194304): never our own pid or our parent's.
 BASE = 5_000_000
@@ -299,6 +299,53 @@ def test_lazy_matches_exhaustive_random(tmp_path: Path) -> None:
             full = scan(Procfs(str(root)), scorer, pol.max_bonus, top_n, exhaustive=True)
             assert pids_of(lazy.candidates)[:top_n] == pids_of(full.candidates)[:top_n]
             assert lazy.detailed <= full.detailed
+
+
+# -- warm ranking (issue 11: the victim ready at the crossing) -------------------
+def test_warm_scan_reads_only_new_scores_and_the_detailed(many: str) -> None:
+    procfs = CountingProcfs(many)
+    last = {BASE + i: 10 * i for i in range(1, N_PROCS)}  # the top process is new since the look
+    table = scan(procfs, plain, max_bonus=0, top_n=1, warm=Warm(last, slack=5))
+    assert pids_of(table.candidates)[0] == BASE + N_PROCS
+    assert table.scanned == 1  # only the new pid's oom_score was read in pass 1
+    # pass 2 re-reads the real score of each one it details, here the new one
+    # (600) and those whose estimate + slack could still reach it (590 + 5)
+    assert procfs.reads["oom_score"] == {BASE + N_PROCS}
+    assert procfs.reads["oom_score_adj"] == {BASE + N_PROCS}
+
+
+def test_warm_scan_judges_by_the_real_score(tmp_path: Path) -> None:
+    # b rose from 100 to 700 since the look, far beyond the slack: its bound
+    # (110) is below a's real score (400), so b is not read and a wins, by
+    # its real score, not its estimate: the documented limit of warm
+    # ranking.  When b's rise is within the slack, b is read and wins.
+    procfs = build(tmp_path / "proc", [FakeProc(BASE + 1, 400, comm=b"a"), FakeProc(BASE + 2, 700, comm=b"b")])
+    far = scan(procfs, plain, max_bonus=0, top_n=1, warm=Warm({BASE + 1: 500, BASE + 2: 100}, slack=10))
+    assert pids_of(far.candidates) == [BASE + 1]
+    assert order(far.candidates)[0].badness == 400  # the real score, not the estimate
+    near = scan(procfs, plain, max_bonus=0, top_n=1, warm=Warm({BASE + 1: 500, BASE + 2: 450}, slack=60))
+    assert pids_of(near.candidates)[0] == BASE + 2
+
+
+def test_warm_scan_matches_the_cold_one_when_scores_are_unchanged(tmp_path: Path) -> None:
+    rnd = random.Random(11)
+    for round_ in range(4):
+        procs = [FakeProc(BASE + i, rnd.randrange(0, 1000), rss_kib=rnd.randrange(1, 50) * 1000)
+                 for i in range(1, 120)]
+        root = tmp_path / f"proc{round_}"
+        build(root, procs)
+        # the look saw all but a few (new since), each within the slack of now
+        last = {p.pid: p.oom_score - rnd.randrange(0, 8) for p in procs if rnd.random() > 0.05}
+        for top_n in (1, 5):
+            cold = scan(Procfs(str(root)), plain, 0, top_n)
+            warm = scan(Procfs(str(root)), plain, 0, top_n, warm=Warm(last, slack=8))
+            assert pids_of(warm.candidates)[:top_n] == pids_of(cold.candidates)[:top_n]
+            assert warm.scanned == len(procs) - len(last)
+
+
+def test_exhaustive_ignores_warm(many: str) -> None:
+    table = scan(Procfs(many), plain, 0, 1, exhaustive=True, warm=Warm({}, slack=0))
+    assert table.scanned == N_PROCS and table.detailed == N_PROCS
 
 
 def test_excluded_top_does_not_stop_the_scan(tmp_path: Path) -> None:

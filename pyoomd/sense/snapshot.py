@@ -156,9 +156,49 @@ def default_skip(procfs: Procfs) -> set[int]:
     return {1, me, os.getppid(), procfs.self_pid}
 
 
+@dataclass(frozen=True)
+class Warm:
+    """The oom_score of every process at a recent look (the growth
+    follower's, between WARN and TERM), and how far a score may have risen
+    since (``slack`` points).  A scan given one reads no oom_score for the
+    processes in it: it ranks them by ``score + slack``, reads only the new
+    pids' oom_score (those are born since the look) and re-reads the real
+    score of each process it details.  The choice is the cold scan's unless
+    a process rose by more than ``slack`` since the look."""
+
+    scores: dict[int, int]
+    slack: int
+
+
+def _warm_scores(procfs: Procfs, skip: set[int], warm: Warm) -> tuple[list[tuple[int, int, int]], int]:
+    """(estimate, score to judge growth by, pid) for every pid not in
+    ``skip``, and how many oom_score files were read (the new pids')."""
+    out = []
+    try:
+        pids = procfs.pids()
+    except OSError:
+        return out, 0
+    reads = 0
+    for pid in pids:
+        if pid in skip:
+            continue
+        last = warm.scores.get(pid)
+        if last is not None:
+            out.append((last + warm.slack, last, pid))
+            continue
+        reads += 1
+        try:
+            raw = procfs.read_pid(pid, "oom_score", 64)
+            score = parse.parse_int_file(raw, procfs.pid_file(pid, "oom_score"), "oom_score")
+        except (OSError, ParseError):
+            continue
+        out.append((score, score, pid))
+    return out, reads
+
+
 def scan(procfs: Procfs, scorer: Scorer, max_bonus: int, top_n: int = 1,
          skip: set[int] | None = None, exhaustive: bool = False,
-         bonus_of: Callable[[int, int], int] | None = None) -> Table:
+         bonus_of: Callable[[int, int], int] | None = None, warm: Warm | None = None) -> Table:
     """Lazy scan: the best ``top_n`` candidates by the scorer's badness (ties:
     larger RSS first).  ``max_bonus`` is the most any policy can add to a raw
     oom_score; ``bonus_of(pid, raw)`` the most anything else can add to that
@@ -166,21 +206,30 @@ def scan(procfs: Procfs, scorer: Scorer, max_bonus: int, top_n: int = 1,
     that upper bound and the scan stops when no unread one can reach the
     first place (ties included: the tie-break is exact for the victim) nor
     rise strictly above the ``top_n``-th.  ``exhaustive`` reads every
-    process (for ``rank --all``, ``explain``)."""
+    process (for ``rank --all``, ``explain``).  ``warm``: pass 1 from a
+    recent look instead of one read per pid (see Warm)."""
     table = Table()
-    scores = read_scores(procfs, default_skip(procfs) if skip is None else skip)
-    table.scanned = len(scores)
-    if bonus_of is not None:
-        bounded = sorted(((raw + bonus_of(pid, raw), raw, pid) for raw, pid in scores), reverse=True)
+    skip = default_skip(procfs) if skip is None else skip
+    if warm is not None and not exhaustive:
+        est, table.scanned = _warm_scores(procfs, skip, warm)
     else:
-        bounded = [(raw, raw, pid) for raw, pid in scores]
+        scores = read_scores(procfs, skip)
+        table.scanned = len(scores)
+        est = [(raw, raw, pid) for raw, pid in scores]
+    exact = warm is None or exhaustive
+    if bonus_of is not None:
+        bounded = sorted(((e + bonus_of(pid, judged), e, pid) for e, judged, pid in est), reverse=True)
+    elif exact:
+        bounded = est  # read_scores' order: best first
+    else:
+        bounded = sorted(((e, e, pid) for e, _, pid in est), reverse=True)
     best: list[int] = []  # negated badness of candidates so far, ascending
     for upper, raw, pid in bounded:
         if not exhaustive and len(best) >= top_n:
             reach = upper + max_bonus
             if reach < -best[0] and reach <= -best[top_n - 1]:
                 break
-        info = read_proc(procfs, pid, raw)
+        info = read_proc(procfs, pid, raw if exact else None)
         if info is None:
             continue
         table.detailed += 1
