@@ -500,10 +500,22 @@ def run_commands(spec: dict[str, Any], procs: list[subprocess.Popen[bytes]]) -> 
             "bystanders": [{"pid": b.pid} for b in procs], "events": []}
 
 
+def hide_system_bus() -> None:
+    """An empty tmpfs over /run/dbus in this scene's private mount namespace
+    (unshare --mount-proc makes one, with private propagation): a daemon in
+    the scene must not claim org.freedesktop.LowMemoryMonitor on, nor send
+    LowMemoryWarning to, the machine's real system bus (low_memory_monitor
+    is on by default).  Scenes that test it start their own bus."""
+    if os.path.isdir("/run/dbus"):
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "pyoomd-no-system-bus", "/run/dbus"],
+                       check=True)
+
+
 def main() -> int:
     if os.getpid() != 1:
         print("nsrun.py must run as PID 1 of a private PID namespace", file=sys.stderr)
         return 2
+    hide_system_bus()
     spec = json.loads(sys.argv[1])
     try:
         if spec.get("v2_cgroup"):
