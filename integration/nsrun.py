@@ -61,7 +61,7 @@ def start_proc(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
     out = open(spec["stdout"], "ab") if spec.get("stdout") else None  # noqa: SIM115 - the child keeps it
     uid = spec.get("user")
     if uid is not None:  # our interpreter may sit in /root (0700): the system one (hog.py needs only the stdlib)
-        exe = argv[0] = SYSTEM_PYTHON
+        exe = argv[0] = system_python_named(spec["comm"]) if spec.get("comm") else SYSTEM_PYTHON
     p = subprocess.Popen(argv, executable=exe, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
                          user=uid, group=uid, extra_groups=[] if uid is not None else None,
                          cwd="/" if uid is not None else None)
@@ -188,6 +188,17 @@ def write_config(spec: dict[str, Any]) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     spec["config_file"] = path
+
+
+def system_python_named(comm: str) -> str:
+    """/usr/bin/python3 under the name ``comm`` (a symlink), for hogs of another user."""
+    d = "/tmp/pyoomd-it-comm-user"
+    os.makedirs(d, mode=0o755, exist_ok=True)
+    os.chmod(d, 0o755)
+    path = os.path.join(d, comm)
+    if not os.path.lexists(path):
+        os.symlink(os.path.realpath(SYSTEM_PYTHON), path)
+    return path
 
 
 def exe_named(comm: str, hardlink: bool) -> str:

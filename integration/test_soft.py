@@ -18,13 +18,18 @@ import pytest
 
 from integration.harness import MARGIN_MIB, events, run_scenario
 
+NOBODY = 65534
+
 
 @pytest.fixture
 def action_dir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="pyoomd-it-soft-"))
     os.chmod(d, 0o755)  # root-owned, not writable by others: pyoomd refuses other programs
-    (d / "shrink").write_text('#!/bin/sh\nenv > "$(dirname "$0")/env.shrink"\nkill -USR1 "$PYOOMD_PID"\n')
-    (d / "useless").write_text('#!/bin/sh\nenv > "$(dirname "$0")/env.useless"\n')
+    (d / "out").mkdir()
+    os.chmod(d / "out", 0o777)  # the programs run as the victim's user
+    (d / "shrink").write_text(f'#!/bin/sh\nenv > {d}/out/env.shrink\nid -u > {d}/out/uid.shrink\n'
+                              'kill -USR1 "$PYOOMD_PID"\n')
+    (d / "useless").write_text(f'#!/bin/sh\nenv > {d}/out/env.useless\n')
     for name in ("shrink", "useless"):
         (d / name).chmod(0o755)
     yield d
@@ -53,11 +58,12 @@ rules:
 def test_a_run_action_that_makes_the_hog_free_its_memory_prevents_the_kill(action_dir: Path) -> None:
     # The hog holds 2000 MiB at once and grows past TERM (2200 below MemAvailable
     # at start): when it frees all of it, at least 2200 - LATE_FREE_MIB shows as
-    # available at once, well above TERM.  KILL is out of reach.
+    # available at once, well above TERM.  KILL is out of reach.  The hog runs as
+    # nobody: the program runs as the victim's user, so it may signal it.
     r = run_scenario({
         "term_below_mib": 2200, "kill_below_mib": 2200 + MARGIN_MIB + 700, "timeout": 30,
         "hogs": [{"rate": 256, "start": 2000, "max": 2200 + MARGIN_MIB, "hold": 8, "comm": "softhog",
-                  "free_on_usr1": True}],
+                  "free_on_usr1": True, "user": NOBODY}],
         "policies": _policy(action_dir / "shrink"),
     })
     hog = r["hogs"][0]
@@ -68,8 +74,9 @@ def test_a_run_action_that_makes_the_hog_free_its_memory_prevents_the_kill(actio
     assert soft[0]["returncode"] in (0, None)
     assert not events(r, "kill"), r["log_tail"]  # no signal sent by pyoomd
     assert hog["returncode"] == 0, r["log_tail"]  # it lived on and exited after its hold
-    env = _env(action_dir / "env.shrink")
+    env = _env(action_dir / "out" / "env.shrink")
     assert env["PYOOMD_PID"] == str(hog["pid"]) and env["PYOOMD_COMM"] == "softhog"
+    assert env["PYOOMD_UID"] == str(NOBODY) and (action_dir / "out" / "uid.shrink").read_text().strip() == str(NOBODY)
     assert env["PYOOMD_ACTION"] == "run" and env["PYOOMD_DRY_RUN"] == "0"
     print(f"soft action: recovered in {soft[0]['ms']} ms, MemAvailable {soft[0]['mem_available_kib'] // 1024} MiB "
           f"(TERM {r['term_kib'] // 1024} MiB)")
@@ -90,7 +97,7 @@ def test_a_run_action_that_does_not_help_is_followed_by_the_kill(action_dir: Pat
     assert [k["pid"] for k in kills] == [hog["pid"]] and kills[0]["signal"] == "SIGTERM", r["log_tail"]
     assert kills[0]["_t"] >= soft[0]["_t"]
     assert hog["returncode"] == -15, r["log_tail"]
-    assert _env(action_dir / "env.useless")["PYOOMD_PID"] == str(hog["pid"])
+    assert _env(action_dir / "out" / "env.useless")["PYOOMD_PID"] == str(hog["pid"])
 
 
 def test_restart_unit_asks_systemd_to_restart_the_victims_service(tmp_path: Path) -> None:
