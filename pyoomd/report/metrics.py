@@ -76,6 +76,9 @@ class Metrics:
         self.escalations = Counter("pyoomd_escalations", "SIGTERMs followed by SIGKILL", registry=self.registry)
         self.stuck = Counter("pyoomd_victims_stuck", "Victims still alive after SIGKILL and the timeout",
                              registry=self.registry)
+        # outcome: recovered (no kill), not recovered, KILL level reached, failed, skipped, dry_run
+        self.soft = Counter("pyoomd_soft_actions", "Policies' soft actions (run, restart-unit) tried, by outcome",
+                            ["action", "outcome"], registry=self.registry)
         self.ticks = Histogram("pyoomd_tick_duration_seconds", "Duration of one sample-judge(-act) tick",
                                buckets=TICK_BUCKETS, registry=self.registry)
         # Kills per pressure episode (TERM until OK again): 1 is the goal; more
@@ -153,6 +156,8 @@ class Metrics:
             self.escalations.inc()
         elif event == "victim_stuck":
             self.stuck.inc()
+        elif event == "soft_action":
+            self.soft.labels(str(fields.get("action")), str(fields.get("outcome"))).inc()
 
 
 class _StateCollector:
