@@ -390,3 +390,18 @@ def test_one_soft_action_per_victim_per_episode(tmp_path: Path, script: Path) ->
         assert len(t.log.named("soft_action")) == 1 and kills == [4242, 4242]
     finally:
         t.close()
+
+
+def test_explain_prints_what_comes_first(capsys: pytest.CaptureFixture[str]) -> None:
+    from pyoomd.commands import _print_explained
+
+    item = {"pid": 4242, "found": True, "comm": "java", "exe": "/usr/bin/java", "uid": 1000,
+            "cgroup": "/system.slice/app.service", "oom_score": 300, "oom_score_adj": 0,
+            "rules": [{"name": "restart-app", "file": "p.yaml", "line": 6, "effects": ["action restart-unit"]}],
+            "badness": 300, "rank": 1, "of": 9, "reasons": ["oom_score 300"], "signal": None, "grace_s": 3.0,
+            "kill_group": False, "growth_points": 0, "growth_kib": 0, "growth_over_s": 0.0,
+            "action": {"kind": "restart-unit", "rule": "restart-app", "unit": "app.service"}}
+    _print_explained(item)
+    out = capsys.readouterr().out
+    assert "rule restart-app (p.yaml:6): action restart-unit" in out
+    assert "first: restart-unit app.service (rule restart-app), then the grace; the kill follows" in out
