@@ -117,6 +117,12 @@ def run_scenario(spec: dict[str, Any], extra_s: float = 30.0) -> dict[str, Any]:
         return _run_locked(spec, extra_s)
 
 
+def run_scenario_in_slot(spec: dict[str, Any], extra_s: float = 30.0) -> dict[str, Any]:
+    """run_scenario for a caller that already holds scenario_slot() (a test
+    that sets up swap around the scene, under the same lock)."""
+    return _run_locked(spec, extra_s)
+
+
 @contextlib.contextmanager
 def scenario_slot() -> Iterator[None]:
     """Hold the scenario lock, and start only once memory has settled."""
@@ -151,11 +157,18 @@ def _run_locked(spec: dict[str, Any], extra_s: float) -> dict[str, Any]:
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     cmd = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, os.path.join(HERE, "nsrun.py"),
            json.dumps(spec)]
+    # spec "outer_proc": the machine's /proc, open, for nsrun to see its
+    # processes' pids as the kernel logs them (initial PID namespace).
+    outer = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY) if spec.get("outer_proc") else -1
+    if outer >= 0:
+        env["PYOOMD_IT_OUTER_PROC_FD"] = str(outer)
     try:
         r = subprocess.run(cmd, capture_output=True, timeout=spec.get("timeout", 30) + extra_s,
-                           preexec_fn=cg.enter, env=env, cwd=ROOT)
+                           preexec_fn=cg.enter, env=env, cwd=ROOT, pass_fds=(outer,) if outer >= 0 else ())
     finally:
         cg.remove()
+        if outer >= 0:
+            os.close(outer)
     if r.returncode != 0 or not r.stdout.strip():
         raise AssertionError(f"scenario failed rc={r.returncode}\nstdout:{r.stdout.decode()[-3000:]}\n"
                              f"stderr:{r.stderr.decode()[-3000:]}")

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,6 +43,10 @@ def mem_available_kib() -> int:
     raise RuntimeError("no MemAvailable")
 
 
+# spec "pgroup" name -> the pid leading that process group
+PGROUPS: dict[str, int] = {}
+
+
 def start_proc(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
     """A hog or bystander; ``comm`` renames it by exec through a symlink."""
     argv = [sys.executable, os.path.join(HERE, "hog.py"), "--rate", str(spec.get("rate", 256)),
@@ -58,17 +63,27 @@ def start_proc(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
     exe = sys.executable
     if spec.get("comm"):
         exe = exe_named(spec["comm"], bool(spec.get("hardlink")))
+    if spec.get("argv0"):  # a command line its owner chose (the program is still exe)
+        argv[0] = spec["argv0"]
+    kw: dict[str, Any] = {}
+    if spec.get("pgroup"):  # a process group of its own: the first of that name leads it
+        kw["process_group"] = PGROUPS.get(spec["pgroup"], 0)
     out = open(spec["stdout"], "ab") if spec.get("stdout") else None  # noqa: SIM115 - the child keeps it
     uid = spec.get("user")
     if uid is not None:  # our interpreter may sit in /root (0700): the system one (hog.py needs only the stdlib)
-        exe = argv[0] = system_python_named(spec["comm"]) if spec.get("comm") else SYSTEM_PYTHON
-    p = subprocess.Popen(argv, executable=exe, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                         user=uid, group=uid, extra_groups=[] if uid is not None else None,
-                         cwd="/" if uid is not None else None)
+        exe = system_python_named(spec["comm"]) if spec.get("comm") else SYSTEM_PYTHON
+        if not spec.get("argv0"):
+            argv[0] = exe
+        kw.update(user=uid, group=uid, extra_groups=[], cwd="/")
+    p = subprocess.Popen(argv, executable=exe, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, **kw)
+    if spec.get("pgroup"):
+        PGROUPS.setdefault(spec["pgroup"], p.pid)
     if out is not None:  # after "ready", the rest of the hog's stdout goes to that file
         threading.Thread(target=_copy_rest, args=(p, out), daemon=True).start()
     if spec.get("in_cgroup"):
         join_cgroup(spec.get("cgroup_procs"), p.pid)
+    if spec.get("in_memcg"):
+        join_cgroup(spec.get("memcg_procs"), p.pid)
     assert p.stdout is not None
     if out is None:
         p.stdout.readline()  # "ready": its start allocation is done
@@ -178,6 +193,72 @@ def start_fake_systemd(spec: dict[str, Any]) -> None:
         if p.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("the fake systemd did not start")
         time.sleep(0.01)
+
+
+def own_v1_memcg_path() -> str:
+    """Our own v1 memory cgroup, as the kernel names it (the harness's
+    safety cgroup)."""
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if "memory" in controllers.split(","):
+                return path
+    raise RuntimeError("no v1 memory controller")
+
+
+def make_v1_memcg(spec: dict[str, Any]) -> None:
+    """spec["v1_memcg"] = {"limit_mib": N}: a child v1 memory cgroup of our
+    own with that hard limit, for hogs with "in_memcg" (so the kernel's
+    memcg OOM killer, not the machine's, deals with them)."""
+    path = own_v1_memcg_path().rstrip("/") + f"/pyoomd-it-oom-{uuid.uuid4().hex[:8]}"
+    d = "/sys/fs/cgroup/memory" + path
+    os.mkdir(d)
+    spec["v1_memcg_dir"], spec["v1_memcg_path"] = d, path
+    with open(os.path.join(d, "memory.limit_in_bytes"), "w") as f:
+        f.write(str(int(spec["v1_memcg"]["limit_mib"]) << 20))
+    for h in spec.get("hogs", []):
+        h["memcg_procs"] = os.path.join(d, "cgroup.procs")
+
+
+def remove_v1_memcg(d: str) -> None:
+    """SIGKILL what is left in it (only our own hogs were put there), then remove it."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with open(os.path.join(d, "cgroup.procs")) as f:
+            left = [int(x) for x in f.read().split()]
+        if not left:
+            break
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.02)
+    os.rmdir(d)
+
+
+def kernel_pid(pid: int) -> int | None:
+    """``pid`` (ours, in this namespace) as the kernel logs it: its pid in
+    the initial PID namespace, read through the harness's /proc fd
+    (PYOOMD_IT_OUTER_PROC_FD, spec "outer_proc"); None without one."""
+    fd = os.environ.get("PYOOMD_IT_OUTER_PROC_FD")
+    if fd is None:
+        return None
+    for name in os.listdir(int(fd)):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"{name}/status", opener=lambda p, flags: os.open(p, flags, dir_fd=int(fd))) as f:
+                ns = next((line.split()[1:] for line in f if line.startswith("NSpid:")), [])
+        except OSError:
+            continue
+        try:
+            same_ns = os.readlink(f"{name}/ns/pid", dir_fd=int(fd)) == os.readlink("/proc/self/ns/pid")
+        except OSError:
+            continue
+        if len(ns) >= 2 and int(ns[-1]) == pid and same_ns:
+            return int(name)
+    return None
 
 
 def write_config(spec: dict[str, Any]) -> None:
@@ -427,6 +508,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     daemon, log = start_daemon(spec, term_kib, kill_kib)
     if spec.get("reload_before_hogs"):
         reload_daemon(daemon, log, spec["policy_dir"], spec["reload_before_hogs"])
+    after_start = run_after_start(spec.get("after_start", []), log)
     witness = Witness()
     witness.start()
     watch = bool(spec.get("watch_children"))
@@ -437,6 +519,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     hogs = [(start_proc(h), time.monotonic()) for h in spec.get("hogs", [])]
     if spec.get("go_file"):  # hogs with "go_file" wait for it: all of them grow together from now
         open(spec["go_file"], "w").close()
+    kernel_pids = {h.pid: kernel_pid(h.pid) for h, _ in hogs} if spec.get("outer_proc") else {}
     deadline = t0 + spec.get("timeout", 30)
     stop_after = spec.get("stop_after_events")
     # "watch_children": when each hog/bystander died (and ScoreWatch).
@@ -471,9 +554,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "avail0_kib": avail0, "term_kib": term_kib, "kill_kib": kill_kib,
         "min_avail_kib": witness.min_kib,
         "overshoot_mib": max(0, term_kib - witness.min_kib) / 1024,
-        "hogs": [{"pid": h.pid, "returncode": h.poll(), "started": ts - t0} for h, ts in hogs],
+        "hogs": [{"pid": h.pid, "returncode": h.poll(), "started": ts - t0, "kernel_pid": kernel_pids.get(h.pid)}
+                 for h, ts in hogs],
         "bystanders": [{"pid": b.pid, "returncode": b.poll()} for b in bystanders],
-        "daemon_pid": daemon.pid, "daemon_returncode": daemon.poll(),
+        "daemon_pid": daemon.pid, "daemon_returncode": daemon.poll(), "after_start": after_start,
     }
     if watch:
         for entry in result["hogs"] + result["bystanders"]:
@@ -496,6 +580,33 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     for t0_ev in result["events"]:
         t0_ev["_t"] = round(t0_ev["_t"] - t0, 4)
     return result
+
+
+def run_after_start(steps: list[dict[str, Any]], log: LogReader) -> list[dict[str, Any]]:
+    """spec "after_start": steps run once the daemon has started, before the
+    hogs: {"argv": [...]} runs a command ("pyoomd" as argv[0]: this
+    interpreter's ``-m pyoomd``), {"wait_event": name, "timeout": s} waits
+    for the daemon to log that event, {"sleep": s} sleeps.  Their outputs, in
+    order (none for a sleep)."""
+    out: list[dict[str, Any]] = []
+    for step in steps:
+        if "argv" in step:
+            argv = list(step["argv"])
+            if argv[0] == "pyoomd":
+                argv = [sys.executable, "-m", "pyoomd", *argv[1:]]
+            r = subprocess.run(argv, capture_output=True, timeout=step.get("timeout", 30), check=False)
+            out.append({"argv": step["argv"], "rc": r.returncode, "stdout": r.stdout.decode(errors="replace"),
+                        "stderr": r.stderr.decode(errors="replace")})
+        elif "sleep" in step:
+            time.sleep(float(step["sleep"]))
+        elif "wait_event" in step:
+            t0 = time.monotonic()
+            deadline = t0 + step.get("timeout", 10)
+            while time.monotonic() < deadline and not any(e.get("event") == step["wait_event"] for e in log.events):
+                time.sleep(0.01)
+            seen = any(e.get("event") == step["wait_event"] for e in log.events)
+            out.append({"wait_event": step["wait_event"], "seen": seen, "waited_s": round(time.monotonic() - t0, 3)})
+    return out
 
 
 def run_commands(spec: dict[str, Any], procs: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
@@ -535,10 +646,13 @@ def main() -> int:
             start_test_bus(spec)
         if spec.get("fake_systemd"):
             start_fake_systemd(spec)
+        if spec.get("v1_memcg"):
+            make_v1_memcg(spec)
         if spec.get("config_yaml"):
             write_config(spec)
         result = run(spec)
         result["v2_cgroup_path"] = spec.get("v2_cgroup_path")
+        result["v1_memcg_path"] = spec.get("v1_memcg_path")
     finally:
         if spec.get("policy_dir"):
             shutil.rmtree(spec["policy_dir"], ignore_errors=True)
@@ -555,6 +669,8 @@ def main() -> int:
             shutil.rmtree(spec["bus_dir"], ignore_errors=True)
         if spec.get("v2_cgroup_dir"):
             remove_v2_cgroup(spec["v2_cgroup_dir"])
+        if spec.get("v1_memcg_dir"):
+            remove_v1_memcg(spec["v1_memcg_dir"])
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     return 0

@@ -16,6 +16,7 @@ from .policy import Loaded, load_policies
 from .sense import snapshot
 from .sense.procfs import Procfs
 from .sense.sample import Sampler
+from .textsafe import cell
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -205,11 +206,12 @@ def cmd_rank(args: argparse.Namespace) -> int:
           "  COMM  RULES / WHY")
     for i, c in enumerate(cands, 1):
         p = c.proc
-        rules = ",".join(c.rules) or "-"
+        rules = cell(",".join(c.rules) or "-")
         print(f"{i:>3} {p.pid:>7} {c.badness:>7} {p.oom_score:>5} {p.oom_score_adj:>5} {c.growth_points:>+6} "
-              f"{(p.rss_kib + p.swap_kib) / 1024:>8.1f} {p.uid:>6}  {p.comm}  {rules}  {p.cgroup or '-'}  [{'; '.join(c.reasons)}]")
-    for e in table.excluded:
-        print(f"  - {e.proc.pid:>7} {e.proc.comm}: not a candidate: {e.why}")
+              f"{(p.rss_kib + p.swap_kib) / 1024:>8.1f} {p.uid:>6}  {cell(p.comm)}  {rules}  {cell(p.cgroup or '-')}  "
+              f"[{cell('; '.join(c.reasons))}]")
+    for e in table.excluded:  # a comm is any user's choice: no newline or ESC reaches the table
+        print(f"  - {e.proc.pid:>7} {cell(e.proc.comm)}: not a candidate: {cell(e.why)}")
     over = f"growth measured over {args.growth_over:g}s" if args.growth_over > 0 else \
         "growth not measured (--growth-over SECONDS)"
     print(f"({table.scanned} processes scanned, {table.detailed} read in full; {over})", file=sys.stderr)
@@ -315,16 +317,17 @@ def _action_of(c: Candidate, cgroup: str | None) -> dict[str, Any] | None:
 
 def _print_explained(item: dict[str, Any]) -> None:
     if not item["found"]:
-        print(f"pid {item['pid']}: {item['why']}\n")
+        print(f"pid {item['pid']}: {cell(item['why'])}\n")
         return
-    print(f"pid {item['pid']} ({item['comm']})  exe {item['exe']}  uid {item['uid']}  cgroup {item['cgroup']}")
+    print(f"pid {item['pid']} ({cell(item['comm'])})  exe {cell(item['exe'])}  uid {item['uid']}  "
+          f"cgroup {cell(item['cgroup'])}")
     print(f"  oom_score {item['oom_score']}  oom_score_adj {item['oom_score_adj']}")
     for r in item["rules"]:
-        print(f"  rule {r['name']} ({r['file']}:{r['line']}): {', '.join(r['effects']) or 'no effect'}")
+        print(f"  rule {cell(r['name'])} ({cell(r['file'])}:{r['line']}): {cell(', '.join(r['effects']) or 'no effect')}")
     if not item["rules"]:
         print("  no policy rule matches")
     if "why" in item:
-        print(f"  {item['why']}")
+        print(f"  {cell(item['why'])}")
     else:
         extra = "".join(f"  {k} {item[k]}" for k in ("signal", "grace_s") if item.get(k) is not None)
         group = "  kill group" if item["kill_group"] else ""
@@ -337,7 +340,7 @@ def _print_explained(item: dict[str, Any]) -> None:
                   "is still below TERM")
         print(f"  growth +{item['growth_points']} (grew {item['growth_kib'] // 1024} MiB over "
               f"{item['growth_over_s']:g}s)")
-        print(f"  {'; '.join(item['reasons'])}")
+        print(f"  {cell('; '.join(item['reasons']))}")
     print()
 
 
@@ -359,7 +362,7 @@ def watch_line(f: dict[str, Any]) -> str:
     def pct(v: float | None) -> str:
         return "    -" if v is None else f"{v:5.1f}"
     v = f.get("victim")
-    who = f"  {v['pid']} {v['comm']} ({v['badness']}{v['growth_points']:+d})" if v else ""
+    who = f"  {v['pid']} {cell(v['comm'])} ({v['badness']}{v['growth_points']:+d})" if v else ""
     return (f"{f['mem_available_kib'] // 1024:>9} MiB {f['mem_available_pct']:5.1f}%  "
             f"{f['swap_free_kib'] // 1024:>9} MiB {f['swap_free_pct']:5.1f}%  "
             f"{pct(f['psi_some_avg10'])}  {pct(f['psi_full_avg10'])}  {f['level']}{who}")

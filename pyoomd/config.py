@@ -13,12 +13,12 @@ turns percentages into KiB once, giving the frozen ``Thresholds`` the judge uses
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import yamlfile
 from .errors import ConfigError
 from .values import Amount, Thresholds, compile_thresholds, parse_amount, parse_duration_s, trust_problem
 
@@ -383,6 +383,14 @@ class ThrashConfig(_Strict):
         return self
 
 
+class KernelLogConfig(_Strict):
+    """Report the kernel OOM killer's own kills (sense/kmsg.py): the kernel
+    log is followed from its end, in a thread of its own."""
+
+    enabled: bool = True
+    path: str = "/dev/kmsg"  # another path (a file or FIFO) stands in for tests
+
+
 class CgroupsConfig(_Strict):
     """How cgroups shape the kill (sense/cgroup.py, act/cgroup_kill.py)."""
 
@@ -468,6 +476,7 @@ class Settings(_Strict):
     psi: PsiConfig = PsiConfig()
     swap_relief: SwapReliefConfig = SwapReliefConfig()
     thrash: ThrashConfig = ThrashConfig()
+    kernel_log: KernelLogConfig = KernelLogConfig()
     cgroups: CgroupsConfig = CgroupsConfig()
     cgroup_choice: CgroupChoiceConfig = CgroupChoiceConfig()
     choice: ChoiceConfig = ChoiceConfig()
@@ -508,22 +517,10 @@ def _yaml_line(doc: Any, loc: tuple[Any, ...]) -> int | None:
 
 
 def load_yaml(path: str, text: str) -> tuple[Any, Any]:
-    """Parse YAML; return (data, node tree).  Errors name file:line:column."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        line = mark.line + 1 if mark else None
-        col = mark.column + 1 if mark else None
-        raise ConfigError(path, f"invalid YAML: {e.problem or e}", line, col) from None
-    except yaml.YAMLError as e:  # a ReaderError (NUL, bad UTF-8) has a position, not a mark
-        pos = getattr(e, "position", None)
-        line = text.count("\n", 0, pos) + 1 if isinstance(pos, int) else 1
-        raise ConfigError(path, f"invalid YAML: {e}", line) from None
-    except RecursionError:  # "[" * 20000: PyYAML's composer recurses (found by tests)
-        raise ConfigError(path, "invalid YAML: nested too deeply", 1) from None
-    return data, node
+    """Parse YAML; return (data, node tree).  The policy loader's parser and
+    limits (pyoomd.yamlfile): duplicate keys, alias bombs and deep nesting
+    are ConfigErrors naming file:line:column."""
+    return yamlfile.parse(path, text)
 
 
 def validation_to_config_error(path: str, node: Any, err: ValidationError) -> ConfigError:
@@ -555,17 +552,8 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Se
     """Load ``path`` (None: defaults only) and apply flag ``overrides``."""
     if path is None:
         return settings_from_text("<flags>", "{}", overrides)
-    try:
-        with open(path, encoding="utf-8") as f:
-            problem = trust_problem(os.fstat(f.fileno()), os.geteuid())
-            if problem:
-                raise ConfigError(path, f"refused: {problem}")
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(path, f"cannot read: {e}") from None
-    except ValueError as e:  # a NUL in the path
-        raise ConfigError(repr(path), f"cannot read: {e}") from None
-    return settings_from_text(path, text, overrides)
+    # a regular file (no FIFO, device), trusted, at most 1 MiB (pyoomd.yamlfile)
+    return settings_from_text(path, yamlfile.read_trusted(path), overrides)
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import os
@@ -14,20 +15,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import selfprotect
 from .act.cgroup_kill import GroupKiller
-from .act.kill import Killer, KillPlan
+from .act.kill import Guard, Killer, KillPlan
 from .errors import ConfigError, ParseError
-from .judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, Judge
 from .judge import fairshare
 from .judge.choose import Scoring, choose
+from .judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, Judge
 from .judge.growth import NO_ATTRIBUTION, Attribution, GrowthTracker
 from .judge.pressure import compile_rule
 from .judge.rank import NoPolicy, Policy
 from .judge.relief import compile_relief
 from .judge.thrash import compile_thrash
-from .model import Candidate, Decision, KillOutcome, Level, MemSample
+from .model import Candidate, Decision, Excluded, KillOutcome, Level, MemSample, ProcInfo
 from .report.log import kernel_style
 from .sense import snapshot
 from .sense.cgroup import CgroupRef, Cgroups, LeafStat, choose_leaf
+from .sense.kmsg import KmsgFollower
 from .sense.procfs import Procfs
 from .sense.psi import Waiter
 from .sense.sample import IdleParams, IdleResult, Sampler
@@ -116,16 +118,20 @@ class Daemon:
         # swapoff, memory hotplug or balloon changes them (see _check_totals).
         self.levels_totals: tuple[int, int] = (first.mem_total_kib, first.swap_total_kib)
         self.judge = _make_judge(settings, self.thresholds)
-        self.killer = Killer(procfs, self._resample_level, self._killer_event, clock)
         self.cgroups = Cgroups(procfs)
-        self.group_killer = GroupKiller(procfs, self.cgroups, self._resample_level, self._killer_event, clock)
+        # The last look before every signal (victim, group and cgroup members).
+        self.guard = Guard(procfs, self._spare_now)
+        self.killer = Killer(procfs, self._resample_level, self._killer_event, clock, self.guard)
+        self.group_killer = GroupKiller(procfs, self.cgroups, self._resample_level, self._killer_event, clock,
+                                        guard=self.guard)
         self.state = State()
         self.last_sample: MemSample = first
         g = settings.growth
         self.growth = GrowthTracker(first.mem_total_kib, g.weight, g.window, _approach(self.thresholds))
         self._followed = False  # a look happened since the last clear (young processes can be dated)
         self._follow_scores: dict[int, int] = {}
-        self._follow_rise = 0  # the largest oom_score rise between the last two looks
+        self._follow_rise: dict[int, int] = {}  # pid -> its oom_score rise between the last two looks
+        self._follow_last_pid: int | None = None  # the last pid handed out just before the last look
         self._followed_at = -1e9
         # Report-stage consumers (metrics, notifications, hooks, status): each
         # gets every event as (name, fields) after it is logged, and the
@@ -141,6 +147,11 @@ class Daemon:
         self.policy_loaded: Loaded | None = None
         # A reload under way (SIGHUP): its thread and what it brings back.
         self._reload_job: tuple[threading.Thread, dict[str, Any]] | None = None
+        # The kernel OOM killer's own kills (sense/kmsg.py): its thread queues
+        # (severity, event, fields) here and wakes the loop, which logs them.
+        self.kmsg: KmsgFollower | None = None
+        self.kernel_log_state = "not started"  # for the startup event
+        self.kernel_reports: collections.deque[tuple[str, str, dict[str, Any]]] = collections.deque()
 
     def use_policies(self, loaded: Loaded) -> None:
         """Put a loaded policy set in force (at start-up and on reload)."""
@@ -184,7 +195,7 @@ class Daemon:
             psi=self.last_sample.psi is not None, oom_score_adj=adj, mlockall=mlock,
             wakeup=self.waiter.mode if self.waiter is not None else "sampling only",
             psi_rule=_psi_desc(s), zram=self.zram.active,
-            swap_relief=_relief_desc(s), thrash=_thrash_desc(s),
+            swap_relief=_relief_desc(s), thrash=_thrash_desc(s), kernel_log=self.kernel_log_state,
             cgroup_choice=f"{s.cgroup_choice.by} below {s.cgroup_choice.root}" if s.cgroup_choice.enabled else "off",
             growth=(f"weight {s.growth.weight:g} over {s.growth.window:g}s, following between warn and term"
                     if s.growth.enabled else "off"),
@@ -235,6 +246,7 @@ class Daemon:
             idle = self.clock is time.monotonic and (self.sleep is time.sleep or self.sleep is self.waiter)
         idle_wait = getattr(self.sampler, "idle_wait", None) if idle else None
         wake_fd = self._signal_wakeup() if idle_wait is not None else None
+        self.start_kernel_log()
         self.startup()
         sample: MemSample | None = None
         before: tuple[float, int] | None = None
@@ -245,6 +257,8 @@ class Daemon:
                     self._finish_reload()
                 if self.state.reload and self._reload_job is None:
                     self._start_reload()
+                if self.kernel_reports:
+                    self.report_kernel()
                 t0 = time.perf_counter()
                 pause = self.tick(sample, before)
                 self.last_tick_s = time.perf_counter() - t0  # for the metrics' tick histogram
@@ -263,8 +277,45 @@ class Daemon:
                 if "done" in job[1]:
                     self._finish_reload()
         finally:
+            self.stop_kernel_log()  # first: its thread writes to the wake pipe
             self._signal_wakeup_off()
+        self.report_kernel()
         self.emit("info", "shutdown", pid=os.getpid())
+
+    # -- the kernel's own kills ----------------------------------------------
+    def start_kernel_log(self) -> None:
+        """Follow the kernel log for the kernel OOM killer's kills (off with
+        kernel_log.enabled: false).  Unreadable (no CAP_SYSLOG, a container
+        without /dev/kmsg): one warning, and the daemon runs on without it."""
+        cfg = getattr(self.settings, "kernel_log", None)
+        if cfg is None or not cfg.enabled:
+            self.kernel_log_state = "off"
+            return
+        follower = KmsgFollower(self._kernel_report, cfg.path)
+        why = follower.open()
+        if why is not None:
+            self.kernel_log_state = f"unavailable: {why}"
+            self.emit("warning", "kernel_log_unavailable", path=cfg.path, error=why,
+                      message="kernel OOM kills will not be reported")
+            return
+        self.kmsg = follower.start()
+        self.kernel_log_state = f"following {cfg.path}"
+
+    def stop_kernel_log(self) -> None:
+        if self.kmsg is not None:
+            self.kmsg.stop()
+            self.kmsg = None
+
+    def _kernel_report(self, severity: str, event: str, fields: dict[str, Any]) -> None:
+        """From the follower's thread: queue it for the loop, and wake it."""
+        self.kernel_reports.append((severity, event, fields))
+        self.wake()
+
+    def report_kernel(self) -> None:
+        """In the loop: log what the follower found (kernel_oom_kill, ...)."""
+        while self.kernel_reports:
+            severity, event, fields = self.kernel_reports.popleft()
+            self.emit(severity, event, **fields)
 
     def _can_idle(self) -> bool:
         """Only at the OK level with nothing pending: above WARN no kill, PSI
@@ -436,8 +487,12 @@ class Daemon:
             return
         if loaded is not None:
             self.use_policies(loaded)
+        old_kernel_log = getattr(self.settings, "kernel_log", None)
         self.settings, self.thresholds = settings, thresholds
         self.judge = _make_judge(settings, thresholds)
+        if getattr(settings, "kernel_log", None) != old_kernel_log and self.kernel_log_state != "not started":
+            self.stop_kernel_log()
+            self.start_kernel_log()
         self.growth.weight, self.growth.window_s = settings.growth.weight, settings.growth.window
         self.growth.approach_kib = _approach(thresholds)
         self.emit("info", "reloaded", dry_run=settings.dry_run, mem_term_kib=thresholds.mem_term_kib,
@@ -579,10 +634,11 @@ class Daemon:
             return
         self._followed_at = now
         before_scores = self._follow_scores
+        self._follow_last_pid = snapshot.read_last_pid(self.procfs)  # before the look: none born is missed
         seen, self._follow_scores = snapshot.follow(self.procfs, snapshot.default_skip(self.procfs),
                                                     self._follow_scores, cfg.follow_top)
-        self._follow_rise = max((s - before_scores[pid] for pid, s in self._follow_scores.items()
-                                 if pid in before_scores), default=0)
+        self._follow_rise = {pid: s - before_scores[pid] for pid, s in self._follow_scores.items()
+                             if pid in before_scores and s > before_scores[pid]}
         uptime = snapshot.read_uptime_s(self.procfs)
         for ident, mem_kib in seen:
             born = None if uptime is None else now - (uptime - ident[1] / snapshot.CLOCK_TICKS)
@@ -611,15 +667,26 @@ class Daemon:
     def warm(self) -> snapshot.Warm | None:
         """The growth follower's last look, if recent enough to rank from
         (issue 11: the victim ready at the crossing).  Its scores stand in
-        for one oom_score read per process; the slack covers twice the
-        largest rise seen between the last two looks (at least WARM_SLACK
-        points), scaled to the look's age."""
+        for one oom_score read per process, each with WARM_SLACK points of
+        slack plus twice its own rise between the last two looks, scaled to
+        the look's age (a process rising steadily is read; one that starts
+        to rise by more than that within a second of a look is missed until
+        the next cold scan)."""
         cfg = self.settings.growth
         age = self.clock() - self._followed_at
         if not (cfg.enabled and self._followed and self._follow_scores) or age > WARM_MAX_AGE * cfg.interval:
             return None
-        per_look = max(2 * self._follow_rise, WARM_SLACK)
-        return snapshot.Warm(self._follow_scores, int(per_look * max(1.0, age / cfg.interval)) + 1)
+        looks = max(1.0, age / cfg.interval)
+        rising = {pid: int(2 * r * looks) + 1 for pid, r in self._follow_rise.items()}
+        return snapshot.Warm(self._follow_scores, int(WARM_SLACK * looks) + 1, rising, self._follow_last_pid)
+
+    def _spare_now(self, proc: ProcInfo) -> str | None:
+        """Why ``proc`` must not get a signal now (policy protect, an omitted
+        cgroup, -1000), or None: the choice's own rules, read again just
+        before each signal (act/kill.py Guard)."""
+        pref = self.cgroups.preference_of_path if self.settings.cgroups.preferences else None
+        verdict = Scoring(self.policy, preference=pref).evaluate(proc)
+        return verdict.why if isinstance(verdict, Excluded) else None
 
     def scan(self, top_n: int, only: set[int] | None = None) -> list[Candidate]:
         """The best candidates; ``only``: restrict to these pids (cgroup choice)."""

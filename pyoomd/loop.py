@@ -33,10 +33,15 @@ from .sense.sample import Sampler
 # The fd the compile child writes its plan to (the pipe is dup2'd there).
 PLAN_FD = 3
 # A reload's compile child is killed after this long (a hung NFS policy dir
-# must not stop the killer; start-up waits as long as it takes).  Measured
+# must not stop the killer; start-up: STARTUP_TIMEOUT_S).  Measured
 # here: a reload's child takes ~0.19 s (interpreter, pydantic, YAML); it is
 # waited for in a thread (Daemon._start_reload), the loop goes on meanwhile.
 RELOAD_TIMEOUT_S = 30.0
+# The start-up compile child too: a policy or config path that blocks (a
+# hung network filesystem; FIFOs and devices are refused before they are
+# opened) must not leave the daemon never starting, silently.  Start-up
+# compiles take ~0.2-0.5 s here; a slow boot gets 60.
+STARTUP_TIMEOUT_S = 60.0
 _CHILD = ("import json, os, sys\n"
           "p = os.environ.pop('PYOOMD_COMPILE_PATH', None)\n"
           "if p is not None: sys.path[:] = json.loads(p)\n"
@@ -72,7 +77,7 @@ def _high_fd(fd: int) -> int:
 
 
 def compile_plan(argv: Sequence[str], capture_stderr: bool, timeout_s: float | None = None,
-                 ) -> dict[str, Any] | None:
+                 what: str = "<reload>") -> dict[str, Any] | None:
     """Run ``pyoomd.compile`` on ``argv``: the plan, or None when the child
     printed something else and exited 0 (``--help``, ``--version``).
     Raises CompileFailed (non-zero exit; ConfigError inside)."""
@@ -105,7 +110,7 @@ def compile_plan(argv: Sequence[str], capture_stderr: bool, timeout_s: float | N
     out = outputs[r].decode("utf-8", "replace")
     err = outputs[er].decode("utf-8", "replace").strip() if er >= 0 else ""
     if timed_out:
-        raise CompileFailed(EXIT_FAILURE, ConfigError("<reload>", f"the configuration check took over {timeout_s:g}s "
+        raise CompileFailed(EXIT_FAILURE, ConfigError(what, f"the configuration check took over {timeout_s:g}s "
                                                       "and was killed"))
     doc: dict[str, Any] | None = None
     if out.strip():
@@ -180,11 +185,12 @@ def serve(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> int:
 def build(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> tuple[Any, list[Callable[[], None]]]:
     """The daemon for ``plan``, its observers attached; and their stop functions."""
     from .daemon import Daemon
-    from .report.log import configure, get_logger
+    from .report.log import configure, get_logger, install_excepthooks
 
     settings = settings_from_plan(plan["settings"])
     loaded = loaded_from_plan(plan["policy"])
     configure(settings.log_format)
+    install_excepthooks()  # a thread's traceback is a JSON event too, never raw text
     procfs = Procfs(plan["procfs"])
     sampler = open_sampler(procfs, settings.reader)
     wake = settings.psi.wakeup
@@ -218,7 +224,7 @@ def main(argv: Sequence[str]) -> int:
     """``pyoomd [GLOBAL OPTIONS] run ...`` (argv without the program name)."""
     argv = list(argv)
     try:
-        plan = compile_plan(argv, capture_stderr=False)
+        plan = compile_plan(argv, capture_stderr=False, timeout_s=STARTUP_TIMEOUT_S, what="<startup>")
     except CompileFailed as e:
         if e.exit_code == EXIT_FAILURE:  # the child could not say it: we do
             sys.stderr.write(f"pyoomd: {e}\n")

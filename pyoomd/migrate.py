@@ -98,7 +98,8 @@ def policy_doc(args: argparse.Namespace) -> dict[str, Any] | None:
         rules.append({"name": _name("earlyoom-avoid", i), "match": {"comm": rx}, "adjust": -EARLYOOM_BONUS,
                       "allow_name_only": True})
     if getattr(args, "kill_group", None):
-        rules.append({"name": "earlyoom-g", "match": {"comm": "^"}, "kill": "group"})
+        # every process (any cgroup path): a group kill needs a pinning matcher
+        rules.append({"name": "earlyoom-g", "match": {"cgroup": "/*"}, "kill": "group"})
     return {"version": 1, "rules": rules} if rules else None
 
 

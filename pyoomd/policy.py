@@ -40,8 +40,10 @@ from pydantic import (
     model_validator,
 )
 
+from . import yamlfile
 from .errors import ConfigError
 from .judge.rank import BADNESS_MAX
+from .regex import RegexError, compile_policy_regex
 from .rules import Finding, Loaded, PolicySet, Rule
 from .values import parse_duration_s, program_problem, trust_problem
 
@@ -50,12 +52,9 @@ from .values import parse_duration_s, program_problem, trust_problem
 __all__ = ["Finding", "Loaded", "PolicySet", "Rule", "check_file", "check_text", "expand", "host_applies",
            "load_policies"]
 
-# A policy is a few dozen rules; 1 MiB is far beyond any real one and keeps a
-# stray binary or log file named *.yaml from being parsed at length.
-MAX_FILE_BYTES = 1 << 20
-# YAML aliases can make a small file expand into a huge tree ("billion
-# laughs"); no real policy comes near this many nodes once expanded.
-MAX_NODES = 100_000
+# Size and expansion limits: pyoomd.yamlfile's, the same for the config.
+MAX_FILE_BYTES = yamlfile.MAX_FILE_BYTES
+MAX_NODES = yamlfile.MAX_NODES
 # More errors than this in one file are summarised: the first ones matter.
 MAX_ERRORS = 20
 POLICY_SUFFIXES = (".yaml", ".yml")
@@ -78,9 +77,9 @@ class _Strict(BaseModel):
 def _compile_regex(v: str | None) -> str | None:
     if v is not None:
         try:
-            re.compile(v)
-        except re.error as e:
-            raise ValueError(f"invalid regex {v!r}: {e}") from None
+            compile_policy_regex(v)
+        except RegexError as e:
+            raise ValueError(f"invalid regex {v[:80]!r}: {e}") from None
     return v
 
 
@@ -214,48 +213,10 @@ class FileResult:
     applies: bool = True
 
 
-# -- YAML -> nodes -----------------------------------------------------------------
+# -- YAML -> nodes (pyoomd.yamlfile: one loader for config and policies) -----------
 def _parse_yaml(path: str, text: str) -> tuple[Any, Any]:
     """(data, node) from one document; errors name file:line:column."""
-    try:
-        loader = yaml.SafeLoader(text)
-        try:
-            node = loader.get_single_node()
-            _check_nodes(path, node)
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        raise ConfigError(path, f"invalid YAML: {e.problem or e.context or e}", line, col) from None
-    except yaml.YAMLError as e:
-        raise ConfigError(path, f"invalid YAML: {e}") from None
-    except RecursionError:
-        raise ConfigError(path, "invalid YAML: nested too deeply") from None
-    return data, node
-
-
-def _check_nodes(path: str, root: Any) -> None:
-    """Duplicate keys (PyYAML silently keeps the last) and alias bombs."""
-    count = 0
-    stack = [root] if root is not None else []
-    while stack:
-        node = stack.pop()
-        count += 1
-        if count > MAX_NODES:
-            raise ConfigError(path, f"document too large (over {MAX_NODES} nodes once aliases expand)")
-        if isinstance(node, yaml.MappingNode):
-            seen: set[str] = set()
-            for k, v in node.value:
-                if isinstance(k, yaml.ScalarNode):
-                    if k.value in seen:
-                        m = k.start_mark
-                        raise ConfigError(path, f"duplicate key {k.value!r}", m.line + 1, m.column + 1)
-                    seen.add(k.value)
-                stack.extend((k, v))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
+    return yamlfile.parse(path, text)
 
 
 def _locate(node: Any, loc: Iterable[Any]) -> tuple[int | None, int | None]:
@@ -363,9 +324,9 @@ def _compile_rule(path: str, spec: RuleSpec, line: int, resolve: Resolver) -> tu
     uids, unknown = _uids(m.user, resolve) if m.user is not None else (None, [])
     rule = Rule(
         name=spec.name, file=path, line=line,
-        comm=re.compile(m.comm) if m.comm is not None else None,
-        cmdline=re.compile(m.cmdline) if m.cmdline is not None else None,
-        parent=re.compile(m.parent) if m.parent is not None else None,
+        comm=compile_policy_regex(m.comm) if m.comm is not None else None,
+        cmdline=compile_policy_regex(m.cmdline) if m.cmdline is not None else None,
+        parent=compile_policy_regex(m.parent) if m.parent is not None else None,
         exe=tuple(m.exe) if m.exe is not None else None,
         uids=uids,
         cgroup=tuple(m.cgroup) if m.cgroup is not None else None,
@@ -394,6 +355,14 @@ def _review(res: FileResult, spec: RuleSpec, unknown: list[str], where: tuple[in
         warn("protect wins: its adjust is never used")
     if not (spec.protect or spec.adjust or spec.kill or spec.signal or spec.grace is not None or spec.action):
         warn("does nothing (no adjust, protect, kill, signal, grace or action)")
+    if spec.kill in ("group", "cgroup") and not _pins(spec):
+        # Other processes go with the victim: who is matched must be pinned,
+        # or a process that names itself `make` takes its group along.
+        # allow_name_only does not lift this one.
+        res.refused.append(Finding(res.file, line, col, (
+            f"rule {spec.name!r} asks for kill: {spec.kill} on process names alone (comm/cmdline/parent), "
+            "which anyone can choose; pin exe, user or cgroup; the daemon refuses this rule")))
+        return False
     if spec.protect and spec.action:
         warn("protect wins: a protected process is never acted on, so its action never runs")
     if spec.action and spec.action[0] == "run":
@@ -474,31 +443,10 @@ def host_applies(hosts: tuple[str, ...] | None, hostname: str) -> bool:
 
 # -- files -------------------------------------------------------------------------
 def read_policy_file(path: str, euid: int | None = None) -> str:
-    """The text of a policy file; as root, refuse one another user could
-    have written (the care sudo takes with sudoers)."""
-    euid = os.geteuid() if euid is None else euid
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:
-        raise ConfigError(path, f"cannot read: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(path, "not a regular file")
-        problem = trust_problem(st, euid)
-        if problem:
-            raise ConfigError(path, f"refused: {problem}")
-        raw = os.read(fd, MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise ConfigError(path, f"cannot read: {e.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(path, f"larger than {MAX_FILE_BYTES} bytes: not a policy file")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(path, f"not UTF-8 (byte {e.start})") from None
+    """The text of a policy file: a regular file (a FIFO or device is
+    refused before it is opened), owned and writable only by root when we
+    run as root (pyoomd.yamlfile.read_trusted)."""
+    return yamlfile.read_trusted(path, euid, MAX_FILE_BYTES)
 
 
 def expand(paths: Iterable[str], euid: int | None = None, missing_ok: bool = False,

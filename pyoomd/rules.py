@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import ConfigError
 from .judge.rank import BADNESS_MAX, Verdict
 from .model import ProcInfo
+from .regex import Pattern, bound_cmdline, bound_name, compile_policy_regex, search
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +40,9 @@ class Rule:
     name: str
     file: str
     line: int
-    comm: re.Pattern[str] | None = None
-    cmdline: re.Pattern[str] | None = None
-    parent: re.Pattern[str] | None = None
+    comm: Pattern | None = None  # RE2 programs (pyoomd.regex): linear-time
+    cmdline: Pattern | None = None
+    parent: Pattern | None = None
     exe: tuple[str, ...] | None = None
     uids: frozenset[int] | None = None
     cgroup: tuple[str, ...] | None = None
@@ -56,18 +56,20 @@ class Rule:
     action: tuple[str, ...] | None = None
 
     def matches(self, proc: ProcInfo) -> bool:
-        """All given matchers match.  A field we could not read never matches."""
+        """All given matchers match.  A field we could not read never matches.
+        Regexes see bounded texts (pyoomd.regex: the first MATCH_CMDLINE_MAX
+        characters of the command line)."""
         if self.uids is not None and proc.uid not in self.uids:
             return False
-        if self.comm is not None and not self.comm.search(proc.comm):
+        if self.comm is not None and not search(self.comm, bound_name(proc.comm)):
             return False
         if self.exe is not None and not _glob_any(_exe_path(proc.exe), self.exe):
             return False
         if self.cgroup is not None and not _glob_any(proc.cgroup, self.cgroup):
             return False
-        if self.cmdline is not None and (proc.cmdline is None or not self.cmdline.search(proc.cmdline)):
+        if self.cmdline is not None and (proc.cmdline is None or not search(self.cmdline, bound_cmdline(proc.cmdline))):
             return False
-        return self.parent is None or (proc.parent_comm is not None and bool(self.parent.search(proc.parent_comm)))
+        return self.parent is None or (proc.parent_comm is not None and search(self.parent, bound_name(proc.parent_comm)))
 
     def effects(self) -> list[str]:
         """What this rule does, in words (for explain)."""
@@ -216,7 +218,7 @@ def _rule_from_plan(d: dict[str, Any]) -> Rule:
     kw = dict(d)
     for name in _PATTERNS:
         if kw.get(name) is not None:
-            kw[name] = re.compile(kw[name])
+            kw[name] = compile_policy_regex(kw[name])
     if kw.get("uids") is not None:
         kw["uids"] = frozenset(kw["uids"])
     for name in ("exe", "cgroup", "action"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fuzzing import fuzz
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +37,7 @@ def _exit_code(argv: list[str]) -> int:
         return int(e.code or 0)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@fuzz(300, 3000, fixture=True)
 @given(cmd=st.sampled_from(["run", "rank", "sample", "bogus"]),
        args=st.lists(st.tuples(st.sampled_from(FLAGS), VALUES), max_size=4))
 def test_fuzzed_flags_give_documented_exit_codes(cmd: str, args: list[tuple[str, str]],

@@ -90,3 +90,19 @@ def test_a_live_daemons_socket_is_not_taken_over(server: StatusServer) -> None:
     with pytest.raises(OSError, match="another pyoomd"):
         StatusServer(server.path, StatusObserver(_static)).start()
     assert query(server.path)["pid"] == os.getpid()
+
+
+def test_kernel_oom_kills_are_in_the_status(server: StatusServer) -> None:
+    from pyoomd.sense.kmsg import event_fields, parse_kill_line
+
+    kill = parse_kill_line("Memory cgroup out of memory: Killed process 77 (a) (b) total-vm:9kB, anon-rss:65536kB, "
+                           "file-rss:12kB, shmem-rss:0kB, UID:1000 pgtables:4kB oom_score_adj:0")
+    assert kill is not None
+    server.observer.on_event("kernel_oom_kill", {**event_fields(kill), "memcg": "/ci/job"})
+    server.observer.on_tick(SAMPLE, Decision(Level.OK, "fine", 1.0))
+    doc = query(server.path)
+    assert doc["kernel_oom_kills"] == {"global": 0, "memcg": 1}
+    (row,) = doc["last_kernel_oom_kills"]
+    assert (row["pid"], row["comm"], row["memcg"], row["anon_rss_kib"]) == (77, "a) (b", "/ci/job", 65536)
+    assert "kernel kills global 0, memcg 1" in format_status(doc)
+    assert "memcg in /ci/job: pid 77 'a) (b' uid 1000, anon 65536 KiB" in format_status(doc)

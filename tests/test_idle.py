@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fuzzing import fuzz
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -294,7 +295,7 @@ def test_hinted_parse_on_fixtures() -> None:
 
 
 @needs_cffi
-@settings(max_examples=300, deadline=None)
+@fuzz(300, 3000)
 @given(st.lists(kernel_meminfo(), min_size=1, max_size=4))
 def test_hinted_parse_matches_full_scan(files: list[bytes]) -> None:
     assert EXT is not None

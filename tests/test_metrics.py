@@ -3,8 +3,11 @@ and read the node_exporter textfile."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pyoomd.config import MetricsConfig, Thresholds
 from pyoomd.model import Decision, Level, MemSample, Pressure, PsiLine
-from pyoomd.report.metrics import Metrics, parse_listen, reason_label
+from pyoomd.report.metrics import Metrics, parse_listen, reason_label, textfile_dir_problem
 
 TH = Thresholds(mem_warn_kib=4 << 20, mem_term_kib=2 << 20, mem_kill_kib=1 << 20,
                 swap_term_kib=1 << 20, swap_kill_kib=1 << 19)
@@ -121,3 +124,66 @@ def test_kills_per_episode_are_recorded() -> None:
     assert m.registry.get_sample_value("pyoomd_episode_kills_bucket", {"le": "1.0"}) == 0
     assert m.registry.get_sample_value("pyoomd_episode_kills_bucket", {"le": "2.0"}) == 1
     assert m.registry.get_sample_value("pyoomd_episode_kills_sum") == 2
+
+
+def test_textfile_never_follows_a_symlink_planted_at_the_old_temporary_name(tmp_path: Path) -> None:
+    target = tmp_path / "victim"  # stands for /etc/shadow
+    target.write_text("precious\n")
+    path = tmp_path / "pyoomd.prom"
+    # prometheus_client's write_to_textfile opened f"{path}.{pid}.{thread id}" (following symlinks)
+    planted = tmp_path / f"pyoomd.prom.{os.getpid()}.{threading.current_thread().ident}"
+    planted.symlink_to(target)
+    m = Metrics(MetricsConfig(textfile=str(path)), TH, lambda *a, **k: None)
+    _drive(m)
+    m.write_textfile()
+    assert target.read_text() == "precious\n"
+    assert planted.is_symlink() and os.readlink(planted) == str(target)
+    got = _samples(path.read_text())
+    assert got[("pyoomd_kills_total", (("reason", "memory_term"), ("signal", "SIGTERM")))] == 1
+    assert (path.stat().st_mode & 0o777) == 0o644 and not path.is_symlink()
+    # a symlink planted at the final name is replaced, not followed
+    path.unlink()
+    path.symlink_to(target)
+    m.write_textfile()
+    assert target.read_text() == "precious\n" and not path.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([planted.name, "pyoomd.prom", "victim"])
+
+
+def test_a_world_writable_textfile_directory_without_sticky_bit_is_refused(tmp_path: Path) -> None:
+    d = tmp_path / "open"
+    d.mkdir()
+    os.chmod(d, 0o777)
+    logged: list[tuple[str, dict[str, Any]]] = []
+    m = Metrics(MetricsConfig(listen="127.0.0.1:0", textfile=str(d / "pyoomd.prom")), TH,
+                lambda ev, **k: logged.append((ev, k))).start()
+    try:
+        assert [ev for ev, _ in logged] == ["metrics_textfile_refused"]
+        assert str(d) in logged[0][1]["error"] and "sticky" in logged[0][1]["error"]
+        assert not list(d.iterdir())
+        with urllib.request.urlopen(f"http://127.0.0.1:{m.port}/metrics", timeout=5) as r:
+            assert b"pyoomd_level" in r.read()  # the endpoint still serves
+    finally:
+        m.stop()
+    os.chmod(d, 0o1777)  # sticky, like /tmp: fine
+    m = Metrics(MetricsConfig(textfile=str(d / "pyoomd.prom")), TH, lambda ev, **k: logged.append((ev, k)))
+    m.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not (d / "pyoomd.prom").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        m.stop()
+    assert [ev for ev, _ in logged] == ["metrics_textfile_refused"]
+
+
+def test_a_textfile_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    d = tmp_path / "theirs"
+    d.mkdir()
+    st = d.stat()
+    assert textfile_dir_problem(str(d / "x.prom"), euid=st.st_uid) is None
+    problem = textfile_dir_problem(str(d / "x.prom"), euid=st.st_uid + 1) if st.st_uid else None
+    if os.geteuid() == 0:
+        os.chown(d, 65534, -1)
+        problem = textfile_dir_problem(str(d / "x.prom"))
+    assert problem is not None and str(d) in problem and "owned by uid" in problem

@@ -160,6 +160,12 @@ def test_observer_ready_watchdog_status_stopping(listener: tuple[Listener, str])
     (m,) = lst.messages()
     assert "last kill: hog (pid 42, SIGTERM) [dry-run]" in m["STATUS"]
 
+    obs.on_event("kill", {"comm": "a\nSTOPPING=1\x1b[2J", "pid": 43, "signal": "SIGTERM"})
+    clock.t += 0.01
+    obs.on_tick(sample(1), decision(Level.TERM))
+    (m,) = lst.messages()  # one STATUS=, no forged assignment, no raw ESC for systemctl to print
+    assert set(m) == {"STATUS"} and "last kill: a\\x0aSTOPPING=1\\x1b[2J (pid 43" in m["STATUS"]
+
     obs.on_event("shutdown", {})
     assert lst.messages() == [{"STOPPING": "1", "STATUS": "stopping"}]
 

@@ -325,6 +325,10 @@ def test_warm_scan_judges_by_the_real_score(tmp_path: Path) -> None:
     assert order(far.candidates)[0].badness == 400  # the real score, not the estimate
     near = scan(procfs, plain, max_bonus=0, top_n=1, warm=Warm({BASE + 1: 500, BASE + 2: 450}, slack=60))
     assert pids_of(near.candidates)[0] == BASE + 2
+    # a process seen rising between the last two looks carries its own slack
+    rising = scan(procfs, plain, max_bonus=0, top_n=1,
+                  warm=Warm({BASE + 1: 500, BASE + 2: 100}, slack=10, rising={BASE + 2: 700}))
+    assert pids_of(rising.candidates)[0] == BASE + 2
 
 
 def test_warm_scan_matches_the_cold_one_when_scores_are_unchanged(tmp_path: Path) -> None:
@@ -399,3 +403,31 @@ def test_fixture_tree_scan() -> None:
     assert {e.proc.pid for e in table.excluded} == {206}
     top = order(table.candidates)[0]
     assert (top.proc.pid, top.proc.comm, top.proc.state) == (201, "foo) Z ", "S")
+
+
+def test_warm_scan_finds_the_pids_born_since_the_look_without_listing(tmp_path: Path) -> None:
+    # /proc/loadavg's last pid before the look and now: the pids between are
+    # the new ones; /proc is not listed.  A /proc of another PID namespace
+    # (its self link is not our pid) or a counter that went back: listed.
+    root = tmp_path / "proc"
+    procfs = build(root, [FakeProc(BASE + 1, 300), FakeProc(BASE + 2, 200), FakeProc(BASE + 5, 900, comm=b"young")])
+    os.symlink(str(os.getpid()), root / "self")
+    (root / "loadavg").write_text(f"0.10 0.20 0.30 1/99 {BASE + 5}\n")
+
+    class NoListing(Procfs):
+        def pids(self) -> list[int]:
+            raise AssertionError("listed /proc")
+
+    warm = Warm({BASE + 1: 300, BASE + 2: 200}, slack=5, last_pid=BASE + 2)
+    table = scan(NoListing(str(root)), plain, 0, 1, warm=warm)
+    assert pids_of(table.candidates)[0] == BASE + 5
+    assert table.scanned == 3  # BASE+3 and +4 were handed out and are gone: tried, skipped
+
+    wrapped = Warm({BASE + 1: 300, BASE + 2: 200}, slack=5, last_pid=BASE + 9)
+    listed = CountingProcfs(str(root))
+    assert pids_of(scan(listed, plain, 0, 1, warm=wrapped).candidates)[0] == BASE + 5
+    os.unlink(root / "self")
+    os.symlink("1", root / "self")  # not ours: loadavg counts another namespace
+    assert pids_of(scan(Procfs(str(root)), plain, 0, 1, warm=warm).candidates)[0] == BASE + 5
+    with pytest.raises(AssertionError, match="listed /proc"):
+        scan(NoListing(str(root)), plain, 0, 1, warm=warm)

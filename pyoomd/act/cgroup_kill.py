@@ -7,13 +7,16 @@ rule: the workload cannot run partly) or a setting/policy asks for
 1. list ``cgroup.procs``; open a pidfd for each member and check, through
    ``/proc/PID/cgroup`` read after the pidfd was opened, that it is still in
    this cgroup (so each pidfd refers to a member: no PID-reuse race); read
-   its ``oom_score_adj``: members at -1000 are spared;
+   it (``kill.Guard``): members at -1000 or protected by policy are spared,
+   each logged (``group_member_spared``);
 2. SIGTERM to each member through its pidfd (unless the level is KILL or the
    policy says SIGKILL); wait for all of them, up to the grace, escalating at
    once if the KILL level is reached;
 3. SIGKILL to whoever is left: by writing ``1`` to ``cgroup.kill`` (Linux
    5.14; also catches children forked meanwhile) when no member is spared,
-   else one by one through pidfds (cgroup.kill would kill a -1000 member);
+   else one by one through pidfds (cgroup.kill would kill a spared member),
+   each looked at again just before its signal, each logged
+   (``group_member_signalled``);
 4. ``process_mrelease`` each, and wait for the exits.
 
 Never acts on a cgroup that holds pid 1, pyoomd itself or its parent, nor on
@@ -31,14 +34,13 @@ from dataclasses import dataclass
 
 from ..errors import ParseError
 from ..model import Candidate, KillOutcome, Level
-from ..sense import parse
+from ..sense import parse, snapshot
 from ..sense.cgroup import CgroupRef, Cgroups
 from ..sense.procfs import Procfs
-from .kill import WAIT_STEP_S, KillPlan, process_mrelease
-
-OOM_SCORE_ADJ_MIN = -1000
+from .kill import OOM_SCORE_ADJ_MIN, WAIT_STEP_S, Guard, KillPlan, process_mrelease
 
 Sender = Callable[[int, int], None]
+_ADJ_WHY = "oom_score_adj is -1000 (never killed)"
 
 
 @dataclass
@@ -46,10 +48,13 @@ class Member:
     pid: int
     pidfd: int
     adj: int
+    start_time: int = 0
+    comm: str = ""
+    why_spared: str | None = None  # -1000, or protected by policy
 
     @property
     def spared(self) -> bool:
-        return self.adj <= OOM_SCORE_ADJ_MIN
+        return self.adj <= OOM_SCORE_ADJ_MIN or self.why_spared is not None
 
 
 class GroupKiller:
@@ -58,7 +63,7 @@ class GroupKiller:
     def __init__(self, procfs: Procfs, cgroups: Cgroups, resample: Callable[[], Level],
                  events: Callable[..., None], clock: Callable[[], float] = time.monotonic,
                  send: Sender = signal.pidfd_send_signal,
-                 write_kill: Callable[[str], None] | None = None) -> None:
+                 write_kill: Callable[[str], None] | None = None, guard: Guard | None = None) -> None:
         self.procfs = procfs
         self.cgroups = cgroups
         self.resample = resample
@@ -66,6 +71,7 @@ class GroupKiller:
         self.clock = clock
         self.send = send
         self.write_kill = write_kill or _write_one
+        self.guard = guard or Guard(procfs)
 
     def refuse(self, cg: CgroupRef) -> str | None:
         """Why this cgroup must not be killed whole, or None."""
@@ -105,7 +111,11 @@ class GroupKiller:
         if (v2 if cg.v2 else v1) != cg.path:
             os.close(pidfd)
             return None  # moved out, or the pid was reused outside the cgroup
-        return Member(pid, pidfd, adj)
+        info = snapshot.read_proc(self.procfs, pid)
+        if info is None:  # a zombie: nothing to signal (or gone)
+            os.close(pidfd)
+            return None
+        return Member(pid, pidfd, adj, info.start_time, info.comm, self.guard.why_spare(info))
 
     def kill(self, victim: Candidate, cg: CgroupRef, why: str, plan: KillPlan,
              on_first: Callable[[str, Level], None] | None = None) -> KillOutcome:
@@ -122,6 +132,10 @@ class GroupKiller:
             mode = "cgroup.kill" if not spared and self.cgroups.kill_file(cg) else "pidfd each"
             if on_first is not None:
                 on_first(first.name, level)
+            for m in members:
+                if m.spared:
+                    self.events("group_member_spared", pid=m.pid, comm=m.comm, cgroup=cg.path, leader=proc.pid,
+                                signal=first.name, reason=m.why_spared or _ADJ_WHY, dry_run=plan.dry_run)
             self.events("group_kill", pid=proc.pid, cgroup=cg.path, why=why, signal=first.name,
                         members=sorted(m.pid for m in members if not m.spared), spared=spared,
                         kill_mode=mode, dry_run=plan.dry_run)
@@ -140,7 +154,7 @@ class GroupKiller:
         targets = [m for m in members if not m.spared]
         sent = [first.name]
         if first == signal.SIGTERM:
-            self._signal(targets, signal.SIGTERM)
+            targets = self._signal(targets, signal.SIGTERM, cg, proc.pid)
             grace = victim.grace_s if victim.grace_s is not None else plan.grace_s
             why = self._wait_term(targets, t0 + grace)
             if why is None:
@@ -150,14 +164,24 @@ class GroupKiller:
             sent.append("SIGKILL")
         late = self.open_members(cg, known={m.pid for m in members})  # forked meanwhile
         try:
+            for m in late:
+                if m.spared:
+                    self._spared(m, cg, proc.pid, "SIGKILL", m.why_spared or _ADJ_WHY)
             targets += [m for m in late if not m.spared]
-            if extra["mode"] == "cgroup.kill" and not any(m.spared for m in late):
+            # The last look at each (exec'd a protected binary during the grace?).
+            rechecked = self._recheck(targets, cg, proc.pid, signal.SIGKILL)
+            nobody_spared = len(rechecked) == len(targets) and not any(m.spared for m in late)
+            targets = rechecked
+            if extra["mode"] == "cgroup.kill" and nobody_spared:
                 kill_file = self.cgroups.kill_file(cg)
                 assert kill_file is not None
                 self.write_kill(kill_file)
+                for m in targets:
+                    self.events("group_member_signalled", pid=m.pid, comm=m.comm, cgroup=cg.path,
+                                leader=proc.pid, signal="SIGKILL", via="cgroup.kill", dry_run=False)
             else:
                 extra["mode"] = "pidfd each"
-                self._signal(targets, signal.SIGKILL)
+                self._signal(targets, signal.SIGKILL, cg, proc.pid, recheck=False)
             for m in targets:
                 process_mrelease(m.pidfd)
             exited = _wait_all(targets, plan.kill_timeout_s, self.clock)
@@ -166,12 +190,39 @@ class GroupKiller:
                 os.close(m.pidfd)
         return self._done(proc.pid, proc.comm, sent, t0, exited, extra)
 
-    def _signal(self, targets: list[Member], sig: signal.Signals) -> None:
+    def _spared(self, m: Member, cg: CgroupRef, leader: int, sig: str, why: str, dry_run: bool = False) -> None:
+        self.events("group_member_spared", pid=m.pid, comm=m.comm, cgroup=cg.path, leader=leader,
+                    signal=sig, reason=why, dry_run=dry_run)
+
+    def _recheck(self, targets: list[Member], cg: CgroupRef, leader: int, sig: signal.Signals) -> list[Member]:
+        """The targets still to be signalled after a last look at each: those
+        gone are dropped quietly, those now spared are logged and dropped."""
+        out = []
         for m in targets:
+            _, why = self.guard.recheck(m.pid, m.start_time)
+            if why == "gone":
+                continue
+            if why is not None:
+                m.why_spared = why
+                self._spared(m, cg, leader, sig.name, why)
+                continue
+            out.append(m)
+        return out
+
+    def _signal(self, targets: list[Member], sig: signal.Signals, cg: CgroupRef, leader: int,
+                recheck: bool = True) -> list[Member]:
+        """``sig`` to each target through its pidfd (after a last look at
+        it); the targets signalled."""
+        out = []
+        for m in self._recheck(targets, cg, leader, sig) if recheck else targets:
             try:
                 self.send(m.pidfd, sig)
             except ProcessLookupError:
-                pass  # already gone
+                continue  # already gone
+            self.events("group_member_signalled", pid=m.pid, comm=m.comm, cgroup=cg.path, leader=leader,
+                        signal=sig.name, via="pidfd", dry_run=False)
+            out.append(m)
+        return out
 
     def _wait_term(self, targets: list[Member], deadline: float) -> str | None:
         while True:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..model import Decision, Level, MemSample
+from ..textsafe import markup_escape
 
 if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
     from ..config import NotifyConfig
@@ -86,7 +87,8 @@ def human_kib(kib: int) -> str:
 
 
 def kill_message(fields: dict[str, Any]) -> Message:
-    comm, pid = fields.get("comm") or "?", fields.get("pid")
+    # comm is anyone's choice: the body is markup to the notification server.
+    comm, pid = markup_escape(str(fields.get("comm") or "?")), fields.get("pid")
     size = human_kib(int(fields.get("rss_kib") or 0) + int(fields.get("swap_kib") or 0))
     if fields.get("dry_run"):
         body = f"pyoomd would have killed {comm} (pid {pid}), {size}, to keep the system responsive (dry run)"

@@ -49,6 +49,9 @@ class StatusObserver:
         self.started = clock()
         self._last: tuple[MemSample, Decision, float] | None = None
         self._kills: collections.deque[dict[str, Any]] = collections.deque(maxlen=LAST_KILLS)
+        # The kernel OOM killer's own (kernel_oom_kill events, sense/kmsg.py).
+        self._kernel_kills: collections.deque[dict[str, Any]] = collections.deque(maxlen=LAST_KILLS)
+        self.kernel_kill_counts: dict[str, int] = {"global": 0, "memcg": 0}
         self._lock = threading.Lock()
         # ``wake`` ends the daemon's idle wait (Daemon.wake): a client asking
         # while memory is plentiful gets a sample taken for it, so the loop
@@ -81,6 +84,14 @@ class StatusObserver:
             row["time"] = self.clock()
             with self._lock:
                 self._kills.append(row)
+        elif event == "kernel_oom_kill":
+            row = {k: fields.get(k) for k in ("pid", "comm", "kind", "memcg", "anon_rss_kib", "file_rss_kib",
+                                              "shmem_rss_kib", "uid", "oom_score_adj")}
+            row["time"] = self.clock()
+            with self._lock:
+                self._kernel_kills.append(row)
+                kind = str(fields.get("kind"))
+                self.kernel_kill_counts[kind] = self.kernel_kill_counts.get(kind, 0) + 1
         elif event in ("victim_exited", "victim_stuck", "kill_skipped"):
             with self._lock:
                 for row in reversed(self._kills):
@@ -100,6 +111,8 @@ class StatusObserver:
             doc["last_sample"] = _sample_dict(sample, at)
         with self._lock:
             doc["last_kills"] = [dict(k) for k in self._kills]
+            doc["kernel_oom_kills"] = dict(self.kernel_kill_counts)
+            doc["last_kernel_oom_kills"] = [dict(k) for k in self._kernel_kills]
         return doc
 
 
@@ -259,4 +272,14 @@ def format_status(doc: dict[str, Any]) -> str:
         dry = " (dry run)" if k.get("dry_run") else ""
         lines.append(f"  {when} {k.get('signal')}{dry} pid {k.get('pid')} {k.get('comm')!r} "
                      f"uid {k.get('uid')} -> {k.get('outcome', '?')}: {k.get('reason')}")
+    counts = doc.get("kernel_oom_kills")
+    if counts is not None:
+        lines.append(f"kernel kills global {counts.get('global', 0)}, memcg {counts.get('memcg', 0)} "
+                     f"({doc.get('kernel_log', 'kernel log ?')})")
+    for k in doc.get("last_kernel_oom_kills", []):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k.get("time") or 0))
+        where = f" in {k.get('memcg')}" if k.get("memcg") else ""
+        lines.append(f"  {when} {k.get('kind')}{where}: pid {k.get('pid')} {k.get('comm')!r} uid {k.get('uid')}, "
+                     f"anon {k.get('anon_rss_kib')} KiB, file {k.get('file_rss_kib')} KiB, "
+                     f"shmem {k.get('shmem_rss_kib')} KiB")
     return "\n".join(lines)

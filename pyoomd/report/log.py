@@ -19,7 +19,10 @@ import _thread
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
+
+from ..textsafe import FIELD_MAX_CHARS, LINE_MAX_BYTES, bound, escape_nonprintable, needs_bound
 
 # structlog's add_log_level: the method name, warn -> warning, exception -> error.
 _LEVEL_OF = {"debug": "debug", "info": "info", "warning": "warning", "warn": "warning", "error": "error",
@@ -48,8 +51,8 @@ def render_json(event_dict: dict[str, Any]) -> str:
 
 
 def _console_value(value: object) -> str:
-    if isinstance(value, str):
-        return repr(value) if _CONSOLE_QUOTE.intersection(value) else value
+    if isinstance(value, str):  # repr escapes every non-printable character (ESC, \x85, U+2028, ...)
+        return repr(value) if _CONSOLE_QUOTE.intersection(value) or not value.isprintable() else value
     return repr(value)
 
 
@@ -65,7 +68,30 @@ def render_console(event_dict: dict[str, Any]) -> str:
     if "event" in d:
         cols.append(str(d.pop("event")).ljust(_EVENT_WIDTH))
     cols.extend(f"{k}={_console_value(d[k])}" for k in sorted(d))
-    return " ".join(c for c in cols if c).rstrip(" ")
+    line = " ".join(c for c in cols if c).rstrip(" ")
+    # Whatever a key, the event or an object's repr held: nothing raw reaches the terminal.
+    return escape_nonprintable(line)
+
+
+def render_bounded(render: Callable[[dict[str, Any]], str], fields: dict[str, Any]) -> str:
+    """``render(fields)``, its long strings cut (``...[N chars cut]``) so the
+    line stays below ``LINE_MAX_BYTES``: first to ``FIELD_MAX_CHARS``, then
+    shorter; a line still too long (a huge list) keeps only event, level,
+    timestamp and ``truncated_bytes``.  Only the line is cut: observers
+    (hooks, metrics) got the event's fields whole."""
+    if needs_bound(fields):
+        fields = bound(fields)
+    line = render(fields)
+    limit = FIELD_MAX_CHARS
+    while len(line) > LINE_MAX_BYTES // 4 and len(line.encode("utf-8", "surrogateescape")) > LINE_MAX_BYTES:
+        limit //= 8
+        if limit < 16:
+            short: dict[str, Any] = {"truncated_bytes": len(line.encode("utf-8", "surrogateescape"))}
+            short.update((k, fields[k]) for k in ("event", "level", "timestamp") if k in fields)
+            return render(short)
+        fields = bound(fields, limit)
+        line = render(fields)
+    return line
 
 
 class _Flushing:
@@ -115,7 +141,7 @@ class Logger:
         fields["level"] = _LEVEL_OF[method]
         fields["timestamp"] = timestamp()
         assert _Config.out is not None
-        _Config.out.write(_Config.render(fields) + "\n")
+        _Config.out.write(render_bounded(_Config.render, fields) + "\n")
 
     def debug(self, event: str, **fields: Any) -> None:
         self._log("debug", event, fields)
@@ -147,6 +173,50 @@ _LOGGER = Logger()
 
 def get_logger() -> Logger:
     return _LOGGER
+
+
+TRACEBACK_MAX_CHARS = 4000
+
+
+def _trace(exc_type: Any, exc: BaseException | None, tb: Any) -> str:
+    import traceback
+
+    text = "".join(traceback.format_exception(exc_type, exc, tb))
+    return text if len(text) <= TRACEBACK_MAX_CHARS else "...[cut]" + text[-TRACEBACK_MAX_CHARS:]
+
+
+def install_excepthooks() -> None:
+    """An exception nobody caught (in any thread, or one Python could only
+    report as "unraisable") becomes a JSON event with a bounded traceback
+    field, never text printed raw into the log stream; so does a Python
+    warning."""
+    import threading
+
+    def thread_hook(args: Any) -> None:
+        if args.exc_type is SystemExit:
+            return
+        _LOGGER.error("thread_exception", thread=getattr(args.thread, "name", None),
+                      error=repr(args.exc_value)[:1000], traceback=_trace(args.exc_type, args.exc_value,
+                                                                          args.exc_traceback))
+
+    def main_hook(exc_type: Any, exc: BaseException, tb: Any) -> None:
+        _LOGGER.error("uncaught_exception", error=repr(exc)[:1000], traceback=_trace(exc_type, exc, tb))
+
+    def unraisable_hook(u: Any) -> None:
+        _LOGGER.error("unraisable_exception", error=repr(u.exc_value)[:1000], message=str(u.err_msg or ""),
+                      object=repr(u.object)[:200], traceback=_trace(u.exc_type, u.exc_value, u.exc_traceback))
+
+    def warning_hook(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                     line: Any = None) -> None:
+        _LOGGER.warning("python_warning", category=getattr(category, "__name__", str(category)),
+                        message=str(message)[:1000], where=f"{filename}:{lineno}")
+
+    import warnings
+
+    threading.excepthook = thread_hook
+    sys.excepthook = main_hook
+    sys.unraisablehook = unraisable_hook
+    warnings.showwarning = warning_hook
 
 
 def kernel_style(pid: int, comm: str, uid: int, vm_kib: int, anon_kib: int, file_kib: int,

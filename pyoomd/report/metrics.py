@@ -7,11 +7,15 @@ built): a daemon that does not export them does not pay its ~3 MiB.
 Per-tick cost: the loop only stores the latest sample and level (two
 attribute writes) and observes the tick duration in a histogram (~1 us);
 the gauges are computed from the stored sample when scraped.  The HTTP
-server and the textfile writer run in their own threads.
+server (one thread, bounded: report/httpserve.py) and the textfile writer
+run in their own threads.
 """
 
 from __future__ import annotations
 
+import os
+import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +37,48 @@ def reason_label(fields: dict[str, Any]) -> str:
     text with numbers in it): ``memory_term``, ``memory_kill``, ``psi_kill``..."""
     cause = "psi" if "psi" in str(fields.get("reason", "")).lower() else "memory"
     return f"{cause}_{str(fields.get('oom_level', 'term')).lower()}"
+
+
+def textfile_dir_problem(path: str, euid: int | None = None) -> str | None:
+    """Why the textfile's directory must not be written to, or None.  One
+    that another user can write (without the sticky bit) or that another
+    user owns lets them plant names there; the file is written through a
+    fresh O_EXCL temporary name anyway (never followed), but a directory
+    someone else controls can still swap what node_exporter reads."""
+    euid = os.geteuid() if euid is None else euid
+    d = os.path.dirname(os.path.abspath(path))
+    try:
+        st = os.stat(d)
+    except OSError as e:
+        return f"directory {d}: {e.strerror}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{d} is not a directory"
+    if st.st_uid not in (0, euid):
+        return f"directory {d} is owned by uid {st.st_uid}, neither root nor pyoomd's uid {euid}"
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        return (f"directory {d} is writable by group or others without the sticky bit "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}): chmod go-w or +t")
+    return None
+
+
+def write_textfile(path: str, data: bytes) -> None:
+    """``data`` to ``path`` atomically: a temporary file of a random name in
+    the same directory, created with O_EXCL (mkstemp: a planted symlink or
+    file is never followed or reused), 0644, then renamed over ``path``
+    (which replaces a symlink there rather than following it)."""
+    d, base = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{base}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            os.fchmod(f.fileno(), 0o644)  # node_exporter runs as its own user
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -79,6 +125,12 @@ class Metrics:
         # outcome: recovered (no kill), not recovered, KILL level reached, failed, skipped, dry_run
         self.soft = Counter("pyoomd_soft_actions", "Policies' soft actions (run, restart-unit) tried, by outcome",
                             ["action", "outcome"], registry=self.registry)
+        # The kernel OOM killer's own kills (sense/kmsg.py), global or a memory cgroup's.
+        self.kernel_kills = Counter("pyoomd_kernel_oom_kills", "Processes the kernel's OOM killer killed, "
+                                    "by kind (global: pyoomd did not prevent it; memcg: a cgroup's limit)",
+                                    ["kind"], registry=self.registry)
+        for kind in ("global", "memcg"):
+            self.kernel_kills.labels(kind)  # both series exist from the start, at 0
         self.ticks = Histogram("pyoomd_tick_duration_seconds", "Duration of one sample-judge(-act) tick",
                                buckets=TICK_BUCKETS, registry=self.registry)
         # Kills per pressure episode (TERM until OK again): 1 is the goal; more
@@ -96,21 +148,29 @@ class Metrics:
     # -- outputs ------------------------------------------------------------
     def start(self) -> Metrics:
         if self.cfg.listen:
-            from prometheus_client import start_http_server
+            from .httpserve import BoundedHTTPServer, prometheus_render
 
-            host, port = parse_listen(self.cfg.listen)
-            self.server, _ = start_http_server(port, addr=host, registry=self.registry)
+            host, port = parse_listen(self.cfg.listen)  # one thread, bounded (not a thread per client)
+            self.server = BoundedHTTPServer(host, port, prometheus_render(self.registry), self.log).start()
             self.port = self.server.server_port
         if self.cfg.textfile:
+            problem = textfile_dir_problem(self.cfg.textfile)
+            if problem:  # the endpoint (if any) still serves; the daemon runs on
+                self.log("metrics_textfile_refused", path=self.cfg.textfile, error=problem)
+                return self
             threading.Thread(target=self._textfile_loop, name="pyoomd-metrics-textfile", daemon=True).start()
         return self
 
     def write_textfile(self) -> None:
-        from prometheus_client import write_to_textfile
+        from prometheus_client import generate_latest
 
         assert self.cfg.textfile
+        problem = textfile_dir_problem(self.cfg.textfile)  # again each time: it may have changed
+        if problem:
+            self.log("metrics_textfile_failed", path=self.cfg.textfile, error=problem)
+            return
         try:
-            write_to_textfile(self.cfg.textfile, self.registry)  # temp file + rename: never half-read
+            write_textfile(self.cfg.textfile, generate_latest(self.registry))  # temp + rename: never half-read
         except OSError as e:
             self.log("metrics_textfile_failed", path=self.cfg.textfile, error=str(e))
 
@@ -158,6 +218,9 @@ class Metrics:
             self.stuck.inc()
         elif event == "soft_action":
             self.soft.labels(str(fields.get("action")), str(fields.get("outcome"))).inc()
+        elif event == "kernel_oom_kill":
+            self.kernel_kills.labels(str(fields.get("kind"))).inc()
+            self._wake.set()
 
 
 class _StateCollector:

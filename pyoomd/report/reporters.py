@@ -201,6 +201,7 @@ def _attach_status(daemon: Any, path: str, config_files: list[str], observers: l
             "thresholds": dataclasses.asdict(daemon.thresholds),
             # what the levels were resolved against (they follow swapon, hotplug)
             "levels_for": dict(zip(("mem_total_kib", "swap_total_kib"), getattr(daemon, "levels_totals", ()))),
+            "kernel_log": getattr(daemon, "kernel_log_state", None),
             "levels": {"memory": {k: str(getattr(daemon.settings.memory, k)) for k in ("warn", "term", "kill")},
                        "swap": {k: str(getattr(daemon.settings.swap, k)) for k in ("term", "kill")}},
         }

@@ -25,6 +25,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from ..model import Decision, Level, MemSample
+from ..textsafe import cell
 
 ENV_SOCKET = "NOTIFY_SOCKET"
 ENV_WATCHDOG_USEC = "WATCHDOG_USEC"
@@ -225,7 +226,8 @@ class SdNotifyObserver:
             self.last_status_at = self.clock()
         elif event == "kill":
             dry = " [dry-run]" if fields.get("dry_run") else ""
-            self.last_kill = f"{fields.get('comm')} (pid {fields.get('pid')}, {fields.get('signal')}){dry}"
+            # comm is anyone's choice: `systemctl status` shows it escaped (no ESC, no newline)
+            self.last_kill = f"{cell(fields.get('comm'))} (pid {fields.get('pid')}, {fields.get('signal')}){dry}"
             self.last_status_at = -1e18  # show it on the next tick
         elif event == "shutdown":
             self.notifier.send("STOPPING=1", "STATUS=stopping")

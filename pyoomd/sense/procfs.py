@@ -35,6 +35,10 @@ class Procfs:
         return f"{self.root}/vmstat"
 
     @property
+    def loadavg(self) -> str:
+        return f"{self.root}/loadavg"
+
+    @property
     def self_pid(self) -> int:
         """Our own pid as this procfs sees it (differs from os.getpid() only
         when root is a fixture tree, where a ``self`` link may be absent)."""

@@ -159,32 +159,59 @@ def default_skip(procfs: Procfs) -> set[int]:
 @dataclass(frozen=True)
 class Warm:
     """The oom_score of every process at a recent look (the growth
-    follower's, between WARN and TERM), and how far a score may have risen
-    since (``slack`` points).  A scan given one reads no oom_score for the
-    processes in it: it ranks them by ``score + slack``, reads only the new
-    pids' oom_score (those are born since the look) and re-reads the real
-    score of each process it details.  The choice is the cold scan's unless
-    a process rose by more than ``slack`` since the look."""
+    follower's, between WARN and TERM), and how far each may have risen
+    since: ``slack`` points for every process, plus ``rising[pid]`` for
+    those seen rising between the last two looks.  A scan given one reads
+    no oom_score for the processes in it: it ranks them by that bound,
+    reads only the new pids' oom_score (born since the look) and re-reads
+    the real score of each process it details.  The choice is the cold
+    scan's unless a process rose by more than its slack since the look."""
 
     scores: dict[int, int]
     slack: int
+    rising: dict[int, int] = field(default_factory=dict)
+    # The last pid the kernel handed out just before the look (read_last_pid):
+    # the pids born since are the ones above it, so /proc need not be listed.
+    last_pid: int | None = None
+
+
+# Above this many pids handed out since the look (a fork storm), or when the
+# counter went backwards (pid_max wrapped), /proc is listed instead.
+WARM_NEW_PIDS_MAX = 4096
+
+
+def read_last_pid(procfs: Procfs) -> int | None:
+    """The last pid handed out in this /proc's PID namespace (the fifth field
+    of /proc/loadavg), or None where that cannot be trusted: unreadable, or
+    a /proc of another namespace than ours (loadavg counts the reader's)."""
+    try:
+        if int(os.readlink(f"{procfs.root}/self")) != os.getpid():
+            return None
+        return int(procfs.read(procfs.loadavg, 256).split()[4])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _warm_scores(procfs: Procfs, skip: set[int], warm: Warm) -> tuple[list[tuple[int, int, int]], int]:
     """(estimate, score to judge growth by, pid) for every pid not in
     ``skip``, and how many oom_score files were read (the new pids')."""
-    out = []
-    try:
-        pids = procfs.pids()
-    except OSError:
-        return out, 0
+    out: list[tuple[int, int, int]] = []
+    now_last = read_last_pid(procfs) if warm.last_pid is not None else None
+    if now_last is not None and warm.last_pid is not None and 0 <= now_last - warm.last_pid <= WARM_NEW_PIDS_MAX:
+        # those seen (some may have exited: read_proc skips them) + those born since
+        pids: list[int] = [*warm.scores, *range(warm.last_pid + 1, now_last + 1)]
+    else:
+        try:
+            pids = procfs.pids()
+        except OSError:
+            return out, 0
     reads = 0
     for pid in pids:
         if pid in skip:
             continue
         last = warm.scores.get(pid)
         if last is not None:
-            out.append((last + warm.slack, last, pid))
+            out.append((last + warm.slack + warm.rising.get(pid, 0), last, pid))
             continue
         reads += 1
         try:
@@ -216,20 +243,23 @@ def scan(procfs: Procfs, scorer: Scorer, max_bonus: int, top_n: int = 1,
         scores = read_scores(procfs, skip)
         table.scanned = len(scores)
         est = [(raw, raw, pid) for raw, pid in scores]
+    # (bound, bound without the warm slack, pid, the score read now or None)
     exact = warm is None or exhaustive
-    if bonus_of is not None:
-        bounded = sorted(((e + bonus_of(pid, judged), e, pid) for e, judged, pid in est), reverse=True)
-    elif exact:
-        bounded = est  # read_scores' order: best first
+    bonus = bonus_of or (lambda pid, raw: 0)
+    if bonus_of is None and exact:
+        bounded = [(e, e, pid, e) for e, _, pid in est]  # read_scores' order: best first
     else:
-        bounded = sorted(((e, e, pid) for e, _, pid in est), reverse=True)
+        bounded = sorted(((e + (b := bonus(pid, judged)), judged + b, pid, e if exact else None)
+                          for e, judged, pid in est), reverse=True)
     best: list[int] = []  # negated badness of candidates so far, ascending
-    for upper, raw, pid in bounded:
+    for upper, as_seen, pid, raw in bounded:
+        # Stop when no unread process can reach the first place (with the
+        # slack: the victim is exact) nor rise above the top_n-th (as of the
+        # look, when warm: the runner-up table is as exact as the look).
         if not exhaustive and len(best) >= top_n:
-            reach = upper + max_bonus
-            if reach < -best[0] and reach <= -best[top_n - 1]:
+            if upper + max_bonus < -best[0] and as_seen + max_bonus <= -best[top_n - 1]:
                 break
-        info = read_proc(procfs, pid, raw if exact else None)
+        info = read_proc(procfs, pid, raw)
         if info is None:
             continue
         table.detailed += 1

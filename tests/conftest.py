@@ -1,0 +1,36 @@
+"""Loads the hypothesis profile (tests/fuzzing.py) and reports, at the end
+of the run, how many examples each property ran."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import fuzzing
+
+_COUNTS: dict[str, int] = {}
+_CASES = re.compile(r"(\d+) passing, (\d+) failing, and (\d+) invalid")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
+    yield
+    stats = getattr(item, "hypothesis_statistics", None)
+    if call.when == "teardown" and stats and item.nodeid not in _COUNTS:
+        # examples run to the end, every phase (explicit, reuse, generate,
+        # shrink); draws a strategy rejected (filters, assume) are not counted
+        _COUNTS[item.nodeid] = sum(int(p) + int(f) for p, f, _ in _CASES.findall(stats))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _COUNTS:
+        return
+    terminalreporter.section(f"hypothesis examples (profile {fuzzing.PROFILE})")
+    for nodeid, n in sorted(_COUNTS.items()):
+        terminalreporter.write_line(f"{n:>7}  {nodeid}")
+    terminalreporter.write_line(f"{sum(_COUNTS.values()):>7}  in all, {len(_COUNTS)} properties")
