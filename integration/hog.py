@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import ctypes
 import mmap
-import signal
 import os
+import signal
 import sys
 import threading
 import time

@@ -181,6 +181,14 @@ def start_test_bus(spec: dict[str, Any]) -> None:
             h["free_on_lowmem"] = spec["bus_address"]
 
 
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
 def start_fake_systemd(spec: dict[str, Any]) -> None:
     """spec["fake_systemd"] = a record file: integration/fake_systemd.py on
     the test bus, "restarting" the scene's v2 cgroup (needs test_bus and v2_cgroup)."""
@@ -189,7 +197,7 @@ def start_fake_systemd(spec: dict[str, Any]) -> None:
                           spec["v2_cgroup_dir"]], stdin=subprocess.DEVNULL)
     spec["fake_systemd_proc"] = p
     deadline = time.monotonic() + 10
-    while not (os.path.exists(record) and "ready" in open(record).read()):
+    while "ready" not in (_read(record) or ""):
         if p.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("the fake systemd did not start")
         time.sleep(0.01)

@@ -6,7 +6,6 @@ never reaches TERM and nothing is killed."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator

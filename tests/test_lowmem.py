@@ -22,7 +22,6 @@ import pytest
 
 from pyoomd.act.lowmem import NAME, LowMemoryMonitor, socket_missing
 from pyoomd.model import Decision, Level, MemSample
-
 from tests.test_notify import _wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -189,7 +188,8 @@ def _system_python_gi() -> str | None:
     py = "/usr/bin/python3"
     if not os.access(py, os.X_OK):
         return None
-    r = subprocess.run([py, "-c", "from gi.repository import Gio; Gio.MemoryMonitor"], capture_output=True)
+    r = subprocess.run([py, "-c", "from gi.repository import Gio; Gio.MemoryMonitor"], capture_output=True,
+                       check=False)
     return py if r.returncode == 0 else None
 
 
@@ -246,7 +246,7 @@ def test_the_shipped_dbus_policy_lets_root_and_nobody_else_own_the_name() -> Non
         r = subprocess.run(["dbus-send", f"--bus={address}", "--print-reply", "--dest=org.freedesktop.DBus",
                             "/org/freedesktop/DBus", "org.freedesktop.DBus.RequestName", f"string:{NAME}",
                             "uint32:0"], capture_output=True, text=True, timeout=20, user=65534, group=65534,
-                           extra_groups=[])
+                           extra_groups=[], check=False)
         assert "org.freedesktop.DBus.Error.AccessDenied" in r.stderr, (r.stdout, r.stderr)
         with open_dbus_connection(address) as c:  # root again: allowed
             assert c.send_and_get_reply(message_bus.RequestName(NAME)).body[0] == 1
