@@ -107,7 +107,8 @@ class Running:
         self._reaper.start()
 
     def returncode(self) -> int | None:
-        return self.proc.poll()
+        rc = self.proc.poll()
+        return None if rc is None else int(rc)
 
     def _reap(self, timeout: float) -> None:
         import subprocess
