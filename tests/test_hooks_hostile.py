@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from fuzzing import fuzz
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pyoomd.act.hooks import ENV_MAX_BYTES, HookCgroups, HookRunner, hook_env
@@ -154,7 +155,7 @@ def test_a_child_left_behind_by_a_finished_hook_is_killed_at_the_timeout(outdir:
     assert not [e for e in logged if e[0] == "hook_failed"], logged
 
 
-@settings(max_examples=60, deadline=None)
+@fuzz(dev=60, ci=1_000, slow=True)  # a real execve each
 @given(fields=st.fixed_dictionaries({k: st.text(alphabet=st.one_of(st.characters(), st.sampled_from("\xff\ufffd\x00\n")),
                                                 max_size=40)
                                      for k in ("comm", "cmdline", "reason", "signal")}),

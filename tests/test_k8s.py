@@ -1,24 +1,101 @@
-"""packaging/kubernetes/daemonset.yaml: the fields that make pyoomd work on
-every node, and a ConfigMap the daemon accepts."""
+"""packaging/kubernetes/: the fields that make pyoomd work on every node, a
+ConfigMap the daemon accepts (carrying the repository's policy files
+verbatim), a NetworkPolicy that admits only Prometheus to the metrics port,
+and every manifest valid against the schemas of the Kubernetes versions the
+README names (kubernetes-validate, strict: unknown fields are errors)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate  # the test extra (pyproject.toml)
 import pytest
 import yaml
 
 from pyoomd.config import settings_from_text
+from pyoomd.policy import check_text
 
-MANIFEST = Path(__file__).resolve().parent.parent / "packaging" / "kubernetes" / "daemonset.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+KDIR = ROOT / "packaging" / "kubernetes"
+MANIFESTS = sorted(KDIR.glob("*.yaml"))
+
+
+def readme_versions() -> list[str]:
+    """"Kubernetes 1.33 to 1.37" in the README's "Install on Kubernetes"."""
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"Kubernetes (1)\.(\d+) to 1\.(\d+)", text)
+    assert m, "the README names no range of Kubernetes versions (\"Kubernetes 1.N to 1.M\")"
+    return [f"1.{minor}.0" for minor in range(int(m.group(2)), int(m.group(3)) + 1)]
 
 
 @pytest.fixture(scope="module")
 def docs() -> dict[str, dict[str, Any]]:
-    out = {d["kind"]: d for d in yaml.safe_load_all(MANIFEST.read_text()) if d}
-    assert set(out) == {"ConfigMap", "DaemonSet"}
+    out: dict[str, dict[str, Any]] = {}
+    for f in MANIFESTS:
+        for d in yaml.safe_load_all(f.read_text()):
+            if d:
+                assert d["kind"] not in out, f"{f.name}: a second {d['kind']}"
+                out[d["kind"]] = d
+    assert set(out) == {"ConfigMap", "DaemonSet", "NetworkPolicy"}
     return out
+
+
+@pytest.mark.parametrize("version", readme_versions())
+def test_manifests_validate_against_kubernetes_schemas(version: str) -> None:
+    for f in MANIFESTS:
+        for d in yaml.safe_load_all(f.read_text()):
+            if d:
+                try:
+                    kubernetes_validate.validate(d, version, strict=True)
+                except kubernetes_validate.ValidationError as e:
+                    pytest.fail(f"{f.name}: {d['kind']} invalid for Kubernetes {version}: "
+                                f"{'.'.join(map(str, e.path))}: {e.message}")
+
+
+def test_configmap_carries_the_repository_policies_verbatim(docs: dict[str, dict[str, Any]]) -> None:
+    data = docs["ConfigMap"]["data"]
+    for name in ("default.yaml", "kubernetes.yaml"):
+        assert data[name] == (ROOT / "policies" / name).read_text(), (
+            f"packaging/kubernetes/configmap.yaml's {name} differs from policies/{name}: copy it again")
+        res = check_text(f"configmap:{name}", data[name])
+        assert not res.errors and not res.refused and not res.warnings, res
+    # and every policy key is mounted into the policy directory the config names
+    items = {i["key"]: i["path"] for v in pod(docs)["volumes"] if "configMap" in v for i in v["configMap"]["items"]}
+    mount = next(m["mountPath"] for m in container(docs)["volumeMounts"] if m["name"] == "config")
+    (policy_dir,) = configmap_settings(docs).policy_dirs
+    for key in data:
+        assert key in items, f"ConfigMap key {key} is not mounted"
+        if key != "config.yaml":
+            assert f"{mount}/{items[key]}" == f"{policy_dir}/{key}"
+
+
+def test_networkpolicy_admits_only_prometheus_to_the_metrics_port(docs: dict[str, dict[str, Any]]) -> None:
+    np_ = docs["NetworkPolicy"]
+    ds = docs["DaemonSet"]
+    assert np_["metadata"]["namespace"] == ds["metadata"]["namespace"]
+    assert np_["spec"]["podSelector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+    assert np_["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = np_["spec"]["ingress"]
+    (port,) = rule["ports"]
+    named = {p["name"]: p["containerPort"] for p in container(docs)["ports"]}
+    assert port["protocol"] == "TCP" and port["port"] in named
+    (peer,) = rule["from"]
+    assert peer["namespaceSelector"]["matchLabels"] and peer["podSelector"]["matchLabels"]
+    assert not pod(docs).get("hostNetwork"), "a NetworkPolicy does not apply to a pod on the host network"
+
+
+def test_liveness_asks_the_configured_status_socket(docs: dict[str, dict[str, Any]]) -> None:
+    cmd = container(docs)["livenessProbe"]["exec"]["command"]
+    assert cmd[:2] == ["pyoomd", "status"]
+    assert cmd[cmd.index("--socket") + 1] == configmap_settings(docs).status.socket
+
+
+def test_node_cgroup_tree_mounted_for_cgroup_kill(docs: dict[str, dict[str, Any]]) -> None:
+    vols = {v["name"]: v for v in pod(docs)["volumes"]}
+    (m,) = [m for m in container(docs)["volumeMounts"] if m["mountPath"] == "/sys/fs/cgroup"]
+    assert vols[m["name"]]["hostPath"]["path"] == "/sys/fs/cgroup" and not m.get("readOnly")
 
 
 def pod(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from fuzzing import fuzz
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pyoomd.act.notify import kill_message
@@ -52,7 +53,7 @@ def test_console_renderer_escapes_every_control_character(ch: str) -> None:
     assert len(lines) == 1 and not _raw_controls(lines[0]), lines
 
 
-@settings(max_examples=300, deadline=None)
+@fuzz(dev=300, ci=5_000)
 @given(st.dictionaries(st.text(min_size=1, max_size=8), st.one_of(st.text(), st.lists(st.text(), max_size=3)),
                        max_size=5), st.text(min_size=1))
 def test_console_renderer_fuzz_one_printable_line(fields: dict[str, Any], event: str) -> None:
@@ -100,7 +101,7 @@ def test_notification_body_escapes_markup() -> None:
 ENTITY = re.compile(r"&(amp|lt|gt);")
 
 
-@settings(max_examples=300, deadline=None)
+@fuzz(dev=300, ci=5_000)
 @given(st.text(max_size=64), st.booleans())
 def test_notification_body_fuzz(comm: str, dry_run: bool) -> None:
     body = kill_message({"comm": comm, "pid": 1, "rss_kib": 1, "dry_run": dry_run}).body

@@ -38,7 +38,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
-from integration import harness
+from integration import harness, scenes
 from integration.bench import daemons
 
 RESULTS = os.path.join(HERE, "results", "right_victim.json")
@@ -54,21 +54,22 @@ def _tabs(n: int) -> list[dict[str, Any]]:
     return [{"rate": 0, "max": 300, "start": 300, "hold": 60, "adj": 300} for _ in range(n)]
 
 
-# The four scenarios of integration/test_growth.py, spec for spec; "roles"
+# The four scenarios of integration/test_growth.py, spec for spec (their margins
+# past TERM: harness.MARGIN_MIB); "roles"
 # names the bystanders and hogs in order, "cause" the processes that grow.
 SCENARIOS: dict[str, dict[str, Any]] = {
     "tabs_leak": {
         "what": "3 tabs 300 MiB adj 300 + leak 128 MiB/s",
         "spec": {"term_below_mib": 2200, "kill_below_mib": 3000, "warn_below_mib": 1000, "timeout": 40,
                  "bystanders": _tabs(3),
-                 "hogs": [{"rate": 128, "max": 2200, "start": 50, "hold": 60, "delay": 0.5}]},
+                 "hogs": [{"rate": 128, "max": 3200, "start": 50, "hold": 60, "delay": 0.5}]},
         "roles": {"bystanders": ["tab1", "tab2", "tab3"], "hogs": ["leak"]}, "cause": ["leak"],
     },
     "db_grower": {
         "what": "idle db 2.5 GiB + grower 256 MiB/s",
         "spec": {"term_below_mib": 2560 + 1500, "kill_below_mib": 2560 + 2300, "warn_below_mib": 2700,
                  "timeout": 40, "bystanders": [{"rate": 0, "max": 2560, "start": 2560, "hold": 60}],
-                 "hogs": [{"rate": 256, "max": 2400, "start": 100, "hold": 60, "delay": 0.5}]},
+                 "hogs": [{"rate": 256, "max": 3400, "start": 100, "hold": 60, "delay": 0.5}]},
         "roles": {"bystanders": ["db"], "hogs": ["grower"]}, "cause": ["grower"],
     },
     "mixed": {
@@ -76,17 +77,21 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "spec": {"term_below_mib": 2100 + 1300, "kill_below_mib": 2100 + 2200, "warn_below_mib": 2300,
                  "timeout": 40,
                  "bystanders": _tabs(2) + [{"rate": 0, "max": 1500, "start": 1500, "hold": 60}],
-                 "hogs": [{"rate": 192, "max": 2400, "start": 50, "hold": 60, "delay": 0.5}]},
+                 "hogs": [{"rate": 192, "max": 3400, "start": 50, "hold": 60, "delay": 0.5}]},
         "roles": {"bystanders": ["tab1", "tab2", "db"], "hogs": ["leak"]}, "cause": ["leak"],
     },
     "no_growth": {
-        "what": "300/600/1500 MiB held before the daemon starts, no growth",
-        "spec": {"term_below_mib": 1600, "kill_below_mib": 3000, "warn_below_mib": 1200, "timeout": 20,
-                 "bystanders": [{"rate": 0, "max": m, "start": m, "hold": 60} for m in (300, 600, 1500)],
+        "what": "300/600/3000 MiB held before the daemon starts, no growth",
+        "spec": {"term_below_mib": 2400, "kill_below_mib": 4900, "warn_below_mib": 1000, "timeout": 20,
+                 "bystanders": [{"rate": 0, "max": m, "start": m, "hold": 60} for m in (300, 600, 3000)],
                  "hogs": [{"rate": 0, "max": 8, "start": 8, "hold": 30}]},
-        "roles": {"bystanders": ["p300", "p600", "p1500"], "hogs": ["sleeper"]}, "cause": [],
+        "roles": {"bystanders": ["p300", "p600", "p3000"], "hogs": ["sleeper"]}, "cause": [],
     },
 }
+
+# Issue 12's held-apart kind of scene: integration/scenes.py's (those of
+# integration/test_growth_scenes.py, the random one at scenes.BENCH_SEED).
+SCENARIOS.update(scenes.all_scenes())
 
 
 # -- safety: no killer of ours (or the packages') may act on the host ------------------

@@ -115,8 +115,9 @@ class BoundedHTTPServer:
                 sock, _addr = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:  # EMFILE and the like: drop this round
+            except OSError as e:  # EMFILE and the like: drop this round, and do not spin on it
                 self._error("accept", e)
+                time.sleep(0.1)
                 return
             sock.setblocking(False)
             if len(self.conns) >= self.max_connections:

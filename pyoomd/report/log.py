@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import _thread
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -117,13 +118,29 @@ class _Flushing:
 class _Config:
     out: _Flushing | None = None  # None: not configured yet (stderr, auto)
     render = staticmethod(render_json)
+    journal: Any = None  # report/journal.JournalSink when stderr is the journal
 
 
-def configure(fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """``fmt`` is auto, console or json.  Logs go to ``stream`` (stderr)."""
+def configure(fmt: str = "auto", stream: TextIO | None = None, journal_socket: str | None = None) -> None:
+    """``fmt`` is auto, console or json.  Logs go to ``stream`` (stderr); with
+    auto, native journal entries when stderr is the journal
+    (report/journal.py; ``journal_socket`` or ``$PYOOMD_JOURNAL_SOCKET``
+    stands in for journald's socket in tests)."""
     stream = stream or sys.stderr
+    if _Config.journal is not None:
+        _Config.journal.close()
+        _Config.journal = None
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
+        try:
+            fd = stream.fileno()
+        except (OSError, ValueError, AttributeError):
+            fd = -1
+        from . import journal
+
+        if fd >= 0 and journal.stderr_is_journal(fd):
+            path = journal_socket or os.environ.get("PYOOMD_JOURNAL_SOCKET") or journal.JOURNAL_SOCKET
+            _Config.journal = journal.JournalSink(path)
     _Config.out = _Flushing(stream)
     _Config.render = staticmethod(render_json if fmt == "json" else render_console)
 
@@ -141,6 +158,8 @@ class Logger:
         fields["level"] = _LEVEL_OF[method]
         fields["timestamp"] = timestamp()
         assert _Config.out is not None
+        if _Config.journal is not None and _Config.journal.send(bound(fields) if needs_bound(fields) else fields):
+            return
         _Config.out.write(render_bounded(_Config.render, fields) + "\n")
 
     def debug(self, event: str, **fields: Any) -> None:

@@ -29,6 +29,18 @@ or ``.../app.slice/foo.service/main``).  As in systemd-oomd, only cgroup
 directories owned by root are believed: ``user.*`` attributes can be set by
 the directory's owner, and a delegated (user-owned) cgroup must not be able
 to exempt itself.
+
+Cgroup namespaces.  In a container with its own cgroup namespace (cgroup v2
+under containerd or CRI-O; the DaemonSet's pod) ``/proc/PID/cgroup`` of a
+process outside it reads relative to the namespace's root:
+``/../../../kubepods-besteffort.slice/...``.  With the node's tree mounted
+at the cgroup root (the DaemonSet's hostPath volume), such a path is
+resolved once the namespace's root is known in that tree: its depth is the
+number of ``..`` in pid 1's path (pid 1 of a hostPID pod is the node's init,
+outside the namespace), and it is the directory at that depth where our own
+cgroup (``/proc/self/cgroup``, inside the namespace) lists our pid.  Found
+once and kept; where it cannot be found (no node tree mounted, no hostPID)
+such paths name no directory, as before.
 """
 
 from __future__ import annotations
@@ -45,6 +57,9 @@ XATTR_AVOID = "user.oomd_avoid"
 XATTR_OMIT = "user.oomd_omit"
 # cgroup.procs of a busy cgroup: 1 MiB holds ~140k pids, more than pid_max's default.
 PROCS_LIMIT = 1 << 20
+# The namespace root's search reads at most this many directories at a level
+# (a node's kubepods tree has a few hundred down to the containers).
+MAX_NS_SEARCH = 20000
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +101,72 @@ class Cgroups:
 
     def __init__(self, procfs: Procfs) -> None:
         self.procfs = procfs
+        self._ns_root: tuple[str, ...] | None = None
+        self._ns_root_known = False
+
+    # -- cgroup namespaces (see the module docstring) ------------------------
+    def tree_path(self, path: str) -> str:
+        """The path in the tree at the cgroup root for a v2 path as
+        /proc/PID/cgroup shows it: itself, unless we are in a cgroup
+        namespace whose root that tree shows below its own (then relative
+        to that root, climbing out of it with ``/../x``)."""
+        root = self.namespace_root()
+        if not root:  # not in a namespace, or its root is the tree's, or unknown
+            return path
+        parts = [p for p in path.strip("/").split("/") if p]
+        up = next((i for i, p in enumerate(parts) if p != ".."), len(parts))
+        if up > len(root):
+            return path  # above the tree's root: names no directory below it
+        return "/" + "/".join((*root[: len(root) - up], *parts[up:]))
+
+    def namespace_root(self) -> tuple[str, ...] | None:
+        """Our cgroup namespace's root in the tree at the cgroup root, as path
+        components (() when the namespace is the tree's own), or None."""
+        if not self._ns_root_known:
+            self._ns_root = self._find_namespace_root()
+            self._ns_root_known = True
+        return self._ns_root
+
+    def _v2_path(self, pid: int) -> str | None:
+        try:
+            return parse.parse_cgroup(self.procfs.read_pid(pid, "cgroup", 1 << 16))[0]
+        except (OSError, ParseError):
+            return None
+
+    def _find_namespace_root(self) -> tuple[str, ...] | None:
+        init, own = self._v2_path(1), self._v2_path(self.procfs.self_pid)
+        if init is None or own is None or own.startswith("/.."):
+            return None
+        depth = 0
+        for p in init.strip("/").split("/"):
+            if p != "..":
+                break
+            depth += 1
+        if depth == 0:
+            return ()  # pid 1 is inside: the namespace is the whole tree
+        own_parts = tuple(p for p in own.strip("/").split("/") if p)
+        me = str(self.procfs.self_pid).encode()
+        level: list[tuple[str, ...]] = [()]
+        for _ in range(depth):
+            nxt = []
+            for parts in level:
+                d = self.procfs.cgroup_v2_dir("/" + "/".join(parts))
+                try:
+                    nxt.extend((*parts, e.name) for e in os.scandir(d) if e.is_dir(follow_symlinks=False))
+                except OSError:
+                    continue
+            level = nxt
+            if len(level) > MAX_NS_SEARCH:
+                return None
+        for parts in level:
+            procs = self.procfs.cgroup_file(self.procfs.cgroup_v2_dir("/" + "/".join((*parts, *own_parts))),
+                                            "cgroup.procs")
+            try:
+                if me in self.procfs.read(procs, PROCS_LIMIT).split():
+                    return parts
+            except OSError:
+                continue
+        return None
 
     # -- where a process lives -------------------------------------------
     def of_pid(self, pid: int) -> CgroupRef | None:
@@ -105,11 +186,11 @@ class Cgroups:
         when the process has one, else its v1 memory path)."""
         if path is None:
             return None
-        return CgroupRef(path, os.path.isdir(self.procfs.cgroup_v2_dir(path)))
+        return CgroupRef(path, os.path.isdir(self.procfs.cgroup_v2_dir(self.tree_path(path))))
 
     def dir(self, cg: CgroupRef) -> str:
         if cg.v2:
-            return self.procfs.cgroup_v2_dir(cg.path)
+            return self.procfs.cgroup_v2_dir(self.tree_path(cg.path))
         return self.procfs.cgroup_v1_dir("memory", cg.path)
 
     def _read(self, cg: CgroupRef, name: str, limit: int = 4096) -> bytes | None:
