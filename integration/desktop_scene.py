@@ -21,7 +21,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from integration.nsrun import exe_named, mem_available_kib, set_adj, start_daemon  # noqa: E402
+from integration.nsrun import exe_named, hide_system_bus, mem_available_kib, set_adj, start_daemon  # noqa: E402
 
 PROCS = os.path.join(HERE, "desktop_procs.py")
 
@@ -109,6 +109,7 @@ def main() -> int:
     if os.getpid() != 1:
         print("desktop_scene.py must run as PID 1 of a private PID namespace", file=sys.stderr)
         return 2
+    hide_system_bus()  # low_memory_monitor must not reach the machine's bus
     result = run(json.loads(sys.argv[1]))
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()

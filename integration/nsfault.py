@@ -421,6 +421,7 @@ def main() -> int:
     if os.getpid() != 1:
         print("nsfault.py must run as PID 1 of a private PID namespace", file=sys.stderr)
         return 2
+    nsrun.hide_system_bus()  # low_memory_monitor must not reach the machine's bus
     spec = json.loads(sys.argv[1])
     try:
         mode = spec.get("mode", "daemon")

@@ -32,6 +32,7 @@ WITNESS_STEP_S = 0.002  # the independent sampler's period
 # one at a time.
 SYMLINK_DIR = "/tmp/pyoomd-it-comm"
 HARDLINK_DIR = "/tmp/pyoomd-it-exe"
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 def mem_available_kib() -> int:
@@ -53,6 +54,12 @@ def start_proc(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
             "--hold", str(spec.get("hold", 60)), "--delay", str(spec.get("delay", 0))]
     if spec.get("ignore_term"):
         argv.append("--ignore-term")
+    if spec.get("free_on_usr1"):
+        argv.append("--free-on-usr1")
+    if spec.get("free_on_lowmem"):
+        argv += ["--free-on-lowmem", spec["free_on_lowmem"]]
+    if spec.get("go_file"):
+        argv += ["--go-file", spec["go_file"]]
     exe = sys.executable
     if spec.get("comm"):
         exe = exe_named(spec["comm"], bool(spec.get("hardlink")))
@@ -61,18 +68,48 @@ def start_proc(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
     kw: dict[str, Any] = {}
     if spec.get("pgroup"):  # a process group of its own: the first of that name leads it
         kw["process_group"] = PGROUPS.get(spec["pgroup"], 0)
+    out = open(spec["stdout"], "ab") if spec.get("stdout") else None  # noqa: SIM115 - the child keeps it
+    uid = spec.get("user")
+    if uid is not None:  # our interpreter may sit in /root (0700): the system one (hog.py needs only the stdlib)
+        exe = system_python_named(spec["comm"]) if spec.get("comm") else SYSTEM_PYTHON
+        if not spec.get("argv0"):
+            argv[0] = exe
+        kw.update(user=uid, group=uid, extra_groups=[], cwd="/")
     p = subprocess.Popen(argv, executable=exe, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, **kw)
     if spec.get("pgroup"):
         PGROUPS.setdefault(spec["pgroup"], p.pid)
+    if out is not None:  # after "ready", the rest of the hog's stdout goes to that file
+        threading.Thread(target=_copy_rest, args=(p, out), daemon=True).start()
     if spec.get("in_cgroup"):
         join_cgroup(spec.get("cgroup_procs"), p.pid)
     if spec.get("in_memcg"):
         join_cgroup(spec.get("memcg_procs"), p.pid)
     assert p.stdout is not None
-    p.stdout.readline()  # "ready": its start allocation is done
+    if out is None:
+        p.stdout.readline()  # "ready": its start allocation is done
+    else:
+        _wait_ready(spec["stdout"])
     if spec.get("adj") is not None:
         set_adj(p.pid, int(spec["adj"]))
     return p
+
+
+def _copy_rest(p: subprocess.Popen[bytes], out: Any) -> None:
+    assert p.stdout is not None
+    for line in p.stdout:
+        out.write(line)
+        out.flush()
+    out.close()
+
+
+def _wait_ready(path: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path, "rb") as f:
+            if b"ready" in f.read():
+                return
+        time.sleep(0.005)
+    raise RuntimeError(f"hog writing to {path} never said ready")
 
 
 def join_cgroup(procs_file: str | None, pid: int) -> None:
@@ -94,7 +131,8 @@ def make_v2_cgroup(spec: dict[str, Any]) -> None:
     """spec["v2_cgroup"]: create a child v2 cgroup of our own (never elsewhere)
     for hogs with "in_cgroup"; "{cgroup}" in spec["config_yaml"] names it."""
     parent = own_v2_cgroup_dir()
-    d = os.path.join(parent, f"pyoomd-it-cg-{os.getppid()}-{int(time.time() * 1000) % 100000}")
+    d = os.path.join(parent, f"pyoomd-it-cg-{os.getppid()}-{int(time.time() * 1000) % 100000}"
+                     + spec.get("v2_cgroup_suffix", ""))
     os.mkdir(d)
     spec["v2_cgroup_dir"] = d
     spec["v2_cgroup_path"] = _v2_path_of(d)  # as /proc/PID/cgroup shows it
@@ -121,6 +159,48 @@ def remove_v2_cgroup(d: str) -> None:
                 break
         time.sleep(0.02)
     os.rmdir(d)
+
+
+def start_test_bus(spec: dict[str, Any]) -> None:
+    """spec["test_bus"]: a dbus-daemon (session rules: anyone may own any
+    name) standing in for the system bus; "{bus}" in spec["config_yaml"] and
+    in a hog's "free_on_lowmem" become its address."""
+    d = tempfile.mkdtemp(prefix="pyoomd-it-bus-")
+    os.chmod(d, 0o755)
+    path = os.path.join(d, "system_bus_socket")
+    p = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address=unix:path={path}"],
+                         stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    spec["bus_dir"], spec["bus_proc"], spec["bus_address"] = d, p, f"unix:path={path}"
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path):
+        if p.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the test bus did not start")
+        time.sleep(0.01)
+    for h in spec.get("hogs", []):
+        if h.get("free_on_lowmem") == "{bus}":
+            h["free_on_lowmem"] = spec["bus_address"]
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def start_fake_systemd(spec: dict[str, Any]) -> None:
+    """spec["fake_systemd"] = a record file: integration/fake_systemd.py on
+    the test bus, "restarting" the scene's v2 cgroup (needs test_bus and v2_cgroup)."""
+    record = spec["fake_systemd"]
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "fake_systemd.py"), spec["bus_address"], record,
+                          spec["v2_cgroup_dir"]], stdin=subprocess.DEVNULL)
+    spec["fake_systemd_proc"] = p
+    deadline = time.monotonic() + 10
+    while "ready" not in (_read(record) or ""):
+        if p.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the fake systemd did not start")
+        time.sleep(0.01)
 
 
 def own_v1_memcg_path() -> str:
@@ -191,11 +271,23 @@ def kernel_pid(pid: int) -> int | None:
 
 def write_config(spec: dict[str, Any]) -> None:
     """spec["config_yaml"] -> a config file for the daemon ("{cgroup}" replaced)."""
-    text = spec["config_yaml"].replace("{cgroup}", spec.get("v2_cgroup_path", ""))
+    text = spec["config_yaml"].replace("{cgroup}", spec.get("v2_cgroup_path", "")).replace(
+        "{bus}", spec.get("bus_address", ""))
     fd, path = tempfile.mkstemp(prefix="pyoomd-it-config-", suffix=".yaml")
     with os.fdopen(fd, "w") as f:
         f.write(text)
     spec["config_file"] = path
+
+
+def system_python_named(comm: str) -> str:
+    """/usr/bin/python3 under the name ``comm`` (a symlink), for hogs of another user."""
+    d = "/tmp/pyoomd-it-comm-user"
+    os.makedirs(d, mode=0o755, exist_ok=True)
+    os.chmod(d, 0o755)
+    path = os.path.join(d, comm)
+    if not os.path.lexists(path):
+        os.symlink(os.path.realpath(SYSTEM_PYTHON), path)
+    return path
 
 
 def exe_named(comm: str, hardlink: bool) -> str:
@@ -433,6 +525,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         scorer.start()
     t0 = time.monotonic()
     hogs = [(start_proc(h), time.monotonic()) for h in spec.get("hogs", [])]
+    if spec.get("go_file"):  # hogs with "go_file" wait for it: all of them grow together from now
+        open(spec["go_file"], "w").close()
     kernel_pids = {h.pid: kernel_pid(h.pid) for h, _ in hogs} if spec.get("outer_proc") else {}
     deadline = t0 + spec.get("timeout", 30)
     stop_after = spec.get("stop_after_events")
@@ -536,14 +630,30 @@ def run_commands(spec: dict[str, Any], procs: list[subprocess.Popen[bytes]]) -> 
             "bystanders": [{"pid": b.pid} for b in procs], "events": []}
 
 
+def hide_system_bus() -> None:
+    """An empty tmpfs over /run/dbus in this scene's private mount namespace
+    (unshare --mount-proc makes one, with private propagation): a daemon in
+    the scene must not claim org.freedesktop.LowMemoryMonitor on, nor send
+    LowMemoryWarning to, the machine's real system bus (low_memory_monitor
+    is on by default).  Scenes that test it start their own bus."""
+    if os.path.isdir("/run/dbus"):
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "pyoomd-no-system-bus", "/run/dbus"],
+                       check=True)
+
+
 def main() -> int:
     if os.getpid() != 1:
         print("nsrun.py must run as PID 1 of a private PID namespace", file=sys.stderr)
         return 2
+    hide_system_bus()
     spec = json.loads(sys.argv[1])
     try:
         if spec.get("v2_cgroup"):
             make_v2_cgroup(spec)
+        if spec.get("test_bus"):
+            start_test_bus(spec)
+        if spec.get("fake_systemd"):
+            start_fake_systemd(spec)
         if spec.get("v1_memcg"):
             make_v1_memcg(spec)
         if "recorder" not in spec.get("config_yaml", ""):
@@ -564,6 +674,13 @@ def main() -> int:
             shutil.rmtree(spec["trace_dir"], ignore_errors=True)
         if spec.get("daemon_tmpdir"):
             shutil.rmtree(spec["daemon_tmpdir"], ignore_errors=True)
+        if spec.get("fake_systemd_proc"):
+            spec["fake_systemd_proc"].kill()
+            spec["fake_systemd_proc"].wait()
+        if spec.get("bus_dir"):
+            spec["bus_proc"].kill()
+            spec["bus_proc"].wait()
+            shutil.rmtree(spec["bus_dir"], ignore_errors=True)
         if spec.get("v2_cgroup_dir"):
             remove_v2_cgroup(spec["v2_cgroup_dir"])
         if spec.get("v1_memcg_dir"):

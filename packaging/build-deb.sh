@@ -75,6 +75,8 @@ find "$lib" -type f -exec chmod 644 {} +
 install -m 755 "$here/debian/pyoomd.wrapper" "$root/usr/bin/pyoomd"
 install -m 644 "$here/systemd/pyoomd.service" "$root/lib/systemd/system/pyoomd.service"
 install -m 644 "$here/config.yaml" "$root/etc/pyoomd/config.yaml"
+# lets root own org.freedesktop.LowMemoryMonitor on the system bus (low_memory_monitor)
+install -Dm 644 "$here/dbus/pyoomd-lowmemory.conf" "$root/usr/share/dbus-1/system.d/pyoomd-lowmemory.conf"
 conffiles="/etc/pyoomd/config.yaml"
 # default.yaml is active; every policy (default, desktop, server, ...) is
 # also kept as an example to copy into policies.d.

@@ -294,9 +294,27 @@ def explain_one(procfs: Procfs, pid: int, policy: Any, choice: Choice, scoring: 
         return item
     item.update(badness=verdict.badness, rank=rank, of=len(ranked), reasons=list(verdict.reasons),
                 signal=verdict.signal, grace_s=verdict.grace_s, kill_group=verdict.kill_group,
+                action=_action_of(verdict, info.cgroup),
                 growth_points=verdict.growth_points, growth_kib=verdict.growth_kib,
                 growth_over_s=verdict.growth_over_s, growth_share=verdict.growth_share)
     return item
+
+
+def _action_of(c: Candidate, cgroup: str | None) -> dict[str, Any] | None:
+    """The soft action the daemon would try first for this process (act/soft.py)."""
+    if not c.action:
+        return None
+    out: dict[str, Any] = {"kind": c.action[0], "rule": c.action_rule}
+    if c.action[0] == "run":
+        out["argv"] = list(c.action[1:])
+    else:
+        from .act.soft import unit_of_cgroup
+
+        unit, why = unit_of_cgroup(cgroup)
+        out["unit"] = unit
+        if unit is None:
+            out["why"] = why
+    return out
 
 
 def _print_explained(item: dict[str, Any]) -> None:
@@ -316,6 +334,12 @@ def _print_explained(item: dict[str, Any]) -> None:
         extra = "".join(f"  {k} {item[k]}" for k in ("signal", "grace_s") if item.get(k) is not None)
         group = "  kill group" if item["kill_group"] else ""
         print(f"  badness {item['badness']}  rank {item['rank']} of {item['of']}{extra}{group}")
+        act = item.get("action")
+        if act is not None:
+            what = (f"run {act['argv']}" if act["kind"] == "run" else
+                    f"restart-unit {act['unit']}" if act["unit"] else f"restart-unit: none ({act['why']})")
+            print(f"  first: {what} (rule {act['rule']}), then the grace; the kill follows if memory "
+                  "is still below TERM")
         print(f"  growth +{item['growth_points']} (grew {item['growth_kib'] // 1024} MiB over "
               f"{item['growth_over_s']:g}s)")
         print(f"  {cell('; '.join(item['reasons']))}")

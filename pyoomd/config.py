@@ -194,6 +194,40 @@ class NotifyConfig(_Strict):
         return parse_duration_s(v)
 
 
+class LowMemoryMonitorConfig(_Strict):
+    """LowMemoryWarning to applications on the system bus, as
+    low-memory-monitor sends it (see act/lowmem.py)."""
+
+    # On by default: GNOME/GTK applications (GLib's GMemoryMonitor) trim
+    # their caches when told, which can make a kill unnecessary; where a
+    # low-memory-monitor runs, or there is no system bus, nothing is sent.
+    enabled: bool = True
+    system_bus: str = "unix:path=/run/dbus/system_bus_socket"
+    # Each level (50 low at WARN, 100 medium at TERM, 255 critical at KILL)
+    # is sent at most this often.
+    min_interval: float = 15.0
+
+    @field_validator("min_interval", mode="before")
+    @classmethod
+    def _dur(cls, v: Any) -> float:
+        return parse_duration_s(v)
+
+
+class SoftActionsConfig(_Strict):
+    """Policies' soft actions (``action:`` in a rule; see act/soft.py)."""
+
+    # Where systemd's manager is asked to restart a unit (action: restart-unit).
+    system_bus: str = "unix:path=/run/dbus/system_bus_socket"
+    # A ``run`` program still running after this is SIGKILLed with its
+    # process group (the kill does not wait for it: only the grace).
+    timeout: float = 10.0
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _dur(cls, v: Any) -> float:
+        return parse_duration_s(v)
+
+
 class MetricsConfig(_Strict):
     """Prometheus metrics (see report/metrics.py); off unless one is set."""
 
@@ -476,6 +510,8 @@ class Settings(_Strict):
     choice: ChoiceConfig = ChoiceConfig()
     hooks: HooksConfig = HooksConfig()
     notify: NotifyConfig = NotifyConfig()
+    soft_actions: SoftActionsConfig = SoftActionsConfig()
+    low_memory_monitor: LowMemoryMonitorConfig = LowMemoryMonitorConfig()
     metrics: MetricsConfig = MetricsConfig()
     status: StatusConfig = StatusConfig()
     recorder: RecorderConfig = RecorderConfig()

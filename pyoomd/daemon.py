@@ -35,7 +35,7 @@ from .sense.psi import Waiter
 from .sense.sample import IdleParams, IdleResult, Sampler
 from .sense.vmstat import Vmstat
 from .sense.zram import Zram
-from .values import Thresholds
+from .values import Thresholds, program_problem
 
 if TYPE_CHECKING:  # the loop gets plain objects from pyoomd.runtime; tests pass a pydantic Settings
     from .config import Settings
@@ -80,6 +80,8 @@ class Episode:
 
     kills: int = 0
     active: bool = False
+    # Victims (pid, start time) whose soft action ran: one per victim per episode.
+    soft_done: set[tuple[int, int]] = field(default_factory=set)
 
 
 @dataclass
@@ -741,6 +743,11 @@ class Daemon:
             self.emit("error", "no_candidate", oom_level=level.name, reason=reason)
             return self.settings.sampling.max_interval
         victim = cands[0]
+        if victim.action and victim.proc.identity not in self.state.episode.soft_done:
+            self.state.episode.soft_done.add(victim.proc.identity)
+            grace = victim.grace_s if victim.grace_s is not None else self.settings.kill.grace
+            if self._soft_action(victim, level, reason, grace):
+                return self.settings.sampling.min_interval
         plan = KillPlan(self.settings.kill.grace, self.settings.kill.kill_timeout, self.settings.dry_run)
 
         def on_first(sig: str, level_now: Level) -> None:
@@ -754,6 +761,80 @@ class Daemon:
         else:
             outcome = self.killer.kill(victim, plan, on_first)
         return self._after(victim, outcome, plan)
+
+    def _soft_action(self, victim: Candidate, level: Level, reason: str, grace_s: float) -> bool:
+        """The victim's soft action (a policy's ``action``: act/soft.py), then
+        the grace for memory to come back above TERM.  True when it did (no
+        kill); False when the kill must follow: the action failed, the grace
+        ended below TERM, or the KILL level was reached.  One event,
+        ``soft_action``, with the outcome."""
+        from .act import soft
+        from .act.kill import WAIT_STEP_S, _wait_readable
+
+        p, action = victim.proc, victim.action
+        assert action is not None
+        base: dict[str, Any] = {"pid": p.pid, "comm": p.comm, "uid": p.uid, "cgroup": p.cgroup,
+                                "rule": victim.action_rule, "action": action[0], "oom_level": level.name,
+                                "reason": reason, "dry_run": self.settings.dry_run}
+        if action[0] == "run":
+            base["argv"] = list(action[1:])
+        if self.settings.dry_run:
+            self.emit("warning", "soft_action", outcome="dry_run", **base)
+            return False
+        opened = self.killer.open_verified(p.pid, p.start_time)
+        if isinstance(opened, str):
+            self.emit("info", "soft_action", outcome="skipped", error=opened, **base)
+            return False
+        cfg = getattr(self.settings, "soft_actions", None)  # absent from plans of older versions
+        timeout = cfg.timeout if cfg is not None else 10.0
+        t0 = self.clock()
+        running = None
+        try:
+            if action[0] == "run":
+                problem, fatal = program_problem(action[1])
+                if fatal:
+                    raise OSError(problem)
+                fields = {"pid": p.pid, "comm": p.comm, "cmdline": p.cmdline, "uid": p.uid,
+                          "rss_kib": p.rss_kib, "signal": "", "reason": reason, "dry_run": False}
+                running = soft.run_action(action[1:], fields, timeout)
+            else:
+                unit, why = soft.unit_of_cgroup(p.cgroup)
+                if unit is None:
+                    raise OSError(f"no unit to restart: {why}")
+                base["unit"] = unit
+                bus = cfg.system_bus if cfg is not None else "unix:path=/run/dbus/system_bus_socket"
+                base["job"] = soft.restart_unit(bus, unit)
+        except (OSError, ValueError) as e:  # jeepney raises ValueError for a bad address
+            os.close(opened)
+            self.emit("error", "soft_action", outcome="failed", error=str(e), **base)
+            return False
+        self.judge.note_action(self.clock())  # PSI post-action delay starts
+        deadline, exited, outcome = t0 + grace_s, False, "not recovered"
+        try:
+            while True:
+                lv = self._resample_level()
+                if lv < Level.TERM:
+                    outcome = "recovered"
+                    break
+                if lv >= Level.KILL:
+                    outcome = "KILL level reached"
+                    break
+                now = self.clock()
+                if now >= deadline:
+                    break
+                if exited:
+                    time.sleep(min(WAIT_STEP_S, deadline - now))
+                else:
+                    exited = _wait_readable(opened, min(WAIT_STEP_S, deadline - now))
+        finally:
+            os.close(opened)
+        if running is not None:
+            base["returncode"] = running.returncode()
+        sev = "info" if outcome == "recovered" else "warning"
+        self.emit(sev, "soft_action", outcome=outcome, ms=round((self.clock() - t0) * 1000, 1),
+                  victim_exited=exited, grace_s=grace_s, mem_available_kib=self.last_sample.mem_available_kib,
+                  **base)
+        return outcome == "recovered"
 
     def _group_of(self, victim: Candidate) -> tuple[CgroupRef, str] | None:
         """(cgroup, why) when the victim's whole cgroup must go, else None."""

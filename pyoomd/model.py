@@ -114,6 +114,9 @@ class Candidate:
     # Kill every process of the victim's cgroup (a policy's `kill: cgroup`);
     # see act/cgroup_kill.py.  Distinct from kill_group (the process group).
     kill_cgroup: bool = False
+    # A soft action tried first (a policy's ``action``; act/soft.py) and its rule.
+    action: tuple[str, ...] | None = None
+    action_rule: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ from .errors import ConfigError
 from .judge.rank import BADNESS_MAX
 from .regex import RegexError, compile_policy_regex
 from .rules import Finding, Loaded, PolicySet, Rule
-from .values import parse_duration_s, trust_problem
+from .values import parse_duration_s, program_problem, trust_problem
 
 # The compiled classes live in pyoomd.rules (light: the running loop imports
 # that, never this module); they are re-exported here.
@@ -145,12 +145,45 @@ class RuleSpec(_Strict):
     kill: Literal["process", "group", "cgroup"] | None = None
     signal: Literal["SIGTERM", "SIGKILL"] | None = None
     grace: float | None = None
+    # A soft action tried first (act/soft.py): ("run", argv...) or ("restart-unit",).
+    action: tuple[str, ...] | None = None
     allow_name_only: StrictBool = False
 
     @field_validator("grace", mode="before")
     @classmethod
     def _grace(cls, v: Any) -> Any:
         return None if v is None else parse_duration_s(v)
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _action(cls, v: Any) -> Any:
+        return None if v is None else parse_action(v)
+
+
+ACTION_FORMS = "'restart-unit' or {run: [/absolute/program, args...]}"
+
+
+def parse_action(v: Any) -> tuple[str, ...]:
+    """``restart-unit`` or ``{run: [argv...]}`` -> ("restart-unit",) or
+    ("run", argv...).  The argv is a list of strings, its program an absolute
+    path: no shell, no PATH search (as hooks)."""
+    if v == "restart-unit":
+        return ("restart-unit",)
+    if isinstance(v, str):  # ValueError, not TypeError: pydantic reports only the former as a message
+        raise ValueError(f"unknown action {v!r}: expected {ACTION_FORMS}")  # noqa: TRY004
+    if not isinstance(v, dict) or set(v) != {"run"}:
+        keys = f" (keys {sorted(map(str, v))})" if isinstance(v, dict) else ""
+        raise ValueError(f"an action is {ACTION_FORMS}{keys}")
+    argv = v["run"]
+    if isinstance(argv, str):
+        raise ValueError(f"run: an argv list, not a command line string (no shell): write [{argv!r}]")  # noqa: TRY004
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) and a for a in argv):
+        raise ValueError("run: a non-empty list of non-empty strings (program, args...)")
+    if not argv[0].startswith("/"):
+        raise ValueError(f"run: the program must be an absolute path (no shell, no PATH search): {argv[0]!r}")
+    if any("\0" in a for a in argv):
+        raise ValueError("run: an argument holds a NUL byte")
+    return ("run", *argv)
 
 
 class PolicyDoc(_Strict):
@@ -300,7 +333,7 @@ def _compile_rule(path: str, spec: RuleSpec, line: int, resolve: Resolver) -> tu
         adjust=spec.adjust, protect=spec.protect,
         kill_group=None if spec.kill is None else spec.kill == "group",
         kill_cgroup=spec.kill == "cgroup",
-        signal=spec.signal, grace_s=spec.grace,
+        signal=spec.signal, grace_s=spec.grace, action=spec.action,
     )
     return rule, unknown
 
@@ -320,8 +353,8 @@ def _review(res: FileResult, spec: RuleSpec, unknown: list[str], where: tuple[in
         warn(f"user {u!r} does not exist on this host: that name matches nobody here")
     if spec.protect and spec.adjust:
         warn("protect wins: its adjust is never used")
-    if not (spec.protect or spec.adjust or spec.kill or spec.signal or spec.grace is not None):
-        warn("does nothing (no adjust, protect, kill, signal or grace)")
+    if not (spec.protect or spec.adjust or spec.kill or spec.signal or spec.grace is not None or spec.action):
+        warn("does nothing (no adjust, protect, kill, signal, grace or action)")
     if spec.kill in ("group", "cgroup") and not _pins(spec):
         # Other processes go with the victim: who is matched must be pinned,
         # or a process that names itself `make` takes its group along.
@@ -330,6 +363,15 @@ def _review(res: FileResult, spec: RuleSpec, unknown: list[str], where: tuple[in
             f"rule {spec.name!r} asks for kill: {spec.kill} on process names alone (comm/cmdline/parent), "
             "which anyone can choose; pin exe, user or cgroup; the daemon refuses this rule")))
         return False
+    if spec.protect and spec.action:
+        warn("protect wins: a protected process is never acted on, so its action never runs")
+    if spec.action and spec.action[0] == "run":
+        problem, fatal = program_problem(spec.action[1])
+        if fatal:  # as root, a program others could rewrite would run as the victim's user: an error
+            res.errors.append(ConfigError(res.file, f"rule {spec.name!r}: {problem}", line, col))
+            return False
+        if problem:
+            warn(problem)
     lowers = spec.protect or spec.adjust < 0
     if lowers and spec.match.user is None and spec.match.cgroup is None:
         for g in spec.match.exe or ():

@@ -52,6 +52,8 @@ class Rule:
     signal: str | None = None
     grace_s: float | None = None
     kill_cgroup: bool = False  # kill: cgroup (act/cgroup_kill.py)
+    # A soft action tried before the kill (act/soft.py): ("run", argv...) or ("restart-unit",).
+    action: tuple[str, ...] | None = None
 
     def matches(self, proc: ProcInfo) -> bool:
         """All given matchers match.  A field we could not read never matches.
@@ -84,7 +86,14 @@ class Rule:
             out.append(f"signal {self.signal}")
         if self.grace_s is not None:
             out.append(f"grace {self.grace_s:g}s")
+        if self.action:
+            out.append(f"action {action_text(self.action)}")
         return out
+
+
+def action_text(action: tuple[str, ...]) -> str:
+    """``run ['/usr/bin/x', '-y']`` or ``restart-unit``."""
+    return f"run {list(action[1:])}" if action[0] == "run" else action[0]
 
 
 def _exe_path(exe: str | None) -> str | None:
@@ -123,6 +132,7 @@ class PolicySet:
             return Verdict()
         protect = next((r.name for r in hits if r.protect), None)
         first_kill = next((r for r in hits if r.kill_group is not None or r.kill_cgroup), None)
+        first_action = next((r for r in hits if r.action), None)
         group = first_kill.kill_group if first_kill is not None else None
         return Verdict(
             adjust=sum(r.adjust for r in hits),
@@ -133,6 +143,8 @@ class PolicySet:
             kill_group=bool(group),
             kill_cgroup=first_kill is not None and first_kill.kill_cgroup,
             protect_rule=protect,
+            action=first_action.action if first_action is not None else None,
+            action_rule=first_action.name if first_action is not None else None,
         )
 
 
@@ -209,7 +221,7 @@ def _rule_from_plan(d: dict[str, Any]) -> Rule:
             kw[name] = compile_policy_regex(kw[name])
     if kw.get("uids") is not None:
         kw["uids"] = frozenset(kw["uids"])
-    for name in ("exe", "cgroup"):
+    for name in ("exe", "cgroup", "action"):
         if kw.get(name) is not None:
             kw[name] = tuple(kw[name])
     return Rule(**kw)

@@ -161,3 +161,20 @@ def trust_problem(st: os.stat_result, euid: int) -> str | None:
     if st.st_mode & 0o022:
         return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); chmod go-w"
     return None
+
+
+def program_problem(path: str, euid: int | None = None) -> tuple[str | None, bool]:
+    """(why a soft action's program cannot run, fatal): as root, one that
+    another user owns or can write (or its directory, unless sticky) is
+    refused (fatal); a missing or non-executable one only fails when run."""
+    euid = os.geteuid() if euid is None else euid
+    try:
+        st, dst = os.stat(path), os.stat(os.path.dirname(path) or "/")
+    except OSError as e:
+        return f"action program {path!r}: {e.strerror}: the action will fail and the kill follow", False
+    if not stat.S_ISREG(st.st_mode) or not os.access(path, os.X_OK):
+        return f"action program {path!r} is not an executable file: the action will fail", False
+    problem = trust_problem(st, euid)
+    if problem is None and not dst.st_mode & stat.S_ISVTX:
+        problem = trust_problem(dst, euid)
+    return (f"action program {path!r} refused: {problem}", True) if problem else (None, False)

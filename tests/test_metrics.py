@@ -39,6 +39,7 @@ def _drive(m: Metrics) -> None:
     m.on_tick(SAMPLE, Decision(Level.WARN, "", 0.01))
     m.on_event("kill", KILL)
     m.on_event("escalate", {"pid": 4242})
+    m.on_event("soft_action", {"pid": 9, "action": "restart-unit", "outcome": "recovered"})
     m.on_event("kill", {**KILL, "pid": 7, "comm": "hog", "dry_run": True, "oom_level": "KILL"})
 
 
@@ -66,6 +67,7 @@ def test_scrape_over_http_on_loopback(served: Metrics) -> None:
     assert got[("pyoomd_kills_total", (("reason", "memory_term"), ("signal", "SIGTERM")))] == 1
     assert got[("pyoomd_dry_run_kills_total", (("reason", "memory_kill"),))] == 1
     assert got[("pyoomd_escalations_total", ())] == 1
+    assert got[("pyoomd_soft_actions_total", (("action", "restart-unit"), ("outcome", "recovered")))] == 1
     victim = [k for k in got if k[0] == "pyoomd_last_victim_info"]
     assert dict(victim[0][1])["comm"] == "hog" and dict(victim[0][1])["dry_run"] == "true"
     assert got[("pyoomd_tick_duration_seconds_count", ())] == 2

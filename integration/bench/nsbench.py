@@ -35,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import daemons
 
-from integration.nsrun import mem_available_kib  # run_ns puts the repo root on PYTHONPATH
+from integration.nsrun import hide_system_bus, mem_available_kib  # run_ns puts the repo root on PYTHONPATH
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -228,6 +228,7 @@ def main() -> int:
     if os.getpid() != 1:
         print("nsbench.py must run as PID 1 of a private PID namespace", file=sys.stderr)
         return 2
+    hide_system_bus()  # low_memory_monitor must not reach the machine's bus
     spec = json.loads(sys.argv[1])
     res = run_idle(spec) if spec["kind"] == "idle" else run_kill(spec)
     sys.stdout.write(json.dumps(res) + "\n")

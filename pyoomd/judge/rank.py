@@ -36,6 +36,8 @@ class Verdict:
     kill_group: bool = False
     kill_cgroup: bool = False
     protect_rule: str | None = None
+    action: tuple[str, ...] | None = None  # soft action (act/soft.py) of the first rule that sets one
+    action_rule: str | None = None
 
 
 class Policy(Protocol):
@@ -77,7 +79,7 @@ def score(proc: ProcInfo, policy: Policy | None = None, growth: Growth | None = 
     return Candidate(
         proc=proc, badness=badness, reasons=tuple(reasons), rules=verdict.rules,
         signal=verdict.signal, grace_s=verdict.grace_s, kill_group=verdict.kill_group,
-        kill_cgroup=verdict.kill_cgroup,
+        kill_cgroup=verdict.kill_cgroup, action=verdict.action, action_rule=verdict.action_rule,
         growth_points=g.points, growth_kib=g.grew_kib, growth_over_s=g.over_s,
         growth_share=g.share, growth_rate_kib_s=g.rate_kib_s,
     )

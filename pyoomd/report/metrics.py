@@ -122,6 +122,9 @@ class Metrics:
         self.escalations = Counter("pyoomd_escalations", "SIGTERMs followed by SIGKILL", registry=self.registry)
         self.stuck = Counter("pyoomd_victims_stuck", "Victims still alive after SIGKILL and the timeout",
                              registry=self.registry)
+        # outcome: recovered (no kill), not recovered, KILL level reached, failed, skipped, dry_run
+        self.soft = Counter("pyoomd_soft_actions", "Policies' soft actions (run, restart-unit) tried, by outcome",
+                            ["action", "outcome"], registry=self.registry)
         # The kernel OOM killer's own kills (sense/kmsg.py), global or a memory cgroup's.
         self.kernel_kills = Counter("pyoomd_kernel_oom_kills", "Processes the kernel's OOM killer killed, "
                                     "by kind (global: pyoomd did not prevent it; memcg: a cgroup's limit)",
@@ -213,6 +216,8 @@ class Metrics:
             self.escalations.inc()
         elif event == "victim_stuck":
             self.stuck.inc()
+        elif event == "soft_action":
+            self.soft.labels(str(fields.get("action")), str(fields.get("outcome"))).inc()
         elif event == "kernel_oom_kill":
             self.kernel_kills.labels(str(fields.get("kind"))).inc()
             self._wake.set()

@@ -42,6 +42,7 @@ def attach(daemon: Any, settings: Settings, config_files: list[str]) -> list[Cal
 _PARTS: dict[str, Callable[[Any], Any]] = {
     "hooks": lambda s: s.hooks,
     "notify": lambda s: s.notify,
+    "lowmem": lambda s: getattr(s, "low_memory_monitor", None),
     "metrics": lambda s: s.metrics,
     "status": lambda s: s.status.socket,
     "report": lambda s: s.report_interval,
@@ -144,6 +145,18 @@ def _notify(daemon: Any, settings: Settings, config_files: list[str], obs: list[
         stops.append(n.stop)
 
 
+def _lowmem(daemon: Any, settings: Settings, config_files: list[str], obs: list[Any],
+            stops: list[Callable[[], None]]) -> None:
+    cfg = getattr(settings, "low_memory_monitor", None)  # absent from plans of older versions
+    if cfg is not None and cfg.enabled:
+        from ..act.lowmem import LowMemoryMonitor
+
+        m = LowMemoryMonitor(cfg.system_bus, cfg.min_interval,
+                             lambda sev, ev, **kw: getattr(daemon.log, sev)(ev, **kw)).start()
+        obs.append(m)
+        stops.append(m.stop)
+
+
 def _metrics(daemon: Any, settings: Settings, config_files: list[str], obs: list[Any],
              stops: list[Callable[[], None]]) -> None:
     if settings.metrics.listen or settings.metrics.textfile:
@@ -171,7 +184,7 @@ def _report(daemon: Any, settings: Settings, config_files: list[str], obs: list[
         obs.append(MemoryReport(settings.report_interval, lambda ev, **kw: daemon.log.info(ev, **kw)))
 
 
-_BUILDERS = {"hooks": _hooks, "notify": _notify, "metrics": _metrics, "status": _status, "report": _report}
+_BUILDERS = {"hooks": _hooks, "notify": _notify, "lowmem": _lowmem, "metrics": _metrics, "status": _status, "report": _report}
 
 
 def _recorder_status(daemon: Any) -> dict[str, Any] | None:
