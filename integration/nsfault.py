@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from typing import Any
@@ -278,6 +280,11 @@ def closed_log(d: subprocess.Popen[bytes]) -> Any:
 
 
 def write_config(spec: dict[str, Any]) -> None:
+    if "recorder" not in spec.get("config_yaml", ""):
+        # the flight recorder is on by default: the scene's traces go to a
+        # directory of its own, not the machine's /var/lib/pyoomd
+        spec["trace_dir"] = tempfile.mkdtemp(prefix="pyoomd-it-traces-")
+        spec["config_yaml"] = f"recorder: {{dir: {spec['trace_dir']}}}\n" + spec.get("config_yaml", "")
     if spec.get("config_yaml"):
         path = f"/tmp/pyoomd-it-fault-config-{os.getppid()}-{uuid.uuid4().hex[:6]}.yaml"
         with open(path, "w") as f:
@@ -433,6 +440,8 @@ def main() -> int:
             shutil.rmtree(spec["policy_dir"], ignore_errors=True)
         if spec.get("config_file"):
             os.unlink(spec["config_file"])
+        if spec.get("trace_dir"):
+            shutil.rmtree(spec["trace_dir"], ignore_errors=True)
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     return 0

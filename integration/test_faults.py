@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import signal
 
-from integration.harness import events
+from integration.harness import MARGIN_MIB, events
 from integration.nsfault import run_fault
 
 SIGTERM_RC = -signal.SIGTERM
@@ -45,21 +45,30 @@ def test_killer_faults_exit_before_signal_pid_reuse_grace_exit_zombies() -> None
 # order picks the large static process, as the scenes intend, and not the
 # hog that is still growing at the crossing.
 NO_GROWTH = "growth: {weight: 0}\n"
+# The scene's intended first victim, by name (raising a score may go by name).
+FIRST_CHOICE = """\
+version: 1
+rules:
+  - name: first-choice
+    match: {comm: "^%s$"}
+    adjust: +1000
+"""
 FROZEN_CONFIG = "kill: {grace: 500ms, kill_timeout: 1s}\n" + NO_GROWTH
 
 
 def test_a_frozen_victim_is_logged_stuck_and_the_next_one_dies() -> None:
     r = run_fault({
-        # The frozen 1500 MiB process must be the largest at the crossing:
-        # the hog then holds 200 MiB, or up to ~1.3 GiB when memory freed
-        # earlier comes back during the scene (harness.LATE_FREE_MIB).
-        # SIGKILL + process_mrelease reap the frozen victim although it never
-        # exits, so the hog alone must then cross TERM: it grows to 1.5 GiB
-        # past it; KILL lies beyond the hog's maximum.
-        "term_below_mib": 1700, "kill_below_mib": 3500, "timeout": 40, "config_yaml": FROZEN_CONFIG,
-        "procs": [{"rate": 0, "max": 1500, "start": 1500, "hold": 60}],
+        # The frozen 1500 MiB process must be the first victim: a policy makes
+        # it so whatever the hog has grown to at the crossing (a CI run saw
+        # the hog past 1500 MiB when memory freed earlier came back during
+        # the scene, harness.LATE_FREE_MIB).  SIGKILL + process_mrelease reap
+        # the frozen victim although it never exits, so the hog alone must
+        # then cross TERM: it grows MARGIN_MIB past it; KILL lies beyond.
+        "term_below_mib": 1700, "kill_below_mib": 1700 + MARGIN_MIB + 700, "timeout": 40,
+        "config_yaml": FROZEN_CONFIG, "policies": {"10-first.yaml": FIRST_CHOICE % "frozenjob"},
+        "procs": [{"rate": 0, "max": 1500, "start": 1500, "hold": 60, "comm": "frozenjob"}],
         "freeze": {"proc": 0},
-        "hogs": [{"rate": 192, "max": 3200, "start": 50, "hold": 30, "delay": 0.5}],
+        "hogs": [{"rate": 192, "max": 1700 + MARGIN_MIB, "start": 50, "hold": 30, "delay": 0.5}],
         "stop_after_events": ["victim_exited"], "linger": 2.0,
     })
     frozen, hog = r["procs"][0]["pid"], r["hogs"][0]["pid"]
@@ -74,10 +83,11 @@ def test_a_frozen_victim_is_logged_stuck_and_the_next_one_dies() -> None:
 
 def test_zombie_and_zombie_leader_in_a_real_kill() -> None:
     r = run_fault({
-        # As above: the 1500 MiB thread hog is the largest at the crossing even
-        # when up to ~1.1 GiB freed earlier comes back during the scene.
+        # As above: the 1500 MiB thread hog is the first choice by policy,
+        # whatever the hog has grown to at the crossing.
         "term_below_mib": 1700, "kill_below_mib": 3200, "timeout": 30, "config_yaml": NO_GROWTH,
-        "procs": [{"fault": ["zombie-parent"]}, {"fault": ["thread-hog", 1500]}],
+        "policies": {"10-first.yaml": FIRST_CHOICE % "threadhog"},
+        "procs": [{"fault": ["zombie-parent"]}, {"fault": ["thread-hog", 1500], "comm": "threadhog"}],
         "hogs": [{"rate": 128, "max": 2200, "start": 50, "hold": 30, "delay": 0.5}],
         "stop_after_events": ["victim_exited"],
     })

@@ -169,7 +169,12 @@ def command(name: str, term_kib: int, kill_kib: int, grace_s: float, tmpdir: str
     told the same)."""
     if name == "pyoomd":
         lv = ["-m", f"{pct[0]},{pct[1]}"] if pct else ["-M", f"{term_kib},{kill_kib}"]
-        argv = ["-m", "pyoomd", "run", "--log-format", "json", "--config", os.devnull, "--grace", str(grace_s), *lv]
+        # defaults, but the flight recorder's traces in the run's own directory
+        config = os.path.join(tmpdir, "pyoomd-config.yaml")
+        with open(config, "w") as f:
+            f.write(f"recorder: {{dir: {os.path.join(tmpdir, 'traces')}}}\n")
+        os.chmod(config, 0o644)
+        argv = ["-m", "pyoomd", "run", "--log-format", "json", "--config", config, "--grace", str(grace_s), *lv]
         if pyoomd_python:  # as deployed: a venv with a plain (non-editable) install, nothing from the repo
             return [pyoomd_python, *argv], {"PYTHONPATH": None}
         return [sys.executable, *argv], {"PYTHONPATH": ROOT}
