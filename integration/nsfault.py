@@ -27,7 +27,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from typing import Any
@@ -280,11 +279,7 @@ def closed_log(d: subprocess.Popen[bytes]) -> Any:
 
 
 def write_config(spec: dict[str, Any]) -> None:
-    if "recorder" not in spec.get("config_yaml", ""):
-        # the flight recorder is on by default: the scene's traces go to a
-        # directory of its own, not the machine's /var/lib/pyoomd
-        spec["trace_dir"] = tempfile.mkdtemp(prefix="pyoomd-it-traces-")
-        spec["config_yaml"] = f"recorder: {{dir: {spec['trace_dir']}}}\n" + spec.get("config_yaml", "")
+    nsrun.own_trace_dir(spec)
     if spec.get("config_yaml"):
         path = f"/tmp/pyoomd-it-fault-config-{os.getppid()}-{uuid.uuid4().hex[:6]}.yaml"
         with open(path, "w") as f:
@@ -436,7 +431,6 @@ def main() -> int:
     finally:
         thaw(spec)
         if spec.get("policy_dir"):
-            import shutil
             shutil.rmtree(spec["policy_dir"], ignore_errors=True)
         if spec.get("config_file"):
             os.unlink(spec["config_file"])

@@ -269,6 +269,15 @@ def kernel_pid(pid: int) -> int | None:
     return None
 
 
+def own_trace_dir(spec: dict[str, Any]) -> None:
+    """The flight recorder is on by default: unless the scene configures it,
+    its traces go to a directory of the scene's own (spec["trace_dir"],
+    removed afterwards), not the machine's /var/lib/pyoomd."""
+    if "recorder" not in spec.get("config_yaml", ""):
+        spec["trace_dir"] = tempfile.mkdtemp(prefix="pyoomd-it-traces-")
+        spec["config_yaml"] = f"recorder: {{dir: {spec['trace_dir']}}}\n" + spec.get("config_yaml", "")
+
+
 def write_config(spec: dict[str, Any]) -> None:
     """spec["config_yaml"] -> a config file for the daemon ("{cgroup}" replaced)."""
     text = spec["config_yaml"].replace("{cgroup}", spec.get("v2_cgroup_path", "")).replace(
@@ -656,11 +665,7 @@ def main() -> int:
             start_fake_systemd(spec)
         if spec.get("v1_memcg"):
             make_v1_memcg(spec)
-        if "recorder" not in spec.get("config_yaml", ""):
-            # the flight recorder is on by default: its traces go to a
-            # directory of the scene's own, not the machine's /var/lib/pyoomd
-            spec["trace_dir"] = tempfile.mkdtemp(prefix="pyoomd-it-traces-")
-            spec["config_yaml"] = f"recorder: {{dir: {spec['trace_dir']}}}\n" + spec.get("config_yaml", "")
+        own_trace_dir(spec)
         write_config(spec)
         result = run(spec)
         result["v2_cgroup_path"] = spec.get("v2_cgroup_path")
