@@ -363,10 +363,14 @@ def set_adj(pid: int, adj: int) -> None:
         return
     except OSError:
         pass
-    fake = f"/tmp/pyoomd-it-adj-{os.getpid()}-{pid}"
-    with open(fake, "w") as f:
+    # A file of this scene's own: a shared name (pid 1 and the same child
+    # pids in every scene) could be rewritten by another scene while bound.
+    fd, fake = tempfile.mkstemp(prefix=f"pyoomd-it-adj-{pid}-")
+    with os.fdopen(fd, "w") as f:
         f.write(f"{adj}\n")
+    os.chmod(fake, 0o644)
     subprocess.run(["mount", "--bind", fake, path], check=True)
+    os.unlink(fake)  # the mount keeps the file; nothing is left in /tmp
 
 
 class Witness(threading.Thread):
