@@ -410,7 +410,7 @@ def test_warm_scan_finds_the_pids_born_since_the_look_without_listing(tmp_path: 
     # the new ones; /proc is not listed.  A /proc of another PID namespace
     # (its self link is not our pid) or a counter that went back: listed.
     root = tmp_path / "proc"
-    procfs = build(root, [FakeProc(BASE + 1, 300), FakeProc(BASE + 2, 200), FakeProc(BASE + 5, 900, comm=b"young")])
+    build(root, [FakeProc(BASE + 1, 300), FakeProc(BASE + 2, 200), FakeProc(BASE + 5, 900, comm=b"young")])
     os.symlink(str(os.getpid()), root / "self")
     (root / "loadavg").write_text(f"0.10 0.20 0.30 1/99 {BASE + 5}\n")
 

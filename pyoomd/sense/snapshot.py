@@ -256,9 +256,9 @@ def scan(procfs: Procfs, scorer: Scorer, max_bonus: int, top_n: int = 1,
         # Stop when no unread process can reach the first place (with the
         # slack: the victim is exact) nor rise above the top_n-th (as of the
         # look, when warm: the runner-up table is as exact as the look).
-        if not exhaustive and len(best) >= top_n:
-            if upper + max_bonus < -best[0] and as_seen + max_bonus <= -best[top_n - 1]:
-                break
+        if (not exhaustive and len(best) >= top_n
+                and upper + max_bonus < -best[0] and as_seen + max_bonus <= -best[top_n - 1]):
+            break
         info = read_proc(procfs, pid, raw)
         if info is None:
             continue
