@@ -41,7 +41,7 @@ class Table:
 
 def read_scores(procfs: Procfs, skip: set[int]) -> list[tuple[int, int]]:
     """(oom_score, pid) for every readable pid not in ``skip``, best first."""
-    out = []
+    out: list[tuple[int, int]] = []
     try:
         pids = procfs.pids()
     except OSError:
@@ -246,6 +246,7 @@ def scan(procfs: Procfs, scorer: Scorer, max_bonus: int, top_n: int = 1,
     # (bound, bound without the warm slack, pid, the score read now or None)
     exact = warm is None or exhaustive
     bonus = bonus_of or (lambda pid, raw: 0)
+    bounded: list[tuple[int, int, int, int | None]]
     if bonus_of is None and exact:
         bounded = [(e, e, pid, e) for e, _, pid in est]  # read_scores' order: best first
     else:
