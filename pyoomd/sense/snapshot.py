@@ -308,7 +308,7 @@ def read_mem(procfs: Procfs, pid: int) -> tuple[tuple[int, int], int] | None:
 def memory_by_pid(procfs: Procfs, skip: set[int]) -> list[tuple[int, int, int]]:
     """(pid, uid, RSS+swap KiB) of every readable process not in ``skip``:
     one read of status each (fair share needs every user's total)."""
-    out = []
+    out: list[tuple[int, int, int]] = []
     try:
         pids = procfs.pids()
     except OSError:
