@@ -383,7 +383,7 @@ def soak_mode(spec: dict[str, Any]) -> dict[str, Any]:
     end = time.monotonic() + spec["duration"]
     while time.monotonic() < end:
         seen = len(log.events)
-        hog = start({"rate": spec.get("rate", 512), "max": spec["term_below_mib"] + 400, "start": 50,
+        hog = start({"rate": spec.get("rate", 512), "max": spec["term_below_mib"] + harness.MARGIN_MIB, "start": 50,
                      "hold": 20})[0]
         try:
             hog.wait(spec.get("cycle_timeout", 20))
