@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_reliability import Log
 from test_snapshot import BASE, FakeProc, build
 
 from pyoomd import replay
@@ -25,17 +26,6 @@ from pyoomd.trace import FORMAT_VERSION, TraceError, read_trace, write_trace
 
 GIB = 1 << 20  # KiB
 MIB = 1 << 10
-
-
-class Log:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def __getattr__(self, severity: str) -> Any:
-        return lambda event, **kw: self.events.append((event, kw))
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [kw for ev, kw in self.events if ev == name]
 
 
 class Script:
