@@ -26,7 +26,6 @@ from .judge.rank import NoPolicy, Policy
 from .judge.relief import compile_relief
 from .judge.thrash import compile_thrash
 from .model import Candidate, Decision, Excluded, KillOutcome, Level, MemSample, ProcInfo
-from .report.log import kernel_style
 from .sense import snapshot
 from .sense.cgroup import CgroupRef, Cgroups, LeafStat, choose_leaf
 from .sense.kmsg import KmsgFollower
@@ -892,7 +891,9 @@ class Daemon:
         )
         mem = None if dry else snapshot.read_kernel_mem(self.procfs, p.pid)
         if mem is not None:
-            self.emit("warning", "killed_process", line=kernel_style(p.pid, p.comm, p.uid, *mem))
+            vm, anon, file, shmem = mem  # the log's killed_process_line adds the kernel-style line
+            self.emit("warning", "killed_process", pid=p.pid, comm=p.comm, uid=p.uid, total_vm_kib=vm,
+                      anon_rss_kib=anon, file_rss_kib=file, shmem_rss_kib=shmem)
 
     # -- helpers for the killer ---------------------------------------------
     def _resample_level(self) -> Level:

@@ -1,96 +1,101 @@
-"""report/log.py: the stdlib logger prints what structlog printed (JSON lines
-and console lines), swallows a vanished destination, and keeps key order."""
+"""report/log.py: structlog is the pipeline; these check what each of our
+processors adds, the lines it renders, and that capture_logs sees events."""
 
 from __future__ import annotations
 
 import io
 import json
-import re
-import time
+import subprocess
+import sys
 from datetime import datetime, timezone
 from typing import Any
 
-import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from pyoomd.report import log as plog
 
-EVENTS: list[tuple[str, str, dict[str, Any]]] = [
-    ("info", "startup", {"pid": 42, "dry_run": True, "mem_term": "10%", "policy_rules": ["a", "b"],
-                         "wakeup": "psi-trigger some 150ms/2s", "zram": False, "x": None, "f": 0.25}),
-    ("warning", "kill", {"comm": "Web Content", "cmdline": "a=b 'q'", "growth": {"points": 3, "w": 1.5},
-                         "candidates": [{"pid": 1, "comm": "x"}], "uni": "caf\u00e9 \u2603"}),
-    ("error", "reload_failed", {"error": "/etc/x.yaml:3:1: memory.trem: Extra inputs are not permitted"}),
-    ("warn", "w", {"obj": object(), "err": ValueError("bad")}),
-    ("exception", "e", {}),
-    ("critical", "a_very_long_event_name_that_is_longer_than_thirty", {"k": "v"}),
-    ("debug", "d", {"tab": "a\tb", "eq": "a=b", "plain": "abc"}),
-]
-TS_JSON = re.compile(r'"timestamp": "[^"]*"')
-TS_CONSOLE = re.compile(r"^\S+Z ", re.MULTILINE)
 
-
-def _ours(fmt: str) -> str:
+def _lines(fmt: str, calls: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
     buf = io.StringIO()
     plog.configure(fmt, buf)
     try:
         log = plog.get_logger()
-        for method, event, fields in EVENTS:
+        for method, event, fields in calls:
             getattr(log, method)(event, **fields)
     finally:
         plog.configure("json")
-    return buf.getvalue()
+    return buf.getvalue().splitlines()
 
 
-def _structlog(fmt: str) -> str:
-    structlog = pytest.importorskip("structlog")
-    buf = io.StringIO()
-    processors: list[Any] = [structlog.processors.add_log_level,
-                             structlog.processors.TimeStamper(fmt="iso", utc=True)]
-    if fmt == "json":
-        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
-    else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=False))
-    structlog.configure(processors=processors, logger_factory=structlog.WriteLoggerFactory(file=buf),
-                        cache_logger_on_first_use=False)
-    try:
-        log = structlog.get_logger("pyoomd")
-        for method, event, fields in EVENTS:
-            getattr(log, method)(event, **fields)
-    finally:
-        structlog.reset_defaults()
-    return buf.getvalue()
+def test_json_line_keeps_the_callers_order_then_event_level_timestamp() -> None:
+    (line,) = _lines("json", [("info", "startup", {"pid": 42, "dry_run": True, "mem_term": "10%"})])
+    d = json.loads(line)
+    assert list(d) == ["pid", "dry_run", "mem_term", "event", "level", "timestamp"]
+    assert d["event"] == "startup" and d["level"] == "info"
+    assert d["timestamp"].endswith("Z")
+    stamp = datetime.fromisoformat(d["timestamp"][:-1]).replace(tzinfo=timezone.utc)
+    assert abs(stamp.timestamp() - datetime.now(timezone.utc).timestamp()) < 60
 
 
-def test_json_lines_are_structlogs() -> None:
-    ours, theirs = _ours("json"), _structlog("json")
-    # repr(object) differs by address only
-    norm = [re.sub(r"0x[0-9a-f]+", "0x", TS_JSON.sub('"timestamp": T', t)) for t in (ours, theirs)]
-    assert norm[0] == norm[1]
-    first = json.loads(ours.splitlines()[0])
-    assert list(first)[-3:] == ["event", "level", "timestamp"]
-    assert list(first)[:3] == ["pid", "dry_run", "mem_term"]
+def test_levels_as_structlog_names_them() -> None:
+    calls = [(m, "e", {}) for m in ("debug", "info", "warning", "warn", "error", "exception", "critical")]
+    levels = [json.loads(x)["level"] for x in _lines("json", calls)]
+    assert levels == ["debug", "info", "warning", "warning", "error", "error", "critical"]
 
 
-def test_console_lines_are_structlogs() -> None:
-    ours, theirs = _ours("console"), _structlog("console")
-    norm = [re.sub(r"0x[0-9a-f]+", "0x", TS_CONSOLE.sub("T ", t)) for t in (ours, theirs)]
-    assert norm[0] == norm[1]
-    assert ours.splitlines()[0].split()[1:3] == ["[info", "]"]
+def test_killed_process_gets_the_kernels_line() -> None:
+    fields = {"pid": 7, "comm": "Web Content", "uid": 1000, "total_vm_kib": 10, "anon_rss_kib": 5,
+              "file_rss_kib": 2, "shmem_rss_kib": 0}
+    (line,) = _lines("json", [("warning", "killed_process", fields)])
+    assert json.loads(line)["line"] == ("Killed process 7 (Web Content) total-vm:10kB, anon-rss:5kB, "
+                                        "file-rss:2kB, shmem-rss:0kB, UID:1000")
+    # the processor alone, as structlog calls it
+    out = plog.killed_process_line(None, "warning", {"event": "killed_process", **fields})
+    assert out["line"].startswith("Killed process 7 (Web Content)")
+    assert "line" not in plog.killed_process_line(None, "info", {"event": "kill", **fields})
 
 
-def test_timestamp_is_iso_utc_with_z() -> None:
-    ns = time.time_ns()
-    ts = plog.timestamp(ns)
-    assert ts.endswith("Z")
-    parsed = datetime.fromisoformat(ts[:-1]).replace(tzinfo=timezone.utc)
-    assert abs(parsed.timestamp() - ns / 1e9) < 1e-5
-    assert plog.timestamp(1_700_000_000 * 10**9) == "2023-11-14T22:13:20Z"  # as isoformat(): no .000000
-    assert plog.timestamp(1_700_000_000 * 10**9 + 1500) == "2023-11-14T22:13:20.000001Z"
+def test_console_line_escapes_what_a_name_carries() -> None:
+    (line,) = _lines("console", [("warning", "kill", {"comm": "a\x1b[2Jb\u202e", "pid": 3})])
+    assert "\x1b" not in line and "\u202e" not in line
+    assert "\\x1b[2Jb\\u202e" in line
+    assert line.split()[1:3] == ["[warning", "]"]
+
+
+def test_long_strings_and_huge_lines_are_bounded() -> None:
+    lines = _lines("json", [("info", "long", {"cmdline": "a" * 100_000}),
+                            ("info", "huge", {"items": ["x" * 4000] * 200})])
+    long_ = json.loads(lines[0])
+    assert long_["cmdline"].endswith("...[95904 chars cut]") and len(lines[0]) < 5000
+    huge = json.loads(lines[1])
+    assert len(lines[1].encode()) < plog.LINE_MAX_BYTES and huge["event"] == "huge"
+
+
+def test_capture_logs_sees_pyoomd_events() -> None:
+    plog.configure("json", io.StringIO())
+    with capture_logs() as logs:
+        plog.get_logger().warning("kill", pid=1, comm="x")
+    assert logs == [{"pid": 1, "comm": "x", "event": "kill", "log_level": "warning"}]
+    # and with our processors in front, as the daemon runs them
+    with capture_logs(processors=[plog.bound_strings]) as logs:
+        plog.get_logger().info("k", cmdline="z" * 5000)
+    assert logs[0]["cmdline"].endswith("...[904 chars cut]")
+
+
+def test_observers_get_the_fields_whole() -> None:
+    fields = {"cmdline": "q" * 5000}
+    with capture_logs(processors=[plog.bound_strings]):
+        plog.get_logger().info("k", **fields)
+    assert len(fields["cmdline"]) == 5000
 
 
 def test_a_vanished_destination_is_swallowed() -> None:
     class Gone(io.StringIO):
         def write(self, s: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
             raise BrokenPipeError(32, "Broken pipe")
 
     plog.configure("json", Gone())
@@ -100,11 +105,24 @@ def test_a_vanished_destination_is_swallowed() -> None:
         plog.configure("json")
 
 
-def test_the_logger_imports_no_structlog() -> None:
-    import subprocess
-    import sys
-
-    code = ("import sys, io; from pyoomd.report import log; log.configure('json', io.StringIO()); "
-            "log.get_logger().info('x'); print('structlog' in sys.modules)")
+def test_unconfigured_get_logger_configures_stderr_json() -> None:
+    code = ("import structlog, sys; from pyoomd.report import log; "
+            "log.get_logger().warning('hello', n=1); print(structlog.is_configured())")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert r.stdout.strip() == "False"
+    assert r.stdout.strip() == "True"
+    d = json.loads(r.stderr.strip().splitlines()[-1])
+    assert (d["event"], d["n"], d["level"]) == ("hello", 1, "warning")
+
+
+def test_reconfigure_takes_effect_on_a_logger_already_held() -> None:
+    held = plog.get_logger()
+    a, b = io.StringIO(), io.StringIO()
+    try:
+        plog.configure("json", a)
+        held.info("one")
+        plog.configure("console", b)
+        held.info("two")
+    finally:
+        plog.configure("json")
+    assert json.loads(a.getvalue())["event"] == "one" and "two" in b.getvalue() and "{" not in b.getvalue()
+    assert structlog.is_configured()

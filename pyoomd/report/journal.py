@@ -15,7 +15,7 @@ datagram an entry, systemd's "Native Journal Protocol"), so that
 - ``SYSLOG_IDENTIFIER=pyoomd``, ``PYOOMD_EVENT``, and every field of the
   event as ``PYOOMD_<FIELD>`` (strings as they are, anything else as JSON).
 
-Fields are bounded as for the JSON line (report/log.render_bounded), so an
+Fields are bounded as for the JSON line (report/log.py: bound_strings), so an
 entry stays far below the datagram limit.  A send that fails (journald
 restarting, the socket gone) writes the JSON line to stderr instead: no
 event is lost.  Everywhere else the log stays JSON or console lines.

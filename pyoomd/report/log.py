@@ -1,124 +1,153 @@
-"""Logging: console lines on a TTY, JSON lines otherwise (stdlib only).
+"""Logging: structlog, configured once for every pyoomd process.
 
 Events are stable names with flat keys (see README, "Log events"), so tests
 and log shippers can rely on them: startup, sample_error, low_memory,
 kill, victim_exited, escalate, victim_stuck, kill_skipped, shutdown, ...
 
-The output is what structlog printed with the processors pyoomd used
-(add_log_level, TimeStamper(fmt="iso", utc=True), JSONRenderer or
-ConsoleRenderer(colors=False)): a JSON object with the event's fields in
-the order given, then ``event``, ``level`` and ``timestamp`` (ISO 8601,
-UTC, ``Z``).  structlog itself is not used: importing it costs the running
-loop ~10 MiB (it imports asyncio, which imports ssl); see README,
-"Memory of the running daemon".
+The pipeline (``configure``), each step a plain structlog processor:
+
+1. ``add_log_level`` and ``TimeStamper(fmt="iso", utc=True)`` (structlog's);
+2. ``killed_process_line``: the kernel-style ``Killed process ...`` line for
+   a ``killed_process`` event, so existing grep habits work;
+3. ``bound_strings``: every string of the event cut to ``FIELD_MAX_CHARS``
+   (hostile command lines);
+4. ``JournalSender``: when stderr is the journal, one native journal entry
+   (report/journal.py) and the event stops there;
+5. a renderer: structlog's ``JSONRenderer`` or ``ConsoleRenderer(colors=False)``,
+   wrapped by ``Bounded``, which keeps a line below ``LINE_MAX_BYTES`` and
+   escapes what a name could carry to a terminal.
+
+Lines go through structlog's ``WriteLogger`` to a stream that flushes each
+line and ignores a vanished destination.  Loggers are not cached, so
+``configure`` again (SIGHUP, tests) and ``structlog.testing.capture_logs``
+take effect everywhere.  What importing structlog costs the running daemon
+(it imports asyncio, which imports ssl) is measured in the README, "Memory
+of the running daemon".
 """
 
 from __future__ import annotations
 
-import _thread
-import json
+import logging
 import os
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
+
+import structlog
+from structlog.dev import ConsoleRenderer
+from structlog.processors import JSONRenderer, TimeStamper, add_log_level, format_exc_info
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 from ..textsafe import FIELD_MAX_CHARS, LINE_MAX_BYTES, bound, escape_nonprintable, needs_bound
 
-# structlog's add_log_level: the method name, warn -> warning, exception -> error.
-_LEVEL_OF = {"debug": "debug", "info": "info", "warning": "warning", "warn": "warning", "error": "error",
-             "critical": "critical", "exception": "error", "msg": "info"}
-_LEVEL_WIDTH = len("exception")  # ConsoleRenderer pads to its longest level name
-_EVENT_WIDTH = 30  # ConsoleRenderer's pad_event_to
-_CONSOLE_QUOTE = frozenset(" \t=\r\n\"'")
+LOGGER_NAME = "pyoomd"
+_KERNEL_FIELDS = ("pid", "comm", "uid", "total_vm_kib", "anon_rss_kib", "file_rss_kib", "shmem_rss_kib")
 
 
-def _fallback(obj: object) -> Any:
-    """JSON for what json cannot encode, as structlog's JSONRenderer did."""
-    method = getattr(obj, "__structlog__", None)
-    return method() if method is not None else repr(obj)
+def kernel_style(pid: int, comm: str, uid: int, vm_kib: int, anon_kib: int, file_kib: int,
+                 shmem_kib: int) -> str:
+    """The line the kernel's OOM killer prints, so existing grep habits work."""
+    return (f"Killed process {pid} ({comm}) total-vm:{vm_kib}kB, anon-rss:{anon_kib}kB, "
+            f"file-rss:{file_kib}kB, shmem-rss:{shmem_kib}kB, UID:{uid}")
 
 
-def timestamp(now_ns: int | None = None) -> str:
-    """``datetime.now(timezone.utc).isoformat()`` with ``Z``, without datetime."""
-    ns = time.time_ns() if now_ns is None else now_ns
-    secs, us = divmod(ns // 1000, 1_000_000)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-    return f"{text}.{us:06d}Z" if us else f"{text}Z"
+def killed_process_line(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """A ``killed_process`` event with the kernel's fields gets its ``line``."""
+    if event_dict.get("event") == "killed_process" and "line" not in event_dict \
+            and all(k in event_dict for k in _KERNEL_FIELDS):
+        event_dict["line"] = kernel_style(*(event_dict[k] for k in _KERNEL_FIELDS))
+    return event_dict
 
 
-def render_json(event_dict: dict[str, Any]) -> str:
-    return json.dumps(event_dict, default=_fallback)
+def bound_strings(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """Every string (also inside lists and dicts) cut to ``FIELD_MAX_CHARS``
+    with ``...[N chars cut]``.  Only the log is cut: observers (hooks,
+    metrics) got the event's fields whole."""
+    if needs_bound(event_dict):
+        return bound(dict(event_dict))  # type: ignore[no-any-return]  # bound keeps a dict a dict
+    return event_dict
 
 
-def _console_value(value: object) -> str:
-    if isinstance(value, str):  # repr escapes every non-printable character (ESC, \x85, U+2028, ...)
-        return repr(value) if _CONSOLE_QUOTE.intersection(value) or not value.isprintable() else value
-    return repr(value)
+class JournalSender:
+    """When the journal is the destination: the event as one native entry,
+    and nothing more (``DropEvent``).  A send that fails lets the event go
+    on to the line renderer (stderr): no event is lost."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        if self.sink.send(event_dict):
+            raise structlog.DropEvent
+        return event_dict
 
 
-def render_console(event_dict: dict[str, Any]) -> str:
-    """ConsoleRenderer(colors=False): timestamp, [level], event padded to 30,
-    then key=value sorted by key (strings bare unless they need quotes)."""
-    d = dict(event_dict)
-    cols = []
-    if "timestamp" in d:
-        cols.append(str(d.pop("timestamp")))
-    if "level" in d:
-        cols.append(f"[{str(d.pop('level')).ljust(_LEVEL_WIDTH)}]")
-    if "event" in d:
-        cols.append(str(d.pop("event")).ljust(_EVENT_WIDTH))
-    cols.extend(f"{k}={_console_value(d[k])}" for k in sorted(d))
-    line = " ".join(c for c in cols if c).rstrip(" ")
-    # Whatever a key, the event or an object's repr held: nothing raw reaches the terminal.
-    return escape_nonprintable(line)
+class Bounded:
+    """``render(event_dict)`` kept below ``LINE_MAX_BYTES``: long strings cut
+    shorter and shorter; a line still too long (a huge list) keeps only
+    event, level, timestamp and ``truncated_bytes``.  ``escape``: every
+    non-printable character escaped (the console renderer prints strings
+    bare)."""
+
+    def __init__(self, render: Callable[[WrappedLogger, str, EventDict], Any], escape: bool = False) -> None:
+        self.render = render
+        self.escape = escape
+
+    def _line(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> str:
+        line = str(self.render(logger, method, dict(event_dict)))
+        return escape_nonprintable(line) if self.escape else line
+
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> str:
+        line = self._line(logger, method, event_dict)
+        limit = FIELD_MAX_CHARS
+        while len(line) > LINE_MAX_BYTES // 4 and len(line.encode("utf-8", "surrogateescape")) > LINE_MAX_BYTES:
+            limit //= 8
+            if limit < 16:
+                short: dict[str, Any] = {"truncated_bytes": len(line.encode("utf-8", "surrogateescape"))}
+                short.update((k, event_dict[k]) for k in ("event", "level", "timestamp") if k in event_dict)
+                return self._line(logger, method, short)
+            line = self._line(logger, method, bound(dict(event_dict), limit))
+        return line
 
 
-def render_bounded(render: Callable[[dict[str, Any]], str], fields: dict[str, Any]) -> str:
-    """``render(fields)``, its long strings cut (``...[N chars cut]``) so the
-    line stays below ``LINE_MAX_BYTES``: first to ``FIELD_MAX_CHARS``, then
-    shorter; a line still too long (a huge list) keeps only event, level,
-    timestamp and ``truncated_bytes``.  Only the line is cut: observers
-    (hooks, metrics) got the event's fields whole."""
-    if needs_bound(fields):
-        fields = bound(fields)
-    line = render(fields)
-    limit = FIELD_MAX_CHARS
-    while len(line) > LINE_MAX_BYTES // 4 and len(line.encode("utf-8", "surrogateescape")) > LINE_MAX_BYTES:
-        limit //= 8
-        if limit < 16:
-            short: dict[str, Any] = {"truncated_bytes": len(line.encode("utf-8", "surrogateescape"))}
-            short.update((k, fields[k]) for k in ("event", "level", "timestamp") if k in fields)
-            return render(short)
-        fields = bound(fields, limit)
-        line = render(fields)
-    return line
-
-
-class _Flushing:
-    """A line-flushing wrapper: a log line must reach the journal before a
-    SIGKILL of our own could lose it."""
+class _Stream:
+    """Each line flushed at once (a log line must reach the journal before a
+    SIGKILL of our own could lose it); a destination that is gone is
+    ignored: keep killing, stop logging.  structlog's WriteLogger holds the
+    lock around write + flush (observers log from their threads)."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
-        self._lock = _thread.allocate_lock()  # observers log from their threads
 
     def write(self, text: str) -> None:
-        with self._lock:
-            try:
-                self._stream.write(text)
-                self._stream.flush()
-            except (OSError, ValueError):
-                pass  # the log destination is gone: keep killing, stop logging
+        try:
+            self._stream.write(text)
+        except (OSError, ValueError):
+            pass
 
     def flush(self) -> None:
-        pass
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
 
 
-class _Config:
-    out: _Flushing | None = None  # None: not configured yet (stderr, auto)
-    render = staticmethod(render_json)
-    journal: Any = None  # report/journal.JournalSink when stderr is the journal
+class _State:
+    journal: Any = None  # report/journal.JournalSink while stderr is the journal
+
+
+def processors(fmt: str, journal: Any = None) -> list[Processor]:
+    """The chain for ``fmt`` (json or console), with a journal sink first
+    when one is given."""
+    chain: list[Processor] = [add_log_level, TimeStamper(fmt="iso", utc=True), killed_process_line,
+                              bound_strings]
+    if journal is not None:
+        chain.append(JournalSender(journal))
+    if fmt == "json":
+        chain += [format_exc_info, Bounded(JSONRenderer())]
+    else:
+        chain.append(Bounded(ConsoleRenderer(colors=False), escape=True))
+    return chain
 
 
 def configure(fmt: str = "auto", stream: TextIO | None = None, journal_socket: str | None = None) -> None:
@@ -127,9 +156,9 @@ def configure(fmt: str = "auto", stream: TextIO | None = None, journal_socket: s
     (report/journal.py; ``journal_socket`` or ``$PYOOMD_JOURNAL_SOCKET``
     stands in for journald's socket in tests)."""
     stream = stream or sys.stderr
-    if _Config.journal is not None:
-        _Config.journal.close()
-        _Config.journal = None
+    if _State.journal is not None:
+        _State.journal.close()
+        _State.journal = None
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
         try:
@@ -140,58 +169,26 @@ def configure(fmt: str = "auto", stream: TextIO | None = None, journal_socket: s
 
         if fd >= 0 and journal.stderr_is_journal(fd):
             path = journal_socket or os.environ.get("PYOOMD_JOURNAL_SOCKET") or journal.JOURNAL_SOCKET
-            _Config.journal = journal.JournalSink(path)
-    _Config.out = _Flushing(stream)
-    _Config.render = staticmethod(render_json if fmt == "json" else render_console)
+            _State.journal = journal.JournalSink(path)
+    structlog.configure(
+        processors=processors(fmt, _State.journal),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        logger_factory=structlog.WriteLoggerFactory(file=_Stream(stream)),  # type: ignore[arg-type]
+        cache_logger_on_first_use=False,
+    )
 
 
-class Logger:
-    """``log.info("event", key=value, ...)`` and so on, as structlog's bound
-    logger was called; the configuration in force at each call is used."""
-
-    __slots__ = ()
-
-    def _log(self, method: str, event: str, fields: dict[str, Any]) -> None:
-        if _Config.out is None:
-            configure()
-        fields["event"] = event
-        fields["level"] = _LEVEL_OF[method]
-        fields["timestamp"] = timestamp()
-        assert _Config.out is not None
-        if _Config.journal is not None and _Config.journal.send(bound(fields) if needs_bound(fields) else fields):
-            return
-        _Config.out.write(render_bounded(_Config.render, fields) + "\n")
-
-    def debug(self, event: str, **fields: Any) -> None:
-        self._log("debug", event, fields)
-
-    def info(self, event: str, **fields: Any) -> None:
-        self._log("info", event, fields)
-
-    def msg(self, event: str, **fields: Any) -> None:
-        self._log("msg", event, fields)
-
-    def warning(self, event: str, **fields: Any) -> None:
-        self._log("warning", event, fields)
-
-    def warn(self, event: str, **fields: Any) -> None:
-        self._log("warn", event, fields)
-
-    def error(self, event: str, **fields: Any) -> None:
-        self._log("error", event, fields)
-
-    def exception(self, event: str, **fields: Any) -> None:
-        self._log("exception", event, fields)
-
-    def critical(self, event: str, **fields: Any) -> None:
-        self._log("critical", event, fields)
+def get_logger() -> Any:
+    """pyoomd's structlog logger; configured for stderr (auto) if nothing
+    configured structlog yet (``capture_logs`` counts as configured)."""
+    if not structlog.is_configured():
+        configure()
+    return structlog.get_logger(LOGGER_NAME)
 
 
-_LOGGER = Logger()
-
-
-def get_logger() -> Logger:
-    return _LOGGER
+def fields_of(entry: MutableMapping[str, Any]) -> dict[str, Any]:
+    """An event as its caller gave it: without event, level and timestamp."""
+    return {k: v for k, v in entry.items() if k not in ("event", "level", "log_level", "timestamp")}
 
 
 TRACEBACK_MAX_CHARS = 4000
@@ -214,20 +211,20 @@ def install_excepthooks() -> None:
     def thread_hook(args: Any) -> None:
         if args.exc_type is SystemExit:
             return
-        _LOGGER.error("thread_exception", thread=getattr(args.thread, "name", None),
+        get_logger().error("thread_exception", thread=getattr(args.thread, "name", None),
                       error=repr(args.exc_value)[:1000], traceback=_trace(args.exc_type, args.exc_value,
                                                                           args.exc_traceback))
 
     def main_hook(exc_type: Any, exc: BaseException, tb: Any) -> None:
-        _LOGGER.error("uncaught_exception", error=repr(exc)[:1000], traceback=_trace(exc_type, exc, tb))
+        get_logger().error("uncaught_exception", error=repr(exc)[:1000], traceback=_trace(exc_type, exc, tb))
 
     def unraisable_hook(u: Any) -> None:
-        _LOGGER.error("unraisable_exception", error=repr(u.exc_value)[:1000], message=str(u.err_msg or ""),
+        get_logger().error("unraisable_exception", error=repr(u.exc_value)[:1000], message=str(u.err_msg or ""),
                       object=repr(u.object)[:200], traceback=_trace(u.exc_type, u.exc_value, u.exc_traceback))
 
     def warning_hook(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
                      line: Any = None) -> None:
-        _LOGGER.warning("python_warning", category=getattr(category, "__name__", str(category)),
+        get_logger().warning("python_warning", category=getattr(category, "__name__", str(category)),
                         message=str(message)[:1000], where=f"{filename}:{lineno}")
 
     import warnings
@@ -237,9 +234,3 @@ def install_excepthooks() -> None:
     sys.unraisablehook = unraisable_hook
     warnings.showwarning = warning_hook
 
-
-def kernel_style(pid: int, comm: str, uid: int, vm_kib: int, anon_kib: int, file_kib: int,
-                 shmem_kib: int) -> str:
-    """The line the kernel's OOM killer prints, so existing grep habits work."""
-    return (f"Killed process {pid} ({comm}) total-vm:{vm_kib}kB, anon-rss:{anon_kib}kB, "
-            f"file-rss:{file_kib}kB, shmem-rss:{shmem_kib}kB, UID:{uid}")
