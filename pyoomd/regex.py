@@ -19,9 +19,8 @@ only in RE2 (use ``[[:alpha:]]``-style classes or explicit ranges for more).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
-
-import re2
 
 # The first this many characters of the command line are what ``cmdline``
 # regexes see (argv joined by spaces).  /proc/PID/cmdline is read up to
@@ -32,11 +31,21 @@ MATCH_CMDLINE_MAX = 4096
 # kernel cannot make a name matcher see more than this.
 MATCH_NAME_MAX = 64
 
-_OPTIONS = re2.Options()
-_OPTIONS.log_errors = False  # RE2 would print each bad pattern on stderr (absl); we report it ourselves
-# The compiled program's memory (RE2's default, 8 MiB): a pattern whose
-# automaton needs more fails to compile instead of growing the daemon.
-_OPTIONS.max_mem = 8 << 20
+
+@functools.cache
+def _re2() -> tuple[Any, Any]:
+    """re2 and its options, imported at the first pattern: a daemon whose
+    policy has no regex does not load RE2 and libstdc++ (2.3 MiB resident;
+    README, "Memory of the running daemon")."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print each bad pattern on stderr (absl); we report it ourselves
+    # The compiled program's memory (RE2's default, 8 MiB): a pattern whose
+    # automaton needs more fails to compile instead of growing the daemon.
+    options.max_mem = 8 << 20
+    return re2, options
+
 
 Pattern = Any  # re2._Regexp: .search(text), .pattern
 
@@ -47,8 +56,9 @@ class RegexError(ValueError):
 
 def compile_policy_regex(pattern: str) -> Pattern:
     """The RE2 program for ``pattern``; RegexError naming what RE2 refused."""
+    re2, options = _re2()
     try:
-        return re2.compile(pattern, _OPTIONS)
+        return re2.compile(pattern, options)
     except re2.error as e:
         raw = e.args[0] if e.args else e
         what = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from test_reliability import Log, Sampler
+from logcapture import Log
+from test_reliability import Sampler
 from test_snapshot import FakeProc, build
 
 from pyoomd.config import load_config

@@ -16,7 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_cli import no_daemon_loop, run_main  # noqa: F401  (autouse fixture: no test reaches the loop)
-from test_reliability import Log, Sampler
+from logcapture import Log
+from test_reliability import Sampler
 from test_snapshot import BASE, CountingProcfs, FakeProc, build, stat_line
 
 from pyoomd.config import load_config

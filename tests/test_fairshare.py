@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_reliability import Log, Sampler
+from logcapture import Log
+from test_reliability import Sampler
 from test_snapshot import FakeProc, build
 
 from pyoomd.config import load_config

@@ -28,6 +28,7 @@ from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.psi import Waiter
 from pyoomd.sense.sample import IdleParams, IdleResult, Sampler, idle_sleep_s, make_memsample
 from test_readers import fake_proc as readers_fake_proc
+from logcapture import Log
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIXTURE_PROC = str(FIXTURES / "proc")
@@ -340,13 +341,6 @@ def test_psi_reused_while_unchanged(tmp_path: Path, backend: str) -> None:
 def mem(avail_gib: float) -> MemSample:
     return MemSample(16 * GIB, int(avail_gib * GIB), 0, 0)
 
-
-class Log:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def __getattr__(self, severity: str) -> Any:
-        return lambda event, **kw: self.events.append((event, kw))
 
 
 class IdleSampler:

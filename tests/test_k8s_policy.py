@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_reliability import Log, Sampler
+from logcapture import Log
+from test_reliability import Sampler
 from test_snapshot import FakeProc, build
 
 from pyoomd.config import load_config

@@ -24,6 +24,7 @@ from pyoomd.sense import kmsg as kmsg_mod
 from pyoomd.sense.kmsg import KmsgFollower, OomLines, apply_summary, parse_kill_line, parse_record, unescape
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.sample import Sampler
+from logcapture import Log
 
 FIXTURE_PROC = str(Path(__file__).parent / "fixtures" / "proc")
 CG = "/process_api/9d257cc866c317526f0fe6a36d9f8446/pyoomd-it-probe2964"
@@ -269,13 +270,6 @@ def test_real_dev_kmsg_opens_at_its_end() -> None:
 
 
 # -- the daemon ---------------------------------------------------------------------------
-class Log:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict[str, Any]]] = []
-
-    def __getattr__(self, severity: str) -> Any:
-        return lambda event, **kw: self.events.append((severity, event, kw))
-
 
 @pytest.fixture
 def quiet_start(monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -304,14 +298,14 @@ def test_daemon_reports_a_kernel_kill_from_its_idle_wait(tmp_path: Path, quiet_s
     seen: dict[str, float] = {}
 
     def writer() -> None:
-        while not any(e == "startup" for _, e, _ in log.events):
+        while not any(e == "startup" for _, e, _ in log.leveled):
             time.sleep(0.01)
         time.sleep(0.3)  # the loop is in its idle wait by now
         w = os.open(fifo, os.O_WRONLY)
         os.write(w, record(7, kill_line("Out of memory", 4242, "firefox")))
         seen["written"] = time.monotonic()
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not any(e == "kernel_oom_kill" for _, e, _ in log.events):
+        while time.monotonic() < deadline and not any(e == "kernel_oom_kill" for _, e, _ in log.leveled):
             time.sleep(0.005)
         seen["logged"] = time.monotonic()
         os.close(w)
@@ -324,9 +318,9 @@ def test_daemon_reports_a_kernel_kill_from_its_idle_wait(tmp_path: Path, quiet_s
     finally:
         t.join()
         sampler.close()
-    startup = next(kw for _, e, kw in log.events if e == "startup")
+    startup = next(kw for _, e, kw in log.leveled if e == "startup")
     assert startup["kernel_log"] == f"following {fifo}"
-    kills = [(sev, kw) for sev, e, kw in log.events if e == "kernel_oom_kill"]
+    kills = [(sev, kw) for sev, e, kw in log.leveled if e == "kernel_oom_kill"]
     assert len(kills) == 1 and kills[0][0] == "warning" and kills[0][1]["pid"] == 4242
     assert seen["logged"] - seen["written"] < 1.0, seen
     assert metrics.kernel_kills.labels("global")._value.get() == 1
@@ -346,11 +340,11 @@ def test_daemon_without_a_readable_log_warns_once_and_runs(tmp_path: Path, quiet
     finally:
         timer.join()
         sampler.close()
-    warned = [kw for _, e, kw in log.events if e == "kernel_log_unavailable"]
+    warned = [kw for _, e, kw in log.leveled if e == "kernel_log_unavailable"]
     assert len(warned) == 1 and "No such file" in warned[0]["error"]
-    startup = next(kw for _, e, kw in log.events if e == "startup")
+    startup = next(kw for _, e, kw in log.leveled if e == "startup")
     assert startup["kernel_log"].startswith("unavailable:")
-    assert [e for _, e, _ in log.events][-1] == "shutdown"
+    assert [e for _, e, _ in log.leveled][-1] == "shutdown"
 
 
 def test_kernel_log_off(tmp_path: Path, quiet_start: None) -> None:
@@ -376,7 +370,7 @@ def test_reload_that_turns_the_kernel_log_off_stops_the_follower(tmp_path: Path,
         d.reloader = lambda: Settings.model_validate({"dry_run": True, "kernel_log": {"enabled": False}})
         d.reload()
         assert d.kmsg is None and d.kernel_log_state == "off"
-        assert any(e == "reloaded" for _, e, _ in log.events)
+        assert any(e == "reloaded" for _, e, _ in log.leveled)
     finally:
         d.stop_kernel_log()
         sampler.close()

@@ -13,19 +13,10 @@ from pyoomd.model import Level, MemSample, Pressure, PsiLine
 from pyoomd.report.control import format_status, query
 from pyoomd.report.reporters import Reporters
 from pyoomd.sense.procfs import Procfs
+from logcapture import Log
 
 GIB = 1 << 20  # KiB
 
-
-class Log:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict[str, Any]]] = []
-
-    def __getattr__(self, severity: str) -> Any:
-        return lambda event, **kw: self.events.append((severity, event, kw))
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [kw for _, ev, kw in self.events if ev == name]
 
 
 class FakeSampler:

@@ -30,6 +30,7 @@ from pyoomd.rules import loaded_from_plan, loaded_to_plan
 from pyoomd.runtime import RuntimeSettings, settings_from_plan, settings_to_plan
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.sample import Sampler
+from logcapture import Log
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_PROC = str(REPO / "tests" / "fixtures" / "proc")
@@ -189,14 +190,6 @@ def test_settings_round_trip_through_the_plan(doc: dict[str, Any]) -> None:
 def test_a_daemon_from_the_plan_starts_as_one_from_settings(tmp_path: Path) -> None:
     """Daemon takes the pydantic Settings (tests) or the plan's plain objects
     (the loop): the startup event is the same."""
-
-    class Log:
-        def __init__(self) -> None:
-            self.events: list[tuple[str, dict[str, Any]]] = []
-
-        def __getattr__(self, level: str) -> Any:
-            return lambda event, **kw: self.events.append((event, kw))
-
     s = Settings.model_validate(SETTINGS_DOCS[1] | {"psi": {}, "cgroup_choice": {}, "memory": {}})
     events = []
     for settings in (s, settings_from_plan(json.loads(json.dumps(settings_to_plan(s))))):
@@ -377,12 +370,15 @@ def test_the_loop_keeps_ticking_while_a_slow_reload_runs(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(selfprotect, "lock_memory", lambda: "skipped in tests")
     monkeypatch.setattr(selfprotect, "set_oom_score_adj", lambda procfs: "skipped in tests")
-    events: list[tuple[str, int]] = []
     ticks = [0]
 
-    class Log:
-        def __getattr__(self, level: str) -> Any:
-            return lambda event, **kw: events.append((event, ticks[0]))
+    def stamp(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        return {**event_dict, "tick": ticks[0]}
+
+    log = Log(stamp)
+
+    def tick_of() -> list[tuple[str, int]]:
+        return [(ev, kw["tick"]) for ev, kw in log.events]
 
     old = Settings.model_validate({"kill": {"grace": "2s"}, "psi": {"wakeup": {"enabled": False}}})
     new = Settings.model_validate({"kill": {"grace": "3s"}, "psi": {"wakeup": {"enabled": False}}})
@@ -395,11 +391,11 @@ def test_the_loop_keeps_ticking_while_a_slow_reload_runs(monkeypatch: pytest.Mon
         ticks[0] += 1
         if ticks[0] == 2:
             d.state.reload = True
-        if any(e == "reloaded" for e, _ in events) or ticks[0] > 500:
+        if any(e == "reloaded" for e, _ in log.events) or ticks[0] > 500:
             d.state.stop = True
         time.sleep(0.01)
 
-    d = Daemon(old, Procfs(FIXTURE_PROC), Sampler(Procfs(FIXTURE_PROC), "python"), Log(), sleep=sleep)
+    d = Daemon(old, Procfs(FIXTURE_PROC), Sampler(Procfs(FIXTURE_PROC), "python"), log, sleep=sleep)
     d.reloader = slow_reloader
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
@@ -407,6 +403,7 @@ def test_the_loop_keeps_ticking_while_a_slow_reload_runs(monkeypatch: pytest.Mon
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+    events = tick_of()
     at = dict(events)
     assert "reloading" in at and "reloaded" in at, events
     assert at["reloaded"] - at["reloading"] >= 20  # ~60 ticks of 10 ms while the reloader slept 0.6 s

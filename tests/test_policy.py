@@ -533,7 +533,7 @@ def test_server_policy_batch_jobs_go_first_as_a_group() -> None:
 
 
 # -- the daemon: start-up report and reload keeping the last good set ----------------
-from test_reliability import Log
+from logcapture import Log
 
 
 class FixedSampler:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_reliability import Log
+from logcapture import Log
 from test_snapshot import BASE, FakeProc, build
 
 from pyoomd import replay

@@ -29,21 +29,12 @@ from pyoomd.model import Level, MemSample
 from pyoomd.policy import load_policies
 from pyoomd.sense import snapshot
 from pyoomd.sense.procfs import Procfs
+from logcapture import Log
 
 # Events a tick may log; anything else (an "observer_failed", a traceback) is a bug.
 TICK_EVENTS = {"low_memory", "kill", "kill_skipped", "no_candidate", "victim_exited", "victim_stuck",
                "escalate", "killed_process", "memory_recovered", "sample_error", "cgroup_choice_empty"}
 
-
-class Log:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def __getattr__(self, severity: str) -> Any:
-        return lambda event, **kw: self.events.append((event, kw))
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [kw for ev, kw in self.events if ev == name]
 
 
 class Sampler:

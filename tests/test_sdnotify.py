@@ -23,6 +23,7 @@ from pyoomd.report.sdnotify import (
 )
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.sample import Sampler
+from logcapture import Log
 
 FIXTURE_PROC = str(Path(__file__).parent / "fixtures" / "proc")
 GIB = 1024 * 1024
@@ -250,7 +251,7 @@ def test_daemon_loop_notifies_and_reloads(listener: tuple[Listener, str], tmp_pa
         if len(ticks) == 4:
             d.state.stop = True
 
-    d = Daemon(settings, procfs, sampler, _NullLog(), clock=clock, sleep=sleep)
+    d = Daemon(settings, procfs, sampler, Log(), clock=clock, sleep=sleep)
     d.reloader = lambda: load_config(str(cfg))
     env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "10000000"}
     obs = observer_for(settings, d.last_sample, environ=env)
@@ -279,7 +280,7 @@ def test_daemon_reload_keeps_old_config_on_error(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text("kill: {grace: 3s}\n")
     procfs = Procfs(FIXTURE_PROC)
-    d = Daemon(load_config(str(cfg)), procfs, Sampler(procfs, "python"), _NullLog())
+    d = Daemon(load_config(str(cfg)), procfs, Sampler(procfs, "python"), Log())
     events: list[str] = []
     d.observers.append(_Recorder(events))
     cfg.write_text("kill: {grace: nonsense}\n")
@@ -293,11 +294,6 @@ def test_daemon_reload_keeps_old_config_on_error(tmp_path: Path) -> None:
     d.reloader = None
     d.reload()
     assert events[-1] == "reload_unsupported"
-
-
-class _NullLog:
-    def __getattr__(self, name: str) -> object:
-        return lambda *a, **k: None
 
 
 class _Recorder:

@@ -254,7 +254,8 @@ class _Daemonish:
     def __init__(self, tmp_path: Path, levels: list[Any], dry_run: bool = False, grace: float = 0.3) -> None:
         import subprocess
 
-        from test_reliability import Log, Sampler
+        from logcapture import Log
+        from test_reliability import Sampler
         from test_snapshot import FakeProc, build
 
         from pyoomd.config import load_config
