@@ -12,7 +12,7 @@ from .config import Settings
 from .judge.choose import Choice, Scoring, choose
 from .loop import open_sampler
 from .model import Candidate, MemSample
-from .policy import Loaded, load_policies
+from .policy.load import Loaded, load_policies
 from .sense import snapshot
 from .sense.procfs import Procfs
 from .sense.sample import Sampler
@@ -227,7 +227,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     from .cli import EXIT_CONFIG
     from .errors import ConfigError
-    from .policy import check_file, expand
+    from .policy.load import check_file, expand
 
     host = args.host or socket.gethostname()
     bad = 0
@@ -460,7 +460,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from . import replay
     from .config import load_config
     from .errors import EXIT_CONFIG, EXIT_DATAERR
-    from .rules import loaded_from_plan
+    from .policy.rules import loaded_from_plan
     from .runtime import settings_from_plan
     from .trace import TraceError, read_trace
 

@@ -14,7 +14,7 @@ from pyoomd.config import Settings, trust_problem
 from pyoomd.errors import ConfigError
 from pyoomd.judge.rank import BADNESS_MAX, score
 from pyoomd.model import Candidate, Excluded, MemSample, ProcInfo
-from pyoomd.policy import (
+from pyoomd.policy.load import (
     PolicySet,
     check_text,
     expand,
