@@ -218,7 +218,7 @@ class UserMatcher(Matcher[frozenset[int]]):
         uids: set[int] = set()
         warnings: list[str] = []
         for u in v:
-            uid = u if isinstance(u, int) else int(u) if u.isdigit() else resolve(u)
+            uid = u if isinstance(u, int) else int(u) if u.isascii() and u.isdigit() else resolve(u)
             if uid is None:
                 warnings.append(f"user {u!r} does not exist on this host: that name matches nobody here")
             else:
