@@ -12,7 +12,8 @@ from .config import Settings
 from .judge.choose import Choice, Scoring, choose
 from .loop import open_sampler
 from .model import Candidate, MemSample
-from .policy import Loaded, load_policies
+from .policy.load import Loaded, load_policies
+from .policy.matchers import MATCHERS
 from .sense import snapshot
 from .sense.procfs import Procfs
 from .sense.sample import Sampler
@@ -227,7 +228,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     from .cli import EXIT_CONFIG
     from .errors import ConfigError
-    from .policy import check_file, expand
+    from .policy.load import check_file, expand
 
     host = args.host or socket.gethostname()
     bad = 0
@@ -279,6 +280,7 @@ def explain_one(procfs: Procfs, pid: int, policy: Any, choice: Choice, scoring: 
         "pid": pid, "found": True, "comm": info.comm, "exe": info.exe, "uid": info.uid,
         "cgroup": info.cgroup, "parent_comm": info.parent_comm, "oom_score": info.oom_score,
         "oom_score_adj": info.oom_score_adj,
+        "matchers": {m.name: m.seen(info) for m in MATCHERS},  # what each policy matcher sees
         "rules": [{"name": r.name, "file": r.file, "line": r.line, "effects": r.effects()}
                   for r in policy.matching(info)],
     }
@@ -317,6 +319,10 @@ def _action_of(c: Candidate, cgroup: str | None) -> dict[str, Any] | None:
     return out
 
 
+# Matchers whose fact the first line of an explained process shows already.
+_HEADER_MATCHERS = ("comm", "exe", "user", "cgroup")
+
+
 def _print_explained(item: dict[str, Any]) -> None:
     if not item["found"]:
         print(f"pid {item['pid']}: {cell(item['why'])}\n")
@@ -324,6 +330,9 @@ def _print_explained(item: dict[str, Any]) -> None:
     print(f"pid {item['pid']} ({cell(item['comm'])})  exe {cell(item['exe'])}  uid {item['uid']}  "
           f"cgroup {cell(item['cgroup'])}")
     print(f"  oom_score {item['oom_score']}  oom_score_adj {item['oom_score_adj']}")
+    seen = {k: v for k, v in item.get("matchers", {}).items() if k not in _HEADER_MATCHERS}
+    if seen:
+        print("  matchers see: " + "  ".join(f"{k} {cell(v)}" for k, v in seen.items()))
     for r in item["rules"]:
         print(f"  rule {cell(r['name'])} ({cell(r['file'])}:{r['line']}): {cell(', '.join(r['effects']) or 'no effect')}")
     if not item["rules"]:
@@ -460,7 +469,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from . import replay
     from .config import load_config
     from .errors import EXIT_CONFIG, EXIT_DATAERR
-    from .rules import loaded_from_plan
+    from .policy.rules import loaded_from_plan
     from .runtime import settings_from_plan
     from .trace import TraceError, read_trace
 

@@ -30,7 +30,7 @@ def build_plan(args: Any) -> dict[str, Any]:
     """The plan for parsed ``run`` arguments; ConfigError if invalid."""
     from .cli import settings_for
     from .commands import config_path, load_policies_for
-    from .rules import loaded_to_plan
+    from .policy.rules import loaded_to_plan
 
     settings = settings_for(args)
     loaded = load_policies_for(args, settings)

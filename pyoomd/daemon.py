@@ -38,7 +38,7 @@ from .values import Thresholds, program_problem
 
 if TYPE_CHECKING:  # the loop gets plain objects from pyoomd.runtime; tests pass a pydantic Settings
     from .config import Settings
-    from .rules import Loaded
+    from .policy.rules import Loaded
 
 # A victim that did not exit within kill_timeout is left alone for this long
 # (frozen cgroup, D state): re-trying it at once would loop forever.

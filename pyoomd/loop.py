@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_OSFILE, ConfigError, ParseError, StartupError, exit_code_of
-from .rules import loaded_from_plan
+from .policy.rules import loaded_from_plan
 from .runtime import PLAN_VERSION, settings_from_plan
 from .sense.procfs import Procfs
 from .sense.sample import Sampler
@@ -240,7 +240,7 @@ def trace_header(daemon: Any, procfs_root: str) -> dict[str, Any]:
     plan in force, its levels, and whom it never kills (itself, its parent)."""
     import dataclasses
 
-    from .rules import loaded_to_plan
+    from .policy.rules import loaded_to_plan
     from .runtime import settings_to_plan
     from .sense.snapshot import default_skip
     from .trace import make_header

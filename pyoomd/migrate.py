@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .errors import ConfigError
-from .rules import RssOrder  # the loop's light home of --sort-by-rss; re-exported here
+from .policy.rules import RssOrder  # --sort-by-rss: the rules are light, the loop imports them
 
 if TYPE_CHECKING:
-    from .policy import Loaded
+    from .policy.rules import Loaded
 
 # earlyoom's --prefer / --avoid bonus (kill.c): the same 0..1000 oom_score
 # scale as pyoomd's adjust.
@@ -126,7 +126,7 @@ def flag_rules(args: argparse.Namespace) -> tuple[Any, ...]:
 
 def _flag_result(args: argparse.Namespace) -> tuple[tuple[Any, ...], list[Any]]:
     """(rules, warnings) for the flags."""
-    from .policy import Finding, check_text
+    from .policy.load import Finding, check_text
 
     doc = policy_doc(args)
     if doc is None:
@@ -139,9 +139,9 @@ def _flag_result(args: argparse.Namespace) -> tuple[tuple[Any, ...], list[Any]]:
 
 
 def with_flag_rules(loaded: Loaded, args: argparse.Namespace) -> Loaded:
-    """``loaded`` (pyoomd.policy.Loaded) with the flags' rules appended, and
+    """``loaded`` (pyoomd.policy.rules.Loaded) with the flags' rules appended, and
     wrapped for --sort-by-rss; warnings for name-only flags on stderr."""
-    from .policy import PolicySet
+    from .policy.rules import PolicySet
 
     rules, warnings = _flag_result(args)
     if rules:

@@ -88,6 +88,7 @@ class ProcInfo:
     exe: str | None = None
     cgroup: str | None = None
     parent_comm: str | None = None  # for policies' ``parent`` matcher; detailed processes only
+    cwd: str | None = None  # /proc/PID/cwd, for policies' ``cwd`` matcher; detailed processes only
 
     @property
     def identity(self) -> tuple[int, int]:

@@ -11,7 +11,7 @@ Plan (version 1)::
 
     {"plan": 1, "procfs": "/proc", "config_files": [...],
      "settings": {"memory": {"term": {"pct": 10.0, "kib": null}, ...}, "kill": {...}, ...},
-     "policy": <pyoomd.rules.loaded_to_plan>}
+     "policy": <pyoomd.policy.rules.loaded_to_plan>}
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ import pytest
 from pyoomd.act.kill import Guard, Killer, KillPlan
 from pyoomd.judge.choose import Scoring
 from pyoomd.model import Candidate, Excluded, Level, ProcInfo
-from pyoomd.policy import check_text
-from pyoomd.rules import PolicySet
+from pyoomd.policy.load import check_text
+from pyoomd.policy.rules import PolicySet
 from pyoomd.sense import snapshot
 from pyoomd.sense.procfs import Procfs
 

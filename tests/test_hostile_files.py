@@ -22,7 +22,7 @@ import pytest
 
 from pyoomd.config import settings_from_text
 from pyoomd.errors import EXIT_CONFIG, ConfigError
-from pyoomd.policy import check_text, load_policies
+from pyoomd.policy.load import check_text, load_policies
 
 TIMEOUT_S = 20
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from pyoomd.config import settings_from_text
-from pyoomd.policy import check_text
+from pyoomd.policy.load import check_text
 
 ROOT = Path(__file__).resolve().parent.parent
 KDIR = ROOT / "packaging" / "kubernetes"

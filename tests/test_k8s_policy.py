@@ -26,7 +26,7 @@ from test_snapshot import FakeProc, build
 
 from pyoomd.config import load_config
 from pyoomd.daemon import Daemon
-from pyoomd.policy import load_policies
+from pyoomd.policy.load import load_policies
 from pyoomd.sense import snapshot
 from pyoomd.sense.procfs import Procfs
 

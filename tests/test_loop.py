@@ -25,8 +25,8 @@ from pyoomd.judge.pressure import compile_rule
 from pyoomd.loop import compile_plan
 from pyoomd.migrate import with_flag_rules
 from pyoomd.model import MemSample, ProcInfo
-from pyoomd.policy import load_policies
-from pyoomd.rules import loaded_from_plan, loaded_to_plan
+from pyoomd.policy.load import load_policies
+from pyoomd.policy.rules import loaded_from_plan, loaded_to_plan
 from pyoomd.runtime import RuntimeSettings, settings_from_plan, settings_to_plan
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.sample import Sampler
@@ -37,7 +37,7 @@ FIXTURE_PROC = str(REPO / "tests" / "fixtures" / "proc")
 # structlog is the loop's logging pipeline (report/log.py), and it imports
 # asyncio and ssl: what that costs is measured in the README.
 HEAVY = ("pydantic", "pydantic_core", "yaml", "argparse", "psutil",
-         "pyoomd.config", "pyoomd.policy", "pyoomd.cli", "pyoomd.commands", "pyoomd.migrate",
+         "pyoomd.config", "pyoomd.policy.load", "pyoomd.cli", "pyoomd.commands", "pyoomd.migrate",
          # the flight recorder's file side: only when a trace is written (or replayed)
          "pyoomd.trace", "pyoomd.replay", "gzip")
 ENV = {k: v for k, v in os.environ.items() if k != "PYOOMD_READER"} | {"PYTHONPATH": str(REPO)}

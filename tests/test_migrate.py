@@ -17,9 +17,10 @@ import yaml
 from pyoomd.cli import build_parser, main, overrides_from
 from pyoomd.config import Settings, load_config
 from pyoomd.errors import ConfigError
-from pyoomd.migrate import RssOrder, flag_rules, migrate, read_earlyoom_args
+from pyoomd.migrate import flag_rules, migrate, read_earlyoom_args
 from pyoomd.model import ProcInfo
-from pyoomd.policy import PolicySet, load_policies
+from pyoomd.policy.load import PolicySet, load_policies
+from pyoomd.policy.rules import RssOrder
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +157,7 @@ def _proc(comm: str, uid: int = 1000, rss_kib: int = 1024, oom_score: int = 100)
 
 def test_run_with_avoid_warns_at_startup_and_keeps_the_rule() -> None:
     from pyoomd.migrate import with_flag_rules
-    from pyoomd.policy import Loaded
+    from pyoomd.policy.load import Loaded
 
     args = build_parser().parse_args(["run", "--avoid", "^Xorg$", "--sort-by-rss"])
     loaded = with_flag_rules(Loaded(PolicySet()), args)

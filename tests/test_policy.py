@@ -14,7 +14,7 @@ from pyoomd.config import Settings, trust_problem
 from pyoomd.errors import ConfigError
 from pyoomd.judge.rank import BADNESS_MAX, score
 from pyoomd.model import Candidate, Excluded, MemSample, ProcInfo
-from pyoomd.policy import (
+from pyoomd.policy.load import (
     PolicySet,
     check_text,
     expand,
@@ -619,3 +619,10 @@ def test_startup_says_when_there_is_no_policy(tmp_path: Path) -> None:
 def test_hostile_yaml_is_a_config_error(text: str, needle: str) -> None:
     res = check_text("x.yaml", text, None, resolve)
     assert len(res.errors) == 1 and needle in res.errors[0].message
+
+
+def test_a_user_of_non_ascii_digits_is_a_name_not_a_crash() -> None:
+    # "²".isdigit() is True but int("²") raises: it is a (non-existent) user name.
+    res = check_text("p.yaml", "version: 1\nrules:\n  - {name: r, match: {user: \"\u00b2\"}, adjust: 1}\n")
+    assert not res.errors and res.rules[0].matcher("user") == frozenset()
+    assert "does not exist on this host" in res.warnings[0].message

@@ -3,22 +3,24 @@ project's ConfigError (with the file name), never anything else."""
 
 from __future__ import annotations
 
+import dataclasses
 import string
 from pathlib import Path
 from typing import Any
 
 import yaml
 from fuzzing import fuzz
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pyoomd.errors import ConfigError
 from pyoomd.judge.rank import score
 from pyoomd.model import ProcInfo
-from pyoomd.policy import PolicySet, check_text, load_policies
+from pyoomd.policy.load import PolicySet, check_text, load_policies
+from pyoomd.policy.matchers import MATCHERS, GlobMatcher, Matcher, RegexMatcher, UserMatcher
 
 KEYS = ["version", "hosts", "rules", "name", "match", "adjust", "protect", "kill", "signal", "grace",
-        "allow_name_only", "comm", "cmdline", "exe", "user", "cgroup", "parent", "bogus"]
+        "allow_name_only", *(m.name for m in MATCHERS), "bogus"]
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
@@ -51,16 +53,19 @@ REGEXES = ["^sshd$", "--type=renderer", "^(chrome|chromium)$", "java", "^$", "^"
            "(?i)firefox", "[[:alpha:]]+", "\\bkworker\\b", *CATASTROPHIC]
 regexes = st.one_of(st.sampled_from(REGEXES), st.text(max_size=10))
 globs = st.sampled_from(["/usr/sbin/sshd", "/usr/bin/*", "/usr/lib/firefox*/firefox*", "/*", "/opt/x/[ab]?",
-                         "/user.slice/*/app.slice/*build*", "/system.slice/*.service"])
+                         "/user.slice/*/app.slice/*build*", "/system.slice/*.service", "/home/*/src*", "/tmp/*"])
 users = st.one_of(st.integers(0, 65535), st.sampled_from(["root", "0", "nobody", "no-such-user-x"]))
 names = st.builds(lambda a, b: a + b, st.sampled_from(list(string.ascii_letters + string.digits)),
                   st.text(string.ascii_letters + string.digits + "_.:@+-", max_size=12))
+# A value for each kind of matcher; the keys come from the registry, so a
+# new matcher is fuzzed as soon as it is registered (a new kind: a KeyError here).
+KIND_VALUES: dict[type[Matcher[Any]], st.SearchStrategy[Any]] = {
+    RegexMatcher: regexes,
+    GlobMatcher: st.one_of(globs, st.lists(globs, min_size=1, max_size=3)),
+    UserMatcher: st.one_of(users, st.lists(users, min_size=1, max_size=3)),
+}
 match_specs = st.fixed_dictionaries({}, optional={
-    "comm": mostly(regexes), "cmdline": mostly(regexes), "parent": mostly(regexes),
-    "exe": mostly(st.one_of(globs, st.lists(globs, min_size=1, max_size=3))),
-    "user": mostly(st.one_of(users, st.lists(users, min_size=1, max_size=3))),
-    "cgroup": mostly(st.one_of(globs, st.lists(globs, min_size=1, max_size=2))),
-}).filter(lambda m: len(m) > 0)
+    m.name: mostly(KIND_VALUES[type(m)]) for m in MATCHERS}).filter(lambda m: len(m) > 0)
 rule_specs = st.fixed_dictionaries(
     {"name": mostly(names), "match": mostly(match_specs)},
     optional={"adjust": mostly(st.integers(-2000, 2000)), "protect": mostly(st.booleans()),
@@ -78,9 +83,12 @@ policy_docs = st.fixed_dictionaries(
 PROCS = [
     ProcInfo(pid=10, start_time=1, comm="sshd", ppid=1, state="S", uid=0, rss_kib=1, swap_kib=0, oom_score=10,
              oom_score_adj=0, cmdline="sshd -D", exe="/usr/sbin/sshd", cgroup="/system.slice/ssh.service",
-             parent_comm="systemd"),
+             parent_comm="systemd", cwd="/"),
     ProcInfo(pid=11, start_time=1, comm="a", ppid=10, state="S", uid=1000, rss_kib=1, swap_kib=0, oom_score=900,
-             oom_score_adj=-999, cmdline=None, exe=None, cgroup=None, parent_comm=None),
+             oom_score_adj=-999, cmdline=None, exe=None, cgroup=None, parent_comm=None, cwd=None),
+    ProcInfo(pid=12, start_time=1, comm="make", ppid=10, state="S", uid=1000, rss_kib=1, swap_kib=0, oom_score=50,
+             oom_score_adj=0, cmdline="make -j8", exe="/usr/bin/make", cgroup="/user.slice/u/app.slice/x-build",
+             parent_comm="bash", cwd="/home/u/src\n\x1b[2J (deleted)"),
 ]
 
 
@@ -197,16 +205,20 @@ def test_every_policy_regex_matches_hostile_names_in_bounded_time(pattern: str, 
                                                                   parent: str) -> None:
     import time
 
+    from pyoomd.policy.rules import Rule
     from pyoomd.regex import RegexError, compile_policy_regex
-    from pyoomd.rules import Rule
 
     try:
         rx = compile_policy_regex(pattern)
     except RegexError:
         return  # refused at load: never reaches a matcher
-    rules = [Rule("r", "f", 1, comm=rx), Rule("r", "f", 1, cmdline=rx), Rule("r", "f", 1, parent=rx)]
-    p = ProcInfo(pid=10, start_time=1, comm=comm, ppid=1, state="S", uid=1000, rss_kib=1, swap_kib=0,
-                 oom_score=1, oom_score_adj=0, cmdline=cmdline, parent_comm=parent)
+    # Every regex matcher of the registry, each on one of the hostile texts.
+    regex_matchers = [m for m in MATCHERS if isinstance(m, RegexMatcher)]
+    texts = (comm, cmdline, parent)
+    rules = [Rule("r", "f", 1, match=((m, rx),)) for m in regex_matchers]
+    base = ProcInfo(pid=10, start_time=1, comm="x", ppid=1, state="S", uid=1000, rss_kib=1, swap_kib=0,
+                    oom_score=1, oom_score_adj=0)
+    p = dataclasses.replace(base, **{m.fact: texts[i % 3] for i, m in enumerate(regex_matchers)})
     t = time.process_time()  # CPU time: a busy CI machine's scheduling delays do not count
     for r in rules:
         r.matches(p)

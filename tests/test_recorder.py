@@ -19,7 +19,7 @@ from pyoomd.config import Settings
 from pyoomd.daemon import Daemon
 from pyoomd.loop import trace_header
 from pyoomd.model import MemSample
-from pyoomd.policy import load_policies
+from pyoomd.policy.load import load_policies
 from pyoomd.report import recorder
 from pyoomd.runtime import settings_from_plan, settings_to_plan
 from pyoomd.trace import FORMAT_VERSION, TraceError, read_trace, write_trace
@@ -301,7 +301,7 @@ REAL = str(Path(__file__).parent / "fixtures" / "traces" / "growth-scene.trace.g
 def test_the_recorded_growth_scene_replays_to_the_leak_and_a_tab_when_it_is_kept(tmp_path: Path) -> None:
     """Three tabs at adj 300 and a leak (pid 10) that the live daemon killed;
     the README's worked example."""
-    from pyoomd.rules import loaded_from_plan
+    from pyoomd.policy.rules import loaded_from_plan
 
     trace = read_trace(REAL)
     h = trace.header

@@ -16,9 +16,9 @@ import time
 import pytest
 
 from pyoomd.model import ProcInfo
-from pyoomd.policy import check_text
+from pyoomd.policy.load import check_text
 from pyoomd.regex import MATCH_CMDLINE_MAX, RegexError, compile_policy_regex
-from pyoomd.rules import Loaded, PolicySet, loaded_from_plan, loaded_to_plan
+from pyoomd.policy.rules import Loaded, PolicySet, loaded_from_plan, loaded_to_plan
 
 EVIL = r"^(\w+\s?)*$"
 
@@ -35,7 +35,7 @@ def test_catastrophic_pattern_matches_in_bounded_time_in_a_child() -> None:
            f"parent: '{EVIL}'}}\n    adjust: 100\n")
     code = textwrap.dedent("""
         import sys, time
-        from pyoomd.policy import check_text
+        from pyoomd.policy.load import check_text
         from pyoomd.model import ProcInfo
         doc = sys.argv[1]
         res = check_text('evil.yaml', doc)

@@ -26,7 +26,7 @@ from pyoomd.daemon import Daemon
 from pyoomd.errors import ConfigError, ParseError
 from pyoomd.judge.rank import NoPolicy, score
 from pyoomd.model import Level, MemSample
-from pyoomd.policy import load_policies
+from pyoomd.policy.load import load_policies
 from pyoomd.sense import snapshot
 from pyoomd.sense.procfs import Procfs
 from logcapture import Log

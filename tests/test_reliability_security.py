@@ -23,7 +23,7 @@ from pyoomd import cli
 from pyoomd.act.hooks import HookRunner, RunAs, check_programs
 from pyoomd.config import HooksConfig, load_config
 from pyoomd.errors import ConfigError
-from pyoomd.policy import load_policies
+from pyoomd.policy.load import load_policies
 from pyoomd.report.control import StatusObserver, StatusServer, query
 
 NOBODY = 65534

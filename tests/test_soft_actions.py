@@ -20,8 +20,8 @@ from pyoomd.act.soft import action_env, restart_unit, unit_of_cgroup
 from pyoomd.commands import _action_of
 from pyoomd.judge.rank import score
 from pyoomd.model import Candidate, ProcInfo
-from pyoomd.policy import check_text, load_policies
-from pyoomd.rules import PolicySet, loaded_from_plan, loaded_to_plan
+from pyoomd.policy.load import check_text, load_policies
+from pyoomd.policy.rules import PolicySet, loaded_from_plan, loaded_to_plan
 from tests.test_notify import _bus_with_service
 
 

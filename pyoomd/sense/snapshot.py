@@ -1,7 +1,8 @@
 """The process table, read lazily (earlyoom's trick, made exact).
 
 Pass 1 reads only ``oom_score`` for every pid: one small read each.  Pass 2
-reads the rest (stat, status, oom_score_adj, then cmdline, exe, cgroup) in
+reads the rest (stat, status, oom_score_adj, then cmdline, exe, cgroup, the
+parent's comm and what the policy matchers' registry asks for: cwd) in
 descending oom_score order, and stops as soon as no unread process can still
 reach the top: its raw score plus the largest bonus any policy can add is
 below the N-th best badness found so far.  With no policies that is usually
@@ -17,9 +18,11 @@ import bisect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ..errors import ParseError
 from ..model import Candidate, Excluded, ProcInfo
+from ..policy.matchers import READ_FACTS
 from . import parse
 from .procfs import Procfs
 
@@ -60,7 +63,7 @@ def read_scores(procfs: Procfs, skip: set[int]) -> list[tuple[int, int]]:
 
 def read_proc(procfs: Procfs, pid: int, oom_score: int | None = None, full: bool = True) -> ProcInfo | None:
     """Everything about one process, or None if it is gone, a kernel thread or
-    a zombie.  ``full`` adds the expensive fields (cmdline, exe, cgroup)."""
+    a zombie.  ``full`` adds the expensive fields (cmdline, exe, cgroup, cwd)."""
     read = _stat_status(procfs, pid)
     if read is None:
         return None
@@ -137,7 +140,18 @@ def _with_details(procfs: Procfs, info: ProcInfo) -> ProcInfo:
         cgroup = v2 if v2 is not None else v1
     except (OSError, ParseError):
         pass
-    return replace(info, cmdline=cmdline, exe=exe, cgroup=cgroup, parent_comm=_parent_comm(procfs, info.ppid))
+    facts: dict[str, Any] = {fact: _read_fact(read, procfs, pid) for fact, read in READ_FACTS}
+    return replace(info, cmdline=cmdline, exe=exe, cgroup=cgroup, parent_comm=_parent_comm(procfs, info.ppid),
+                   **facts)
+
+
+def _read_fact(read: Callable[[Procfs, int], str | None], procfs: Procfs, pid: int) -> str | None:
+    """A fact a policy matcher needs (pyoomd.policy.matchers), or None if
+    unreadable (gone; another user's process without CAP_SYS_PTRACE)."""
+    try:
+        return read(procfs, pid)
+    except OSError:
+        return None
 
 
 def _parent_comm(procfs: Procfs, ppid: int) -> str | None:

@@ -1,4 +1,4 @@
-"""Policy files: schema, per-host selection, compile (matching: ``pyoomd.rules``).
+"""Policy files: schema, per-host selection, compile (matching: ``pyoomd.policy.rules``).
 
 A policy file is YAML (``version: 1``, optional ``hosts`` globs, ``rules``),
 validated strictly by pydantic (unknown keys are errors), then compiled once
@@ -6,11 +6,14 @@ into frozen ``Rule`` objects: regexes compiled, user names resolved to uids,
 durations in seconds.  The loop only ever calls ``PolicySet.evaluate(proc)``,
 which is pure.
 
+The schema of ``match:`` is built from the matcher registry
+(``pyoomd.policy.matchers``): one field per entry, its type and checks.
+
 Spoof resistance: anyone can name a process ``sshd``.  A rule that protects
-or lowers a score must pin something its owner cannot forge (``exe``,
-``user`` or ``cgroup``); a rule that pins only names (``comm``, ``cmdline``,
-``parent``) is refused, and the refusal reported, unless it says
-``allow_name_only: true``.
+or lowers a score must pin something its owner cannot forge (a matcher
+whose entry ``pins``: ``exe``, ``user`` or ``cgroup``); a rule that pins
+only name-like ones (``comm``, ``cmdline``, ``parent``, ``cwd``) is refused,
+and the refusal reported, unless it says ``allow_name_only: true``.
 
 Errors are ``ConfigError(file, message, line, column)`` naming the rule.
 """
@@ -20,35 +23,37 @@ from __future__ import annotations
 import fnmatch
 import os
 import pwd
-import re
 import socket
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
-from . import yamlfile
-from .errors import ConfigError
-from .judge.rank import BADNESS_MAX
-from .regex import RegexError, compile_policy_regex
+from .. import yamlfile
+from ..errors import ConfigError
+from ..judge.rank import BADNESS_MAX
+from ..values import parse_duration_s, program_problem, trust_problem
+from .matchers import MATCHERS, NAME_LIKE, PINNING, Resolver, words
 from .rules import Finding, Loaded, PolicySet, Rule
-from .values import parse_duration_s, program_problem, trust_problem
 
-# The compiled classes live in pyoomd.rules (light: the running loop imports
-# that, never this module); they are re-exported here.
+# The compiled classes live in pyoomd.policy.rules (light: the running loop
+# imports that, never this module); they are re-exported here.
 __all__ = ["Finding", "Loaded", "PolicySet", "Rule", "check_file", "check_text", "expand", "host_applies",
            "load_policies"]
 
@@ -59,14 +64,9 @@ MAX_NODES = yamlfile.MAX_NODES
 MAX_ERRORS = 20
 POLICY_SUFFIXES = (".yaml", ".yml")
 _RULE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}$"
-NAME_ONLY_MATCHERS = ("comm", "cmdline", "parent")
-PINNING_MATCHERS = ("exe", "user", "cgroup")
-
-# Programs that run any code they are handed: pinning one of these by exe
-# alone protects every user's scripts.
-_INTERPRETER = re.compile(r"^(\*|python[0-9.]*\*?|perl[0-9.]*|ruby[0-9.]*|node(js)?|java|bash|sh|dash|zsh|"
-                          r"lua[0-9.]*|php[0-9.]*|env|busybox)$")
-Resolver = Callable[[str], int | None]
+# In messages: "(comm/cmdline/parent/cwd)", "pin exe, user or cgroup".
+_NAMES = "/".join(NAME_LIKE)
+_PINS = words(PINNING)
 
 
 # -- schema ------------------------------------------------------------------------
@@ -74,71 +74,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-def _compile_regex(v: str | None) -> str | None:
-    if v is not None:
-        try:
-            compile_policy_regex(v)
-        except RegexError as e:
-            raise ValueError(f"invalid regex {v[:80]!r}: {e}") from None
-    return v
+def _match_field(m: Any) -> Any:
+    """One matcher's field: its YAML type, strict, checked by its entry."""
+    return (Annotated[m.yaml_type | None, BeforeValidator(m.before), AfterValidator(m.check)], None)
 
 
-def _as_list(v: Any) -> Any:
-    return [v] if isinstance(v, (str, int)) and not isinstance(v, bool) else v
+def _something(self: Any) -> Any:
+    if not any(getattr(self, m.name) is not None for m in MATCHERS):
+        raise ValueError(f"match needs at least one of {', '.join(m.name for m in MATCHERS)}")
+    return self
 
 
-class MatchSpec(_Strict):
-    """Every matcher given must match."""
-
-    comm: StrictStr | None = None  # regex, searched in /proc/PID/comm
-    cmdline: StrictStr | None = None  # regex, searched in the NUL->space command line
-    exe: list[StrictStr] | None = None  # absolute paths or globs
-    user: list[StrictInt | StrictStr] | None = None  # names or uids
-    cgroup: list[StrictStr] | None = None  # globs on the cgroup path
-    parent: StrictStr | None = None  # regex, searched in the parent's comm
-
-    @field_validator("comm", "cmdline", "parent")
-    @classmethod
-    def _regex(cls, v: str | None) -> str | None:
-        return _compile_regex(v)
-
-    @field_validator("exe", "user", "cgroup", mode="before")
-    @classmethod
-    def _listify(cls, v: Any) -> Any:
-        return _as_list(v)
-
-    @field_validator("exe", "cgroup")
-    @classmethod
-    def _absolute(cls, v: list[str] | None) -> list[str] | None:
-        for item in v or ():
-            if not item.startswith("/"):
-                raise ValueError(f"must be an absolute path or glob (starting with /), got {item!r}")
-        if v is not None and not v:
-            raise ValueError("an empty list matches nothing")
-        return v
-
-    @field_validator("user")
-    @classmethod
-    def _users(cls, v: list[int | str] | None) -> list[int | str] | None:
-        if v is not None and not v:
-            raise ValueError("an empty list matches nothing")
-        for u in v or ():
-            if isinstance(u, int) and not 0 <= u < 2**32:
-                raise ValueError(f"uid out of range: {u}")
-            if isinstance(u, str) and not u:
-                raise ValueError("empty user name")
-        return v
-
-    @model_validator(mode="after")
-    def _something(self) -> MatchSpec:
-        if not any(getattr(self, m) is not None for m in (*NAME_ONLY_MATCHERS, *PINNING_MATCHERS)):
-            raise ValueError("match needs at least one of comm, cmdline, exe, user, cgroup, parent")
-        return self
+# Every matcher given must match (the fields: pyoomd.policy.matchers.MATCHERS).
+_VALIDATORS: dict[str, Any] = {"_something": model_validator(mode="after")(_something)}
+MatchSpec: type[_Strict] = create_model(
+    "MatchSpec", __base__=_Strict, __validators__=_VALIDATORS, **{m.name: _match_field(m) for m in MATCHERS})
 
 
 class RuleSpec(_Strict):
     name: StrictStr = Field(pattern=_RULE_NAME)
-    match: MatchSpec
+    match: MatchSpec  # type: ignore[valid-type]  # built from the registry
     # The kernel's oom_score scale is 0..2000: a larger adjust cannot mean more.
     adjust: StrictInt = Field(default=0, ge=-BADNESS_MAX, le=BADNESS_MAX)
     protect: StrictBool = False
@@ -302,55 +257,41 @@ def default_resolver(name: str) -> int | None:
         return None
 
 
-def _uids(spec: list[int | str], resolve: Resolver) -> tuple[frozenset[int], list[str]]:
-    uids: set[int] = set()
-    unknown: list[str] = []
-    for u in spec:
-        if isinstance(u, int):
-            uids.add(u)
-        elif u.isdigit():
-            uids.add(int(u))
-        else:
-            uid = resolve(u)
-            if uid is None:
-                unknown.append(u)
-            else:
-                uids.add(uid)
-    return frozenset(uids), unknown
+def _given(spec: RuleSpec) -> list[tuple[Any, Any]]:
+    """(matcher, checked YAML value) for each matcher the rule gives."""
+    return [(m, v) for m in MATCHERS if (v := getattr(spec.match, m.name)) is not None]
 
 
 def _compile_rule(path: str, spec: RuleSpec, line: int, resolve: Resolver) -> tuple[Rule, list[str]]:
-    m = spec.match
-    uids, unknown = _uids(m.user, resolve) if m.user is not None else (None, [])
+    match = []
+    warnings: list[str] = []
+    for m, v in _given(spec):
+        compiled, said = m.compile(v, resolve)
+        match.append((m, compiled))
+        warnings.extend(said)
     rule = Rule(
-        name=spec.name, file=path, line=line,
-        comm=compile_policy_regex(m.comm) if m.comm is not None else None,
-        cmdline=compile_policy_regex(m.cmdline) if m.cmdline is not None else None,
-        parent=compile_policy_regex(m.parent) if m.parent is not None else None,
-        exe=tuple(m.exe) if m.exe is not None else None,
-        uids=uids,
-        cgroup=tuple(m.cgroup) if m.cgroup is not None else None,
+        name=spec.name, file=path, line=line, match=tuple(match),
         adjust=spec.adjust, protect=spec.protect,
         kill_group=None if spec.kill is None else spec.kill == "group",
         kill_cgroup=spec.kill == "cgroup",
         signal=spec.signal, grace_s=spec.grace, action=spec.action,
     )
-    return rule, unknown
+    return rule, warnings
 
 
 def _pins(spec: RuleSpec) -> bool:
-    return any(getattr(spec.match, m) is not None for m in PINNING_MATCHERS)
+    return any(m.pins for m, _ in _given(spec))
 
 
-def _review(res: FileResult, spec: RuleSpec, unknown: list[str], where: tuple[int, int]) -> bool:
+def _review(res: FileResult, spec: RuleSpec, said: list[str], where: tuple[int, int]) -> bool:
     """Warnings for one rule; False if the daemon must refuse it."""
     line, col = where
 
     def warn(msg: str) -> None:
         res.warnings.append(Finding(res.file, line, col, f"rule {spec.name!r}: {msg}"))
 
-    for u in unknown:
-        warn(f"user {u!r} does not exist on this host: that name matches nobody here")
+    for msg in said:  # what compiling the matchers found (an unknown user)
+        warn(msg)
     if spec.protect and spec.adjust:
         warn("protect wins: its adjust is never used")
     if not (spec.protect or spec.adjust or spec.kill or spec.signal or spec.grace is not None or spec.action):
@@ -360,8 +301,8 @@ def _review(res: FileResult, spec: RuleSpec, unknown: list[str], where: tuple[in
         # or a process that names itself `make` takes its group along.
         # allow_name_only does not lift this one.
         res.refused.append(Finding(res.file, line, col, (
-            f"rule {spec.name!r} asks for kill: {spec.kill} on process names alone (comm/cmdline/parent), "
-            "which anyone can choose; pin exe, user or cgroup; the daemon refuses this rule")))
+            f"rule {spec.name!r} asks for kill: {spec.kill} on process names alone ({_NAMES}), "
+            f"which anyone can choose; pin {_PINS}; the daemon refuses this rule")))
         return False
     if spec.protect and spec.action:
         warn("protect wins: a protected process is never acted on, so its action never runs")
@@ -373,15 +314,15 @@ def _review(res: FileResult, spec: RuleSpec, unknown: list[str], where: tuple[in
         if problem:
             warn(problem)
     lowers = spec.protect or spec.adjust < 0
-    if lowers and spec.match.user is None and spec.match.cgroup is None:
-        for g in spec.match.exe or ():
-            if _INTERPRETER.match(os.path.basename(g)):
-                warn(f"exe {g!r} runs whatever script it is given: any user's script would be protected; "
-                     "pin user or cgroup too")
+    pins = [(m, v) for m, v in _given(spec) if m.pins]
+    weak = [w for m, v in pins for w in m.weakness(v)]
+    if lowers and weak and all(m.weakness(v) for m, v in pins):  # no strong pin beside the weak ones
+        for w in weak:
+            warn(w)
     if lowers and not _pins(spec):
         what = "protects" if spec.protect else "lowers the score"
-        msg = (f"rule {spec.name!r} {what} on process names alone (comm/cmdline/parent), which anyone "
-               "can choose; pin exe, user or cgroup")
+        msg = (f"rule {spec.name!r} {what} on process names alone ({_NAMES}), which anyone "
+               f"can choose; pin {_PINS}")
         if spec.allow_name_only:
             res.warnings.append(Finding(res.file, line, col, msg + " (allowed here by allow_name_only)"))
             return True
@@ -426,8 +367,8 @@ def _compile_doc(res: FileResult, doc: PolicyDoc, node: Any, resolve: Resolver) 
             res.errors.append(ConfigError(res.file, f"rule {spec.name!r}: duplicate rule name", line, col))
             continue
         names.add(spec.name)
-        rule, unknown = _compile_rule(res.file, spec, line or 0, resolve)
-        if _review(res, spec, unknown, (line or 0, col or 0)):
+        rule, said = _compile_rule(res.file, spec, line or 0, resolve)
+        if _review(res, spec, said, (line or 0, col or 0)):
             rules.append(rule)
     res.rules = tuple(rules)
 

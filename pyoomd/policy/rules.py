@@ -1,23 +1,24 @@
-"""The compiled policy the loop runs: ``Rule``, ``PolicySet``, ``Loaded``.
+"""The compiled policy the loop runs: ``Rule``, ``PolicySet``, ``Loaded``,
+``RssOrder`` (earlyoom's --sort-by-rss), and their plan codec.
 
-Light (stdlib only): the running loop imports this module, never
-``pyoomd.policy`` (pydantic, YAML), which validates policy files in the
-short-lived compile process and re-exports these names.  ``loaded_to_plan``
-and ``loaded_from_plan`` carry a ``Loaded`` through the compiled plan as
-JSON: patterns as text (compiled again here), uids already resolved.
+Light (stdlib + RE2): the running loop imports this module, never
+``pyoomd.policy.load`` (pydantic, YAML), which validates policy files in the
+short-lived compile process.  ``loaded_to_plan`` and ``loaded_from_plan``
+carry a ``Loaded`` through the compiled plan as JSON, each matcher's value
+as its registry entry writes it (``pyoomd.policy.matchers``: patterns as
+text, compiled again here; uids already resolved).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import ConfigError
-from .judge.rank import BADNESS_MAX, Verdict
-from .model import ProcInfo
-from .regex import Pattern, bound_cmdline, bound_name, compile_policy_regex, search
+from ..errors import ConfigError
+from ..judge.rank import BADNESS_MAX, Verdict
+from ..model import ProcInfo
+from .matchers import MATCHERS, Matcher
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,17 +36,13 @@ class Finding:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One compiled rule.  ``uids`` None: no user matcher."""
+    """One compiled rule.  ``match``: (matcher, compiled value) for each
+    matcher the rule gives, in registry order."""
 
     name: str
     file: str
     line: int
-    comm: Pattern | None = None  # RE2 programs (pyoomd.regex): linear-time
-    cmdline: Pattern | None = None
-    parent: Pattern | None = None
-    exe: tuple[str, ...] | None = None
-    uids: frozenset[int] | None = None
-    cgroup: tuple[str, ...] | None = None
+    match: tuple[tuple[Matcher[Any], Any], ...] = ()
     adjust: int = 0
     protect: bool = False
     kill_group: bool | None = None
@@ -59,17 +56,11 @@ class Rule:
         """All given matchers match.  A field we could not read never matches.
         Regexes see bounded texts (pyoomd.regex: the first MATCH_CMDLINE_MAX
         characters of the command line)."""
-        if self.uids is not None and proc.uid not in self.uids:
-            return False
-        if self.comm is not None and not search(self.comm, bound_name(proc.comm)):
-            return False
-        if self.exe is not None and not _glob_any(_exe_path(proc.exe), self.exe):
-            return False
-        if self.cgroup is not None and not _glob_any(proc.cgroup, self.cgroup):
-            return False
-        if self.cmdline is not None and (proc.cmdline is None or not search(self.cmdline, bound_cmdline(proc.cmdline))):
-            return False
-        return self.parent is None or (proc.parent_comm is not None and search(self.parent, bound_name(proc.parent_comm)))
+        return all(m.matches(c, proc) for m, c in self.match)
+
+    def matcher(self, name: str) -> Any:
+        """The compiled value of matcher ``name``, or None if not given."""
+        return next((c for m, c in self.match if m.name == name), None)
 
     def effects(self) -> list[str]:
         """What this rule does, in words (for explain)."""
@@ -94,18 +85,6 @@ class Rule:
 def action_text(action: tuple[str, ...]) -> str:
     """``run ['/usr/bin/x', '-y']`` or ``restart-unit``."""
     return f"run {list(action[1:])}" if action[0] == "run" else action[0]
-
-
-def _exe_path(exe: str | None) -> str | None:
-    """A binary replaced by a package upgrade shows as ``PATH (deleted)``; the
-    process was still started from PATH, which only its owner could write."""
-    if exe is not None and exe.endswith(" (deleted)"):
-        return exe[: -len(" (deleted)")]
-    return exe
-
-
-def _glob_any(value: str | None, globs: tuple[str, ...]) -> bool:
-    return value is not None and any(fnmatch.fnmatchcase(value, g) for g in globs)
 
 
 @dataclass(frozen=True)
@@ -197,34 +176,29 @@ class RssOrder:
 
 
 # -- the compiled plan (JSON) --------------------------------------------------------
-_PATTERNS = ("comm", "cmdline", "parent")
+# A rule's plan is flat: its fields, and each matcher under its plan_key
+# (None when the rule does not give it: a plan or a trace written before a
+# matcher existed still loads).
+_FIELDS = tuple(n for n in Rule.__slots__ if n != "match")
 
 
 def _rule_to_plan(r: Rule) -> dict[str, Any]:
-    d: dict[str, Any] = {}
-    for name in Rule.__slots__:
+    d: dict[str, Any] = {name: getattr(r, name) for name in _FIELDS[:3]}
+    given = dict(r.match)
+    for m in MATCHERS:
+        d[m.plan_key] = m.to_plan(given[m]) if m in given else None
+    for name in _FIELDS[3:]:
         v = getattr(r, name)
-        if name in _PATTERNS and v is not None:
-            v = v.pattern
-        elif name == "uids" and v is not None:
-            v = sorted(v)
-        elif isinstance(v, tuple):
-            v = list(v)
-        d[name] = v
+        d[name] = list(v) if isinstance(v, tuple) else v
     return d
 
 
 def _rule_from_plan(d: dict[str, Any]) -> Rule:
-    kw = dict(d)
-    for name in _PATTERNS:
-        if kw.get(name) is not None:
-            kw[name] = compile_policy_regex(kw[name])
-    if kw.get("uids") is not None:
-        kw["uids"] = frozenset(kw["uids"])
-    for name in ("exe", "cgroup", "action"):
-        if kw.get(name) is not None:
-            kw[name] = tuple(kw[name])
-    return Rule(**kw)
+    kw: dict[str, Any] = {name: d[name] for name in _FIELDS if name in d}
+    if kw.get("action") is not None:
+        kw["action"] = tuple(kw["action"])
+    match = tuple((m, m.from_plan(d[m.plan_key])) for m in MATCHERS if d.get(m.plan_key) is not None)
+    return Rule(match=match, **kw)
 
 
 def _finding_to_plan(f: Finding) -> list[Any]:
