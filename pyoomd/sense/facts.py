@@ -155,12 +155,19 @@ class FreesReader:
         self.clock = clock
         self._readings: dict[tuple[int, int], Reading] = {}
         self._pending: tuple[int, int] | None = None
+        self._busy: tuple[int, int] | None = None  # being read now (threaded)
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def want(self, proc: ProcInfo) -> None:
+    def want(self, proc: ProcInfo, max_age_s: float = 0.0) -> None:
+        """Ask for a read of ``proc`` unless one younger than ``max_age_s``
+        is there (``Reading.frees_now`` follows its growth since) or under way."""
         ident = (proc.pid, proc.start_time)
+        with self._cond:
+            have = self._readings.get(ident)
+            if (have is not None and self.clock() - have.at < max_age_s) or ident in (self._pending, self._busy):
+                return
         if not self.threaded:
             self._store(self._read_one(ident))
             return
@@ -210,9 +217,12 @@ class FreesReader:
                 if self._closed:
                     return
                 ident, self._pending = self._pending, None
+                self._busy = ident
             assert ident is not None
             try:
                 r = self._read_one(ident)
             except Exception as e:  # noqa: BLE001 - a failed read leaves the fallback in force, never a dead thread
                 r = Reading(ident, Facts(why=f"error: {e!r}"), self.clock(), 0.0)
             self._store(r)
+            with self._cond:
+                self._busy = None
