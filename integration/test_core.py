@@ -35,7 +35,7 @@ def test_steady_hog_is_terminated_and_bystanders_survive() -> None:
     print(f"frees_kib={k['frees_kib']} rss+swap={size} frees={k['frees']}")
     assert k["frees_kib"] is not None, r["log_tail"]
     assert size - 64 * 1024 <= k["frees_kib"] <= size
-    assert k["frees"]["read_s_ago"] < 3.0
+    assert k["frees"]["read_s_ago"] < 30.0  # read once in the approach (daemon.FREES_REREAD_S)
     exited = events(r, "victim_exited")
     assert exited and exited[0]["pid"] == hog["pid"]
     assert events(r, "killed_process")[0]["line"].startswith(f"Killed process {hog['pid']} (")
