@@ -672,7 +672,7 @@ class Daemon:
         what its death would free, read by the FreesReader (in its thread:
         the loop goes on sampling).  The kill event's frees_kib comes from
         there.  A few reads on the loop, not a scan: 3.4 ms a look among
-        10,000 processes here (the warm scan took 14.6, every look)."""
+        10,000 processes here (integration/bench/frees_cost.py)."""
         if not self._follow_scores:
             return
         top = heapq.nlargest(FREES_TOP, self._follow_scores.items(), key=lambda kv: kv[1])
