@@ -28,6 +28,14 @@ def test_steady_hog_is_terminated_and_bystanders_survive() -> None:
     kills = _only_kills(r)
     assert [k["pid"] for k in kills] == [hog["pid"]]
     assert kills[0]["signal"] == "SIGTERM"
+    # What its death frees (USS + swap, read by psutil during the approach):
+    # the hog's memory is its own, all but the interpreter's shared pages.
+    k = kills[0]
+    size = k["rss_kib"] + k["swap_kib"]
+    print(f"frees_kib={k['frees_kib']} rss+swap={size} frees={k['frees']}")
+    assert k["frees_kib"] is not None, r["log_tail"]
+    assert size - 64 * 1024 <= k["frees_kib"] <= size
+    assert k["frees"]["read_s_ago"] < 30.0  # read once in the approach (daemon.FREES_REREAD_S)
     exited = events(r, "victim_exited")
     assert exited and exited[0]["pid"] == hog["pid"]
     assert events(r, "killed_process")[0]["line"].startswith(f"Killed process {hog['pid']} (")

@@ -15,6 +15,7 @@ from .model import Candidate, MemSample
 from .policy.load import Loaded, load_policies
 from .policy.matchers import MATCHERS
 from .sense import snapshot
+from .sense.facts import Facts, facts_for, kib_cell, read_facts
 from .sense.procfs import Procfs
 from .sense.sample import Sampler
 from .textsafe import cell
@@ -59,21 +60,22 @@ def config_path(args: argparse.Namespace) -> str | None:
 def cmd_status(args: argparse.Namespace) -> int:
     """The running daemon's state, read from its status socket."""
     from .cli import EXIT_UNAVAILABLE
-    from .report.control import format_status, query
+    from .report.control import format_status, query_peer
 
     path = args.socket or settings_for(args).status.socket or "/run/pyoomd/status.sock"
     if getattr(args, "dump_trace", None):
         return dump_trace(path, args.dump_trace)
     try:
-        doc = query(path)
+        doc, peer = query_peer(path)
     except (OSError, ValueError) as e:
         print(f"pyoomd: cannot read the status socket {path}: {e} (is pyoomd running? are you root?)",
               file=sys.stderr)
         return EXIT_UNAVAILABLE
+    facts = read_facts(Procfs(), peer) if peer > 0 else None  # the daemon's own memory, by psutil
     if args.json:
-        print_json(doc)
+        print_json({**doc, "daemon_facts": facts.as_dict() if facts is not None else None})
     else:
-        print(format_status(doc))
+        print(format_status(doc, facts))
     return EXIT_OK
 
 
@@ -193,6 +195,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
     scoring = tool_scoring(args, settings, procfs, policy, args.growth_over)
     table = choose(scoring, functools.partial(snapshot.scan, procfs), max(1, args.top))
     cands = table.ranked[: args.top]
+    facts = facts_for(procfs, [c.proc for c in cands])  # psutil, for the rows shown only
     if args.json:
         print_json({
             "scanned": table.scanned, "detailed": table.detailed,
@@ -200,25 +203,37 @@ def cmd_rank(args: argparse.Namespace) -> int:
             "candidates": [{**dataclasses.asdict(c.proc), "badness": c.badness, "rank": i + 1,
                             "reasons": list(c.reasons), "rules": list(c.rules),
                             "growth_points": c.growth_points, "growth_kib": c.growth_kib,
-                            "growth_over_s": c.growth_over_s, "growth_share": c.growth_share}
-                           for i, c in enumerate(cands)],
+                            "growth_over_s": c.growth_over_s, "growth_share": c.growth_share,
+                            "facts": f.as_dict()}
+                           for i, (c, f) in enumerate(zip(cands, facts))],
             "excluded": [{"pid": e.proc.pid, "comm": e.proc.comm, "why": e.why} for e in table.excluded],
         })
         return EXIT_OK
-    print(f"{'#':>3} {'PID':>7} {'BADNESS':>7} {'SCORE':>5} {'ADJ':>5} {'GROWTH':>6} {'RSS MiB':>8} {'UID':>6}"
-          "  COMM  RULES / WHY")
-    for i, c in enumerate(cands, 1):
+    print(f"{'#':>3} {'PID':>7} {'BADNESS':>7} {'SCORE':>5} {'ADJ':>5} {'GROWTH':>6} {'RSS MiB':>8} "
+          f"{'USS':>8} {'PSS':>8} {'SWAP':>7} {'USER':>8}  COMM  RULES / WHY")
+    for i, (c, f) in enumerate(zip(cands, facts), 1):
         p = c.proc
         rules = cell(",".join(c.rules) or "-")
         print(f"{i:>3} {p.pid:>7} {c.badness:>7} {p.oom_score:>5} {p.oom_score_adj:>5} {c.growth_points:>+6} "
-              f"{(p.rss_kib + p.swap_kib) / 1024:>8.1f} {p.uid:>6}  {cell(p.comm)}  {rules}  {cell(p.cgroup or '-')}  "
-              f"[{cell('; '.join(c.reasons))}]")
+              f"{(p.rss_kib + p.swap_kib) / 1024:>8.1f} {_mem_cells(f)} {_user_cell(f, p.uid):>8}  {cell(p.comm)}  "
+              f"{rules}  {cell(p.cgroup or '-')}  [{cell('; '.join(c.reasons))}]")
     for e in table.excluded:  # a comm is any user's choice: no newline or ESC reaches the table
         print(f"  - {e.proc.pid:>7} {cell(e.proc.comm)}: not a candidate: {cell(e.why)}")
     over = f"growth measured over {args.growth_over:g}s" if args.growth_over > 0 else \
         "growth not measured (--growth-over SECONDS)"
-    print(f"({table.scanned} processes scanned, {table.detailed} read in full; {over})", file=sys.stderr)
+    print(f"({table.scanned} processes scanned, {table.detailed} read in full; {over}; USS/PSS/SWAP MiB "
+          "from smaps_rollup, - where the process is gone or not readable)", file=sys.stderr)
     return EXIT_OK
+
+
+def _mem_cells(f: Facts) -> str:
+    """USS, PSS and swap (MiB) of one table row; ``-`` each when unread."""
+    return f"{kib_cell(f.uss_kib):>8} {kib_cell(f.pss_kib):>8} {kib_cell(f.swap_kib):>7}"
+
+
+def _user_cell(f: Facts, uid: int) -> str:
+    """The user's name (psutil), else the uid; escaped (a passwd entry can hold anything)."""
+    return cell(f.user) if f.user is not None else str(uid)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -283,6 +298,7 @@ def explain_one(procfs: Procfs, pid: int, policy: Any, choice: Choice, scoring: 
         "matchers": {m.name: m.seen(info) for m in MATCHERS},  # what each policy matcher sees
         "rules": [{"name": r.name, "file": r.file, "line": r.line, "effects": r.effects()}
                   for r in policy.matching(info)],
+        "facts": read_facts(procfs, pid, info.start_time).as_dict(),  # user, USS/PSS/swap, frees_kib
     }
     if pid in snapshot.default_skip(procfs):
         item["why"] = "never a candidate: pid 1, pyoomd itself or its parent"
@@ -333,6 +349,9 @@ def _print_explained(item: dict[str, Any]) -> None:
     seen = {k: v for k, v in item.get("matchers", {}).items() if k not in _HEADER_MATCHERS}
     if seen:
         print("  matchers see: " + "  ".join(f"{k} {cell(v)}" for k, v in seen.items()))
+    facts = item.get("facts")
+    if facts is not None:
+        print(f"  {_facts_line(facts)}")
     for r in item["rules"]:
         print(f"  rule {cell(r['name'])} ({cell(r['file'])}:{r['line']}): {cell(', '.join(r['effects']) or 'no effect')}")
     if not item["rules"]:
@@ -355,9 +374,18 @@ def _print_explained(item: dict[str, Any]) -> None:
     print()
 
 
-def watch_fields(s: MemSample, level: str, victim: Candidate | None = None) -> dict[str, Any]:
+def _facts_line(f: dict[str, Any]) -> str:
+    """explain's line of psutil facts (a Facts.as_dict())."""
+    if f.get("why") is not None:
+        return f"user, USS/PSS/swap: - ({cell(f['why'])} mid-read)"
+    return (f"user {cell(f['user'])}  frees {kib_cell(f['frees_kib'])} MiB if killed (USS "
+            f"{kib_cell(f['uss_kib'])} + swap {kib_cell(f['swap_kib'])}; PSS {kib_cell(f['pss_kib'])})")
+
+
+def watch_fields(s: MemSample, level: str, victim: Candidate | None = None,
+                 facts: Facts | None = None) -> dict[str, Any]:
     """One ``pyoomd watch`` reading (pure); ``victim``: who the daemon would
-    choose now (judge/choose.py), if anyone."""
+    choose now (judge/choose.py), if anyone; ``facts``: its psutil facts."""
     some = s.psi.some.avg10 if s.psi is not None else None
     full = s.psi.full.avg10 if s.psi is not None and s.psi.full is not None else None
     f: dict[str, Any] = {"mem_available_kib": s.mem_available_kib, "mem_available_pct": round(s.mem_available_pct, 1),
@@ -366,6 +394,8 @@ def watch_fields(s: MemSample, level: str, victim: Candidate | None = None) -> d
     if victim is not None:
         f["victim"] = {"pid": victim.proc.pid, "comm": victim.proc.comm, "badness": victim.badness,
                        "growth_points": victim.growth_points}
+        if facts is not None:
+            f["victim"]["facts"] = facts.as_dict()
     return f
 
 
@@ -374,6 +404,10 @@ def watch_line(f: dict[str, Any]) -> str:
         return "    -" if v is None else f"{v:5.1f}"
     v = f.get("victim")
     who = f"  {v['pid']} {cell(v['comm'])} ({v['badness']}{v['growth_points']:+d})" if v else ""
+    facts = v.get("facts") if v else None
+    if facts is not None:
+        who += (f" {cell(facts['user'] or '-')} frees {kib_cell(facts['frees_kib'])} MiB"
+                if facts["why"] is None else " - -")
     return (f"{f['mem_available_kib'] // 1024:>9} MiB {f['mem_available_pct']:5.1f}%  "
             f"{f['swap_free_kib'] // 1024:>9} MiB {f['swap_free_pct']:5.1f}%  "
             f"{pct(f['psi_some_avg10'])}  {pct(f['psi_full_avg10'])}  {f['level']}{who}")
@@ -445,7 +479,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     chooser = WatchChoice(args, settings, procfs, first) if not getattr(args, "no_victim", False) else None
     if not args.json:
         print(f"{'AVAILABLE':>16} {'':>5}  {'SWAP FREE':>15} {'':>5}  {'SOME':>5}  {'FULL':>5}  LEVEL"
-              f"{'  VICTIM (BADNESS+GROWTH)' if chooser else ''}"
+              f"{'  VICTIM (BADNESS+GROWTH) USER FREES' if chooser else ''}"
               f"   (PSI: avg10 %; swap free{' counts zram by its net gain' if zram.active else ''})",
               flush=True)
     n = 0
@@ -456,7 +490,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
         now = time.monotonic()
         level = judge.judge(s, now).level
         victim = chooser.victim(s, level, now) if chooser is not None else None
-        f = watch_fields(s, level.name, victim)
+        facts = read_facts(procfs, victim.proc.pid, victim.proc.start_time) if victim is not None else None
+        f = watch_fields(s, level.name, victim, facts)
         print(json.dumps(f) if args.json else watch_line(f), flush=True)
         n += 1
     return EXIT_OK

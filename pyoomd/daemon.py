@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import heapq
 import os
 import signal
 import threading
@@ -28,6 +29,7 @@ from .judge.thrash import compile_thrash
 from .model import Candidate, Decision, Excluded, KillOutcome, Level, MemSample, ProcInfo
 from .sense import snapshot
 from .sense.cgroup import CgroupRef, Cgroups, LeafStat, choose_leaf
+from .sense.facts import FreesReader
 from .sense.kmsg import KmsgFollower
 from .sense.procfs import Procfs
 from .sense.psi import Waiter
@@ -49,6 +51,14 @@ STUCK_FORGET_S = 300.0
 # process's rise since the look.
 WARM_MAX_AGE = 2.0
 WARM_SLACK = 20
+# The likely victim's USS + swap (FreesReader) is read once, again only
+# after this long: the kill event's frees_kib adds what its RSS + swap grew
+# by since.  Each read walks its page tables (25-290 ms for 0.7-0.8 GiB in
+# the crowd benchmark on this 2-CPU machine), CPU taken from the loop's
+# other threads and the hog alike.
+FREES_REREAD_S = 30.0
+# ... for the best of this many of the look's biggest processes (by oom_score).
+FREES_TOP = 3
 # Sample errors are logged at most this often, so a broken file cannot fill
 # the journal at 500 lines a second.
 ERROR_LOG_EVERY_S = 10.0
@@ -91,8 +101,11 @@ class State:
     last_error_at: float = -1e9
     stop: bool = False
     reload: bool = False
-    # After a victim exited: (deadline, MemAvailable then, KiB expected back).
+    # After a victim exited: (deadline, MemAvailable + SwapFree then, KiB
+    # expected back: its frees_kib, or half its RSS + swap when unknown).
     release: tuple[float, int, int] | None = None
+    # The victim being acted on: (identity, frees_kib or None), from _log_kill.
+    frees: tuple[tuple[int, int], int | None] | None = None
 
 
 class Daemon:
@@ -151,6 +164,9 @@ class Daemon:
         self.kmsg: KmsgFollower | None = None
         self.kernel_log_state = "not started"  # for the startup event
         self.kernel_reports: collections.deque[tuple[str, str, dict[str, Any]]] = collections.deque()
+        # What the likely victim would free (USS + swap, psutil), read during
+        # the approach in a thread (real time) or at once (an injected clock).
+        self.frees = FreesReader(procfs, threaded=clock is time.monotonic, clock=clock)
 
     def use_policies(self, loaded: Loaded) -> None:
         """Put a loaded policy set in force (at start-up and on reload)."""
@@ -278,6 +294,7 @@ class Daemon:
         finally:
             self.stop_kernel_log()  # first: its thread writes to the wake pipe
             self._signal_wakeup_off()
+            self.frees.close()
         self.report_kernel()
         self.emit("info", "shutdown", pid=os.getpid())
 
@@ -589,8 +606,9 @@ class Daemon:
         rel = self.state.release
         if rel is None:
             return False
-        deadline, avail_then, expect_kib = rel
-        if now < deadline and sample.mem_available_kib - avail_then < expect_kib:
+        deadline, back_then, expect_kib = rel
+        # USS comes back as MemAvailable, swap as SwapFree.
+        if now < deadline and sample.mem_available_kib + sample.swap_free_kib - back_then < expect_kib:
             return True
         self.state.release = None
         return False
@@ -644,6 +662,30 @@ class Daemon:
             self.growth.observe(now, ident, mem_kib, born)
         self._followed = True
         self.growth.prune(now)
+        self._prefetch_frees()
+
+    def _prefetch_frees(self) -> None:
+        """Right after a look during the approach: of the FREES_TOP biggest
+        processes by the look's oom_score, the one the choice's rules rank
+        first (policies, growth, cgroup preferences: Scoring.evaluate), and
+        what its death would free, read by the FreesReader (in its thread:
+        the loop goes on sampling).  The kill event's frees_kib comes from
+        there.  A few reads on the loop, not a scan: 3.4 ms a look among
+        10,000 processes here (integration/bench/frees_cost.py)."""
+        if not self._follow_scores:
+            return
+        top = heapq.nlargest(FREES_TOP, self._follow_scores.items(), key=lambda kv: kv[1])
+        scoring = self.scoring()
+        best: Candidate | None = None
+        for pid, oom_score in top:
+            info = snapshot.read_proc(self.procfs, pid, oom_score)
+            if info is None or info.identity in self.state.stuck:
+                continue
+            verdict = scoring.evaluate(info)
+            if isinstance(verdict, Candidate) and (best is None or verdict.badness > best.badness):
+                best = verdict
+        if best is not None:
+            self.frees.want(best.proc, FREES_REREAD_S)
 
     def attribution(self) -> Attribution:
         """The growth terms now (none when growth is off).  Processes never
@@ -865,14 +907,39 @@ class Daemon:
             self.emit("info", "victim_exited", pid=victim.proc.pid, comm=victim.proc.comm,
                           ms=outcome.ms_to_exit, signals=list(outcome.signals))
             self.judge.forget_rates()
+            s = self.last_sample
             self.state.release = (self.clock() + self.settings.kill.release_timeout,
-                                  self.last_sample.mem_available_kib,
-                                  (victim.proc.rss_kib + victim.proc.swap_kib) // 2)
+                                  s.mem_available_kib + s.swap_free_kib, self._expected_back(victim))
             return self.settings.kill.settle
         self.state.stuck[victim.proc.identity] = self.clock()
         self.emit("error", "victim_stuck", pid=victim.proc.pid, comm=victim.proc.comm,
                        signals=list(outcome.signals), timeout_s=plan.kill_timeout_s)
         return self.settings.sampling.min_interval
+
+    def _expected_back(self, victim: Candidate) -> int:
+        """KiB the victim's death gives back: its frees_kib (USS + swap, as
+        the kill event said), or half its RSS + swap when that was not read
+        (shared pages do not come back; half was the guess before psutil)."""
+        p = victim.proc
+        known = self.state.frees
+        if known is not None and known[0] == p.identity and known[1] is not None:
+            return known[1]
+        return (p.rss_kib + p.swap_kib) // 2
+
+    def _frees_fields(self, p: ProcInfo) -> dict[str, Any]:
+        """``frees_kib`` and how it was read, for the kill event: from the
+        read made during the approach (FreesReader) if it was this process,
+        grown by what its RSS + swap grew since; else None (never read here:
+        smaps_rollup walks the page tables, tens of ms, not before the signal)."""
+        r = self.frees.reading(p.identity)
+        frees = r.frees_now(p.rss_kib, p.swap_kib) if r is not None else None
+        self.state.frees = (p.identity, frees)
+        if r is None or frees is None:
+            return {"frees_kib": None, "frees": None}
+        f = r.facts
+        return {"frees_kib": frees,
+                "frees": {"uss_kib": f.uss_kib, "pss_kib": f.pss_kib, "swap_kib": f.swap_kib,
+                          "rss_kib": f.rss_kib, "read_s_ago": round(self.clock() - r.at, 3), "read_ms": r.ms}}
 
     def _log_kill(self, victim: Candidate, sig: str, level: Level, cands: list[Candidate], reason: str) -> None:
         p = victim.proc
@@ -882,8 +949,8 @@ class Daemon:
             signal=sig, dry_run=dry, oom_level=level.name, oom_score=p.oom_score,
             oom_score_adj=p.oom_score_adj, badness=victim.badness, rules=list(victim.rules),
             kill_group=victim.kill_group, pgid=p.pgid,
-            rss_kib=p.rss_kib, swap_kib=p.swap_kib, reason=reason, why=" ".join(victim.reasons),
-            episode_kills=self.state.episode.kills, candidates=top,
+            rss_kib=p.rss_kib, swap_kib=p.swap_kib, **self._frees_fields(p), reason=reason,
+            why=" ".join(victim.reasons), episode_kills=self.state.episode.kills, candidates=top,
             growth={"points": victim.growth_points, "grew_kib": victim.growth_kib,
                     "over_s": victim.growth_over_s, "share": victim.growth_share,
                     "rate_kib_s": victim.growth_rate_kib_s, "window_s": self.settings.growth.window,

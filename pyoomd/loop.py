@@ -2,7 +2,8 @@
 
 The loop process never imports argparse, pydantic, YAML, structlog or
 psutil (together ~30 MiB of RSS that would stay for the daemon's lifetime,
-locked by mlockall).  Validation runs in a short-lived child,
+locked by mlockall; psutil comes only with the first read of a likely
+victim's USS during an approach to TERM, sense/facts.py).  Validation runs in a short-lived child,
 ``pyoomd.compile``, started with the same argv at start-up and on SIGHUP; it
 hands back a compiled plan (``pyoomd.runtime``) as JSON on a pipe.
 

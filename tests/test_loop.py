@@ -35,7 +35,9 @@ from logcapture import Log
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_PROC = str(REPO / "tests" / "fixtures" / "proc")
 # structlog is the loop's logging pipeline (report/log.py), and it imports
-# asyncio and ssl: what that costs is measured in the README.
+# asyncio and ssl: what that costs is measured in the README.  psutil: not in
+# the idle loop; it comes with the first read of a likely victim's
+# frees_kib, during an approach to TERM (test below, sense/facts.py).
 HEAVY = ("pydantic", "pydantic_core", "yaml", "argparse", "psutil",
          "pyoomd.config", "pyoomd.policy.load", "pyoomd.cli", "pyoomd.commands", "pyoomd.migrate",
          # the flight recorder's file side: only when a trace is written (or replayed)
@@ -80,6 +82,40 @@ print(json.dumps(sorted(sys.modules)))
     assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
     assert not [m for m in modules if m.split(".")[0] in ("pydantic", "yaml", "psutil")]
     assert "structlog" in modules
+
+
+def test_psutil_comes_with_the_first_frees_read_not_before(tmp_path: Path) -> None:
+    """The daemon built from a plan and ticking idle has no psutil (above);
+    its first read of what a likely victim would free (Daemon._prefetch_frees,
+    between WARN and TERM) imports it, in the FreesReader's thread: the idle
+    daemon does not pay for it (README, Memory of the running daemon), and
+    the loop never waits for the import or the read."""
+    cfg = _config(tmp_path, BASE_CONFIG % (tmp_path / "status.sock", REPO / "policies"))
+    code = f"""
+import os, sys, threading, time
+from pyoomd import loop
+from pyoomd.sense import snapshot
+plan = loop.compile_plan(["run", "--dry-run", "--log-format", "json", "--config", {str(cfg)!r}],
+                         capture_stderr=True)
+daemon, stops = loop.build(plan, lambda: plan)
+daemon.tick()
+print("idle", "psutil" in sys.modules, daemon.frees.threaded)
+me = snapshot.read_proc(daemon.procfs, os.getpid())
+daemon.frees.want(me)
+for _ in range(500):
+    if daemon.frees.reading(me.identity) is not None:
+        break
+    time.sleep(0.01)
+r = daemon.frees.reading(me.identity)
+print("read", "psutil" in sys.modules, r is not None and r.facts.frees_kib is not None)
+daemon.frees.close()
+for stop in stops:
+    stop()
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-2:] == ["idle False True", "read True True"], r.stdout
 
 
 def test_python_m_pyoomd_run_goes_the_light_way() -> None:

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..model import Decision, MemSample
+from ..sense.facts import Facts, kib_cell, user_name
+from ..textsafe import cell
 
 LAST_KILLS = 10  # kills kept for `pyoomd status`; older ones are in the journal
 # A request finds the last sample older than this: the loop is woken for a
@@ -80,7 +82,8 @@ class StatusObserver:
     def on_event(self, event: str, fields: dict[str, Any]) -> None:
         if event == "kill":
             row = {k: fields.get(k) for k in ("pid", "comm", "uid", "exe", "signal", "dry_run", "oom_level",
-                                              "reason", "why", "rules", "badness", "rss_kib", "swap_kib")}
+                                              "reason", "why", "rules", "badness", "rss_kib", "swap_kib",
+                                              "frees_kib")}
             row["time"] = self.clock()
             with self._lock:
                 self._kills.append(row)
@@ -226,9 +229,17 @@ def _remove_stale(path: str) -> None:
 def query(path: str, timeout: float = CLIENT_TIMEOUT_S) -> dict[str, Any]:
     """The running daemon's status document.  OSError if it cannot be read,
     ValueError if what came back is not one."""
+    return query_peer(path, timeout)[0]
+
+
+def query_peer(path: str, timeout: float = CLIENT_TIMEOUT_S) -> tuple[dict[str, Any], int]:
+    """``query``, and the daemon's pid as our PID namespace sees it (the
+    socket's peer credentials, not what the document says)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
+        peer = int(struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                     struct.calcsize("3i")))[0])
         chunks, size = [], 0
         while size <= MAX_DOC_BYTES:
             chunk = s.recv(65536)
@@ -241,14 +252,20 @@ def query(path: str, timeout: float = CLIENT_TIMEOUT_S) -> dict[str, Any]:
     doc = json.loads(b"".join(chunks))
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: not a status document")  # noqa: TRY004 - bad data, not a bad call
-    return doc
+    return doc, peer
 
 
-def format_status(doc: dict[str, Any]) -> str:
-    """The human view of a status document."""
+def format_status(doc: dict[str, Any], daemon_facts: Facts | None = None) -> str:
+    """The human view of a status document; ``daemon_facts``: the daemon's
+    own user and USS/PSS/swap, read by the client (sense/facts.py)."""
     head = (f"pyoomd pid {doc.get('pid')}, up {doc.get('uptime_s')} s, "
             f"{'DRY RUN, ' if doc.get('dry_run') else ''}wake-up: {doc.get('wake_mode', '?')}")
     lines = [head]
+    if daemon_facts is not None:
+        f = daemon_facts
+        lines.append(f"daemon      - ({cell(f.why)})" if f.why is not None else
+                     f"daemon      user {cell(f.user)}, USS {kib_cell(f.uss_kib)} MiB, PSS {kib_cell(f.pss_kib)} MiB, "
+                     f"swap {kib_cell(f.swap_kib)} MiB")
     for f in doc.get("config_files", []):
         lines.append(f"config      {f}")
     for f in doc.get("policy_files", []):
@@ -270,8 +287,10 @@ def format_status(doc: dict[str, Any]) -> str:
     for k in kills:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k.get("time") or 0))
         dry = " (dry run)" if k.get("dry_run") else ""
+        frees = f", frees {kib_cell(k['frees_kib'])} MiB" if k.get("frees_kib") is not None else ""
         lines.append(f"  {when} {k.get('signal')}{dry} pid {k.get('pid')} {k.get('comm')!r} "
-                     f"uid {k.get('uid')} -> {k.get('outcome', '?')}: {k.get('reason')}")
+                     f"uid {k.get('uid')} ({cell(user_name(k.get('uid')))}){frees} -> {k.get('outcome', '?')}: "
+                     f"{k.get('reason')}")
     counts = doc.get("kernel_oom_kills")
     if counts is not None:
         lines.append(f"kernel kills global {counts.get('global', 0)}, memcg {counts.get('memcg', 0)} "
