@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import structlog
@@ -184,11 +184,6 @@ def get_logger() -> Any:
     if not structlog.is_configured():
         configure()
     return structlog.get_logger(LOGGER_NAME)
-
-
-def fields_of(entry: MutableMapping[str, Any]) -> dict[str, Any]:
-    """An event as its caller gave it: without event, level and timestamp."""
-    return {k: v for k, v in entry.items() if k not in ("event", "level", "log_level", "timestamp")}
 
 
 TRACEBACK_MAX_CHARS = 4000
