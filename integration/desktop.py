@@ -28,10 +28,9 @@ import json
 import os
 import select
 import shutil
-import tempfile
-import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -233,7 +232,7 @@ def _scene(spec: dict[str, Any], env: dict[str, str], watchdog: subprocess.Popen
         scene = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable,
                                   os.path.join(HERE, "desktop_scene.py"), json.dumps(spec)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                 preexec_fn=cg.enter, env=env, cwd=ROOT)
+                                 preexec_fn=cg.enter, env=env, cwd=ROOT)  # noqa: PLW1509 (one write to cgroup.procs)
         child = _ns_child(scene.pid)
         if child is not None:
             _tell(watchdog, child)

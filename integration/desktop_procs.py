@@ -144,8 +144,7 @@ def probe(out: str, anon_mib: int, file_mib: int, workdir: str, life_s: float) -
     path = os.path.join(workdir, "probe-file")
     with open(path, "wb") as fh:
         tpl = template("zero3")
-        for i in range(file_mib // 4):
-            fh.write(tpl)
+        fh.writelines(tpl for _ in range(file_mib // 4))
         fh.flush()
         os.fsync(fh.fileno())
     fd = os.open(path, os.O_RDONLY)

@@ -21,7 +21,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from integration.nsrun import exe_named, hide_system_bus, mem_available_kib, set_adj, start_daemon  # noqa: E402
+from integration.nsrun import exe_named, hide_system_bus, mem_available_kib, set_adj, start_daemon
 
 PROCS = os.path.join(HERE, "desktop_procs.py")
 

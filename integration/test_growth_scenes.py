@@ -45,7 +45,7 @@ def test_scene(name: str) -> None:
     scene = getattr(scenes, name)()
     r = _run(scene)
     _check(scene, r, name)
-    kill = [e for e in events(r, "kill") if not e["dry_run"]][0]
+    kill = next(e for e in events(r, "kill") if not e["dry_run"])
     assert kill["growth"]["points"] > 0 and kill["growth"]["share"] > 0
     # the kernel's order alone would have chosen someone else
     assert any(c["oom_score"] > kill["oom_score"] for c in kill["candidates"][1:]), kill["candidates"]

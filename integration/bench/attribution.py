@@ -147,7 +147,7 @@ def _rank(procs: list[Proc], t: float, trackers: dict[str, GrowthTracker],
     # Before issue 12: weight 10 * 1000 * grown since first seen / MemTotal.
     old = {}
     for p in procs:
-        t0, m0 = first_seen.get(p.name, (t, p.mem(t)))
+        _, m0 = first_seen.get(p.name, (t, p.mem(t)))
         old[p.name] = oom_score(p.mem(t), p.adj) + int(10 * 1000 * max(0.0, p.mem(t) - m0) / TOTAL)
     out["before (grew/MemTotal, x10)"] = _verdict(old)
     return out

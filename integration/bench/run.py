@@ -206,7 +206,7 @@ def table(summary: dict[str, Any], daemon_names: list[str]) -> str:
             rows.append((f"{scn} crossing->SIGTERM ms", cell(scn, "to_signal_ms")))
             rows.append((f"{scn} time to rank ms (own log)", cell(scn, "rank_ms")))
     if "ignorer" in sc:
-        rows.append(("ignorer SIGTERM->SIGKILL s (grace %gs)" % GRACE_S, cell("ignorer", "term_to_kill_s", "", 2)))
+        rows.append((f"ignorer SIGTERM->SIGKILL s (grace {GRACE_S:g}s)", cell("ignorer", "term_to_kill_s", "", 2)))
         rows.append(("ignorer right victim", victims("ignorer")))
     if "idle" in sc:
         rows.append((f"idle CPU % (stat, {summary['idle_s']:g} s)", cell("idle", "cpu_pct_stat", "", 3)))
@@ -408,7 +408,7 @@ def _pyoomd_version() -> str:
         from pyoomd import __version__
         r = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
         return f"{__version__} ({r.stdout.strip() or '?'})"
-    except Exception:
+    except (ImportError, OSError, subprocess.SubprocessError):
         return "?"
 
 
