@@ -125,13 +125,13 @@ def parse_action(v: Any) -> tuple[str, ...]:
     if v == "restart-unit":
         return ("restart-unit",)
     if isinstance(v, str):  # ValueError, not TypeError: pydantic reports only the former as a message
-        raise ValueError(f"unknown action {v!r}: expected {ACTION_FORMS}")  # noqa: TRY004
+        raise ValueError(f"unknown action {v!r}: expected {ACTION_FORMS}")
     if not isinstance(v, dict) or set(v) != {"run"}:
         keys = f" (keys {sorted(map(str, v))})" if isinstance(v, dict) else ""
         raise ValueError(f"an action is {ACTION_FORMS}{keys}")
     argv = v["run"]
     if isinstance(argv, str):
-        raise ValueError(f"run: an argv list, not a command line string (no shell): write [{argv!r}]")  # noqa: TRY004
+        raise ValueError(f"run: an argv list, not a command line string (no shell): write [{argv!r}]")
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) and a for a in argv):
         raise ValueError("run: a non-empty list of non-empty strings (program, args...)")
     if not argv[0].startswith("/"):

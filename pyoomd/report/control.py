@@ -251,7 +251,7 @@ def query_peer(path: str, timeout: float = CLIENT_TIMEOUT_S) -> tuple[dict[str, 
         raise ValueError(f"{path}: the daemon closed the connection without an answer (not root?)")
     doc = json.loads(b"".join(chunks))
     if not isinstance(doc, dict):
-        raise ValueError(f"{path}: not a status document")  # noqa: TRY004 - bad data, not a bad call
+        raise ValueError(f"{path}: not a status document")
     return doc, peer
 
 

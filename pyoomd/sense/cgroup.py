@@ -148,7 +148,7 @@ class Cgroups:
         me = str(self.procfs.self_pid).encode()
         level: list[tuple[str, ...]] = [()]
         for _ in range(depth):
-            nxt = []
+            nxt: list[tuple[str, ...]] = []
             for parts in level:
                 d = self.procfs.cgroup_v2_dir("/" + "/".join(parts))
                 try:
