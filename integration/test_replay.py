@@ -1,7 +1,8 @@
 """The flight recorder and replay on real episodes (issue 16): a growth
 scene and a core scene run live with the recorder on; the trace the kill
 left is replayed with the same plan (same victim, same order of events,
-the kill on the tick that crossed, within one sampling interval) and with a policy that
+the same sample crossing, the kill no later than one sampling interval
+after the live one) and with a policy that
 protects the recorded victim (the runner-up of the live table is named)."""
 
 from __future__ import annotations
@@ -80,10 +81,12 @@ def _check_same(r: dict[str, Any], path: str) -> None:
     # replay.py); the live figure also holds the scoring and the log's
     # writing, and the machine's noise (one run: 6.5 ms live, 1.3 replay,
     # where another run of the same scene took 2.0 ms live).  So: never
-    # later than the live kill by more than one sampling interval, and on
-    # the tick that crossed (before the next sample would have been due).
+    # later than the live kill by more than one sampling interval.  (Not
+    # "within one interval of the crossing": the kill's sample is the
+    # killer's last look, taken after the scoring, and under pressure the
+    # interval shrinks to ~2 ms, less than one scoring of a busy /proc: a
+    # CI run on a busy machine had 2.6 ms replayed, 3.0 live, interval 2.4.)
     assert got[0]["crossing_to_kill_ms"] / 1000 <= live[0]["crossing_to_kill_ms"] / 1000 + interval + 1e-4, d_kill
-    assert got[0]["crossing_to_kill_ms"] / 1000 <= interval + 1e-4
     assert wall < 1.0
 
 
