@@ -21,7 +21,7 @@ from integration.harness import MARGIN_MIB, events, run_scenario, why_not_runnab
 from pyoomd import replay
 from pyoomd.policy.load import load_policies
 from pyoomd.policy.rules import loaded_from_plan
-from pyoomd.runtime import settings_from_plan
+from pyoomd.settings.plan import settings_from_plan
 from pyoomd.trace import read_trace
 
 pytestmark = pytest.mark.skipif(why_not_runnable() is not None, reason=str(why_not_runnable()))

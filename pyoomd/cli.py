@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from .config import DEFAULT_CONFIG_PATH, Amount, Settings, load_config, parse_amount
 from .errors import (  # noqa: F401  (the exit codes are re-exported)
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -32,6 +31,9 @@ from .errors import (  # noqa: F401  (the exit codes are re-exported)
     StartupError,
     exit_code_of,
 )
+from .settings.amounts import Amount, parse_amount
+from .settings.load import DEFAULT_CONFIG_PATH, load_config
+from .settings.schema import Settings
 
 
 class _Parser(argparse.ArgumentParser):

@@ -8,7 +8,6 @@ import sys
 from typing import Any
 
 from .cli import EXIT_FAILURE, EXIT_OK, print_json, settings_for
-from .config import Settings
 from .judge.choose import Choice, Scoring, choose
 from .loop import open_sampler
 from .model import Candidate, MemSample
@@ -18,6 +17,7 @@ from .sense import snapshot
 from .sense.facts import Facts, facts_for, kib_cell, read_facts
 from .sense.procfs import Procfs
 from .sense.sample import Sampler
+from .settings.schema import Settings
 from .textsafe import cell
 
 
@@ -50,7 +50,7 @@ def config_path(args: argparse.Namespace) -> str | None:
     """The config file ``settings_for`` reads (None: defaults only)."""
     import os
 
-    from .config import DEFAULT_CONFIG_PATH
+    from .settings.load import DEFAULT_CONFIG_PATH
 
     if getattr(args, "config", None):
         return str(args.config)
@@ -420,7 +420,7 @@ class WatchChoice:
 
     def __init__(self, args: argparse.Namespace, settings: Settings, procfs: Procfs, first: MemSample) -> None:
         from .judge.growth import GrowthTracker
-        from .values import Thresholds
+        from .settings.amounts import Thresholds
 
         self.settings, self.procfs = settings, procfs
         self.policy = load_policies_for(args, settings).policy
@@ -502,10 +502,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import time
 
     from . import replay
-    from .config import load_config
     from .errors import EXIT_CONFIG, EXIT_DATAERR
     from .policy.rules import loaded_from_plan
-    from .runtime import settings_from_plan
+    from .settings.load import load_config
+    from .settings.plan import settings_from_plan
     from .trace import TraceError, read_trace
 
     try:
@@ -572,7 +572,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     from .loop import trace_header
     from .report import recorder
     from .report.log import configure, get_logger
-    from .runtime import settings_from_plan, settings_to_plan
+    from .settings.plan import settings_from_plan, settings_to_plan
     from .trace import write_trace
 
     settings = settings_for(args)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from .errors import EXIT_CONFIG, EXIT_OK, EXIT_USAGE, ConfigError, StartupError
-from .runtime import PLAN_VERSION, settings_to_plan
+from .settings.plan import PLAN_VERSION, settings_to_plan
 
 
 def build_plan(args: Any) -> dict[str, Any]:

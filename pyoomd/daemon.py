@@ -36,11 +36,12 @@ from .sense.psi import Waiter
 from .sense.sample import IdleParams, IdleResult, Sampler
 from .sense.vmstat import Vmstat
 from .sense.zram import Zram
-from .values import Thresholds, program_problem
+from .settings.amounts import Thresholds
+from .settings.trust import program_problem
 
 if TYPE_CHECKING:  # the loop gets plain objects from pyoomd.runtime; tests pass a pydantic Settings
-    from .config import Settings
     from .policy.rules import Loaded
+    from .settings.schema import Settings
 
 # A victim that did not exit within kill_timeout is left alone for this long
 # (frozen cgroup, D state): re-trying it at once would loop forever.

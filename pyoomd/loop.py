@@ -27,9 +27,9 @@ from typing import Any
 
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_OSFILE, ConfigError, ParseError, StartupError, exit_code_of
 from .policy.rules import loaded_from_plan
-from .runtime import PLAN_VERSION, settings_from_plan
 from .sense.procfs import Procfs
 from .sense.sample import Sampler
+from .settings.plan import PLAN_VERSION, settings_from_plan
 
 # The fd the compile child writes its plan to (the pipe is dup2'd there).
 PLAN_FD = 3
@@ -242,8 +242,8 @@ def trace_header(daemon: Any, procfs_root: str) -> dict[str, Any]:
     import dataclasses
 
     from .policy.rules import loaded_to_plan
-    from .runtime import settings_to_plan
     from .sense.snapshot import default_skip
+    from .settings.plan import settings_to_plan
     from .trace import make_header
 
     policy = loaded_to_plan(daemon.policy_loaded) if daemon.policy_loaded is not None else None

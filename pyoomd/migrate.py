@@ -225,7 +225,7 @@ def migrate(argv: list[str]) -> Migration:
 
 def _plain(o: Any) -> Any:
     """Overrides as YAML-able values (thresholds as written: 10%, 2048KiB)."""
-    from .config import Amount
+    from .settings.amounts import Amount
 
     if isinstance(o, dict):
         return {k: _plain(v) for k, v in o.items()}

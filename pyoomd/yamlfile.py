@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
-from .values import trust_problem
+from .settings.trust import trust_problem
 
 # A config or policy is a few KiB; 1 MiB is far beyond any real one and keeps
 # a stray binary or log file from being parsed at length.

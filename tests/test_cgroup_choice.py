@@ -11,9 +11,9 @@ from logcapture import Log
 from test_reliability import Sampler
 from test_snapshot import FakeProc, build
 
-from pyoomd.config import load_config
 from pyoomd.daemon import Daemon
 from pyoomd.sense.procfs import Procfs
+from pyoomd.settings.load import load_config
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "cgroup", "v2")
 APP = "/user.slice/user-1000.slice/user@1000.service/app.slice"

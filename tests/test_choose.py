@@ -20,7 +20,7 @@ from logcapture import Log
 from test_reliability import Sampler
 from test_snapshot import BASE, CountingProcfs, FakeProc, build, stat_line
 
-from pyoomd.config import load_config
+from pyoomd.settings.load import load_config
 from pyoomd.daemon import Daemon
 from pyoomd.judge.choose import Scoring, choose
 from pyoomd.judge.growth import GrowthTracker

@@ -18,7 +18,9 @@ from pyoomd.cli import (
     main,
     overrides_from,
 )
-from pyoomd.config import Amount, Settings, load_config
+from pyoomd.settings.amounts import Amount
+from pyoomd.settings.load import load_config
+from pyoomd.settings.schema import Settings
 
 FIXTURE_PROC = str(Path(__file__).parent / "fixtures" / "proc")
 GIB_KIB = 1024 * 1024

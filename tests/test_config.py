@@ -7,18 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pyoomd.config import (
-    Amount,
-    MemoryConfig,
-    Settings,
-    SwapConfig,
-    Thresholds,
-    load_config,
-    parse_amount,
-    parse_duration_s,
-    settings_from_text,
-)
 from pyoomd.errors import ConfigError
+from pyoomd.settings.amounts import Amount, Thresholds, parse_amount, parse_duration_s
+from pyoomd.settings.load import load_config, settings_from_text
+from pyoomd.settings.schema import MemoryConfig, Settings, SwapConfig
 
 GIB_KIB = 1024 * 1024
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pyoomd.config import SamplingConfig, Settings, Thresholds
 from pyoomd.judge.decide import RATE_SAFETY, RATE_WINDOW_S, Judge, Rates, RateTracker, level_of, sleep_for
 from pyoomd.model import Level, MemSample
+from pyoomd.settings.amounts import Thresholds
+from pyoomd.settings.schema import SamplingConfig, Settings
 
 MIB = 1024  # KiB
 GIB = 1024 * MIB

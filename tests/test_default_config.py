@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from pyoomd.config import Settings, load_config
+from pyoomd.settings.load import load_config
+from pyoomd.settings.schema import Settings
 
 CONFIG = Path(__file__).resolve().parent.parent / "packaging" / "config.yaml"
 

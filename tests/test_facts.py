@@ -24,13 +24,13 @@ from test_reliability import Log
 from test_snapshot import FakeProc, build
 
 from pyoomd.commands import watch_fields, watch_line
-from pyoomd.config import load_config
 from pyoomd.daemon import Daemon
 from pyoomd.model import Candidate, KillOutcome, Level, MemSample
 from pyoomd.report.control import format_status
 from pyoomd.sense import snapshot
 from pyoomd.sense.facts import DENIED, GONE, Facts, FreesReader, Reading, read_facts, user_name
 from pyoomd.sense.procfs import Procfs
+from pyoomd.settings.load import load_config
 from pyoomd.textsafe import escape_nonprintable
 
 MIB = 1024

@@ -9,11 +9,11 @@ from logcapture import Log
 from test_reliability import Sampler
 from test_snapshot import FakeProc, build
 
-from pyoomd.config import load_config
 from pyoomd.daemon import Daemon
 from pyoomd.judge.fairshare import fair_order, user_shares
 from pyoomd.judge.rank import order, score
 from pyoomd.model import Candidate, ProcInfo
+from pyoomd.settings.load import load_config
 
 A, B, ROOT = 1001, 1002, 0
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from pyoomd.act.hooks import HookRunner, hook_env
-from pyoomd.config import HooksConfig, Settings
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.snapshot import read_proc
+from pyoomd.settings.schema import HooksConfig, Settings
 
 # comm holds at most 15 bytes: exactly this; the cmdline carries the rest.
 HOSTILE_COMM = "$(touch /tmp/x)"

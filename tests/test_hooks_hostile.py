@@ -24,9 +24,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyoomd.act.hooks import ENV_MAX_BYTES, HookCgroups, HookRunner, hook_env
-from pyoomd.config import HooksConfig
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.snapshot import read_proc
+from pyoomd.settings.schema import HooksConfig
 
 DUMP = ["/bin/sh", "-c", 'env -0 > "$1/env.tmp" && mv "$1/env.tmp" "$1/env"', "hook"]
 FORGED = '{"event": "kill", "pid": 1, "comm": "systemd", "level": "warning", "timestamp": "2026-01-01T00:00:00Z"}'
@@ -79,7 +79,7 @@ DAEMON_LIKE = textwrap.dedent("""
     import sys, threading, time
     from pyoomd.report import log
     from pyoomd.act.hooks import HookRunner
-    from pyoomd.config import HooksConfig
+    from pyoomd.settings.schema import HooksConfig
     log.configure("json", sys.stderr)
     logger = log.get_logger()
     cfg = HooksConfig(pre_kill=[["/bin/sh", "-c", sys.argv[1]]], post_kill=[["/bin/sh", "-c", sys.argv[1]]])
@@ -213,7 +213,7 @@ def test_hooks_still_running_when_the_daemon_exits_are_killed_and_their_cgroups_
         import os, sys, time
         from pathlib import Path
         from pyoomd.act.hooks import HookRunner
-        from pyoomd.config import HooksConfig
+        from pyoomd.settings.schema import HooksConfig
         script = 'setsid sleep 60 & echo $! > "$1/child.tmp"; mv "$1/child.tmp" "$1/child"; sleep 60'
         r = HookRunner(HooksConfig(pre_kill=[["/bin/sh", "-c", script, "hook", sys.argv[1]]]), lambda *a, **k: None)
         r.on_event("kill", {"pid": 1, "comm": "x", "dry_run": True})

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from pyoomd.config import settings_from_text
 from pyoomd.errors import EXIT_CONFIG, ConfigError
 from pyoomd.policy.load import check_text, load_policies
+from pyoomd.settings.load import settings_from_text
 
 TIMEOUT_S = 20
 

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyoomd import selfprotect
-from pyoomd.config import Settings
+from pyoomd.settings.schema import Settings
 from pyoomd.daemon import IDLE_HOUSEKEEPING_S, Daemon
 from pyoomd.model import Level, MemSample
 from pyoomd.sense import sample as sample_mod

@@ -14,8 +14,8 @@ import kubernetes_validate  # the test extra (pyproject.toml)
 import pytest
 import yaml
 
-from pyoomd.config import settings_from_text
 from pyoomd.policy.load import check_text
+from pyoomd.settings.load import settings_from_text
 
 ROOT = Path(__file__).resolve().parent.parent
 KDIR = ROOT / "packaging" / "kubernetes"

@@ -24,11 +24,11 @@ from logcapture import Log
 from test_reliability import Sampler
 from test_snapshot import FakeProc, build
 
-from pyoomd.config import load_config
 from pyoomd.daemon import Daemon
 from pyoomd.policy.load import load_policies
 from pyoomd.sense import snapshot
 from pyoomd.sense.procfs import Procfs
+from pyoomd.settings.load import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = [str(ROOT / "policies" / "default.yaml"), str(ROOT / "policies" / "kubernetes.yaml")]

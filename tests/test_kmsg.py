@@ -18,7 +18,7 @@ import pytest
 from test_idle import fake_proc
 
 from pyoomd import selfprotect
-from pyoomd.config import MetricsConfig, Settings
+from pyoomd.settings.schema import MetricsConfig, Settings
 from pyoomd.daemon import Daemon
 from pyoomd.sense import kmsg as kmsg_mod
 from pyoomd.sense.kmsg import KmsgFollower, OomLines, apply_summary, parse_kill_line, parse_record, unescape

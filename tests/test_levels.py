@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pyoomd.config import Settings
+from pyoomd.settings.schema import Settings
 from pyoomd.daemon import Daemon
 from pyoomd.model import Level, MemSample, Pressure, PsiLine
 from pyoomd.report.control import format_status, query

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pyoomd.config import Settings
+from pyoomd.settings.schema import Settings
 from pyoomd.daemon import Daemon
 from pyoomd.entry import subcommand
 from pyoomd.errors import ConfigError
@@ -27,7 +27,7 @@ from pyoomd.migrate import with_flag_rules
 from pyoomd.model import MemSample, ProcInfo
 from pyoomd.policy.load import load_policies
 from pyoomd.policy.rules import loaded_from_plan, loaded_to_plan
-from pyoomd.runtime import RuntimeSettings, settings_from_plan, settings_to_plan
+from pyoomd.settings.plan import RuntimeSettings, settings_from_plan, settings_to_plan
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.sample import Sampler
 from logcapture import Log
@@ -39,7 +39,7 @@ FIXTURE_PROC = str(REPO / "tests" / "fixtures" / "proc")
 # the idle loop; it comes with the first read of a likely victim's
 # frees_kib, during an approach to TERM (test below, sense/facts.py).
 HEAVY = ("pydantic", "pydantic_core", "yaml", "argparse", "psutil",
-         "pyoomd.config", "pyoomd.policy.load", "pyoomd.cli", "pyoomd.commands", "pyoomd.migrate",
+         "pyoomd.settings.load", "pyoomd.policy.load", "pyoomd.cli", "pyoomd.commands", "pyoomd.migrate",
          # the flight recorder's file side: only when a trace is written (or replayed)
          "pyoomd.trace", "pyoomd.replay", "gzip")
 ENV = {k: v for k, v in os.environ.items() if k != "PYOOMD_READER"} | {"PYTHONPATH": str(REPO)}

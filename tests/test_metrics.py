@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pyoomd.config import MetricsConfig, Thresholds
 from pyoomd.model import Decision, Level, MemSample, Pressure, PsiLine
 from pyoomd.report.metrics import Metrics, parse_listen, reason_label, textfile_dir_problem
+from pyoomd.settings.amounts import Thresholds
+from pyoomd.settings.schema import MetricsConfig
 
 TH = Thresholds(mem_warn_kib=4 << 20, mem_term_kib=2 << 20, mem_kill_kib=1 << 20,
                 swap_term_kib=1 << 20, swap_kill_kib=1 << 19)
@@ -112,8 +113,9 @@ def test_prometheus_client_is_not_imported_without_metrics() -> None:
 
 
 def test_kills_per_episode_are_recorded() -> None:
-    from pyoomd.config import MetricsConfig, Thresholds
     from pyoomd.report.metrics import Metrics
+    from pyoomd.settings.amounts import Thresholds
+    from pyoomd.settings.schema import MetricsConfig
 
     m = Metrics(MetricsConfig(), Thresholds(4 << 20, 2 << 20, 1 << 20, 0, 0), lambda *a, **k: None)
     m.on_event("kill", {"pid": 1, "comm": "a", "signal": "SIGTERM", "dry_run": False, "episode_kills": 1})

@@ -15,12 +15,13 @@ import pytest
 import yaml
 
 from pyoomd.cli import build_parser, main, overrides_from
-from pyoomd.config import Settings, load_config
 from pyoomd.errors import ConfigError
 from pyoomd.migrate import flag_rules, migrate, read_earlyoom_args
 from pyoomd.model import ProcInfo
 from pyoomd.policy.load import PolicySet, load_policies
 from pyoomd.policy.rules import RssOrder
+from pyoomd.settings.load import load_config
+from pyoomd.settings.schema import Settings
 
 
 @pytest.fixture(scope="module")

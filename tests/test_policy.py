@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from pyoomd.config import Settings, trust_problem
 from pyoomd.errors import ConfigError
 from pyoomd.judge.rank import BADNESS_MAX, score
 from pyoomd.model import Candidate, Excluded, MemSample, ProcInfo
@@ -22,6 +21,8 @@ from pyoomd.policy.load import (
     load_policies,
     read_policy_file,
 )
+from pyoomd.settings.schema import Settings
+from pyoomd.settings.trust import trust_problem
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 USERS = {"root": 0, "alice": 1000, "www-data": 33}

@@ -18,9 +18,10 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pyoomd.config import MetricsConfig, Thresholds
 from pyoomd.model import Decision, Level, MemSample, Pressure, PsiLine
 from pyoomd.report.metrics import Metrics
+from pyoomd.settings.amounts import Thresholds
+from pyoomd.settings.schema import MetricsConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM = ROOT / "packaging" / "prometheus"

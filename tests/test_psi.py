@@ -8,13 +8,15 @@ import os
 
 import pytest
 
-from pyoomd.config import SamplingConfig, Settings, Thresholds, settings_from_text
 from pyoomd.errors import ConfigError
 from pyoomd.judge.decide import Judge
 from pyoomd.judge.pressure import PressureJudge, PsiRule, compile_rule
 from pyoomd.model import Level, MemSample, Pressure, PsiLine
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.psi import TriggerSpec, Waiter, open_waiter, register, widened
+from pyoomd.settings.amounts import Thresholds
+from pyoomd.settings.load import settings_from_text
+from pyoomd.settings.schema import SamplingConfig, Settings
 
 GIB = 1 << 20  # KiB
 REAL_PSI = "/proc/pressure/memory"

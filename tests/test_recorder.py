@@ -15,13 +15,13 @@ from logcapture import Log
 from test_snapshot import BASE, FakeProc, build
 
 from pyoomd import replay
-from pyoomd.config import Settings
 from pyoomd.daemon import Daemon
 from pyoomd.loop import trace_header
 from pyoomd.model import MemSample
 from pyoomd.policy.load import load_policies
 from pyoomd.report import recorder
-from pyoomd.runtime import settings_from_plan, settings_to_plan
+from pyoomd.settings.plan import settings_from_plan, settings_to_plan
+from pyoomd.settings.schema import Settings
 from pyoomd.trace import FORMAT_VERSION, TraceError, read_trace, write_trace
 
 GIB = 1 << 20  # KiB
@@ -265,8 +265,8 @@ def test_replay_of_a_120_s_trace_takes_well_under_a_second(tmp_path: Path) -> No
     ("recorder:\n  color: red\n", "color"),
 ])
 def test_bad_recorder_settings_name_file_and_line(tmp_path: Path, text: str, what: str) -> None:
-    from pyoomd.config import load_config
     from pyoomd.errors import ConfigError
+    from pyoomd.settings.load import load_config
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text(text)

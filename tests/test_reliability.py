@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from test_snapshot import BASE, FakeProc, build, stat_line, status_text
 
 from pyoomd import cli
-from pyoomd.config import Settings, load_config, settings_from_text
+from pyoomd.settings.load import load_config, settings_from_text
+from pyoomd.settings.schema import Settings
 from pyoomd.daemon import Daemon
 from pyoomd.errors import ConfigError, ParseError
 from pyoomd.judge.rank import NoPolicy, score

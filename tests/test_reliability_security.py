@@ -21,10 +21,11 @@ import pytest
 
 from pyoomd import cli
 from pyoomd.act.hooks import HookRunner, RunAs, check_programs
-from pyoomd.config import HooksConfig, load_config
 from pyoomd.errors import ConfigError
 from pyoomd.policy.load import load_policies
 from pyoomd.report.control import StatusObserver, StatusServer, query
+from pyoomd.settings.load import load_config
+from pyoomd.settings.schema import HooksConfig
 
 NOBODY = 65534
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="ownership checks apply when pyoomd runs as root")

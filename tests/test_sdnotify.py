@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pyoomd import selfprotect
-from pyoomd.config import Settings, load_config
+from pyoomd.settings.load import load_config
+from pyoomd.settings.schema import Settings
 from pyoomd.daemon import Daemon
 from pyoomd.model import Decision, Level, MemSample
 from pyoomd.report.sdnotify import (

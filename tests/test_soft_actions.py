@@ -258,8 +258,8 @@ class _Daemonish:
         from test_reliability import Sampler
         from test_snapshot import FakeProc, build
 
-        from pyoomd.config import load_config
         from pyoomd.daemon import Daemon
+        from pyoomd.settings.load import load_config
 
         self.child = subprocess.Popen(["sleep", "30"])
         procfs = build(tmp_path / "proc", [FakeProc(pid=4242, oom_score=500, uid=os.geteuid(), rss_kib=1 << 20)])

@@ -7,13 +7,13 @@ pswpout and workingset_refault_file, as the daemon's tick passes them in.
 
 from __future__ import annotations
 
-from pyoomd.config import SamplingConfig
 from pyoomd.judge.decide import Judge, memory_level
 from pyoomd.judge.relief import ReliefRule
 from pyoomd.judge.thrash import ThrashRule
 from pyoomd.model import Level, MemSample, Pressure, PsiLine
 from pyoomd.sense.vmstat import VmCounters, parse_vmstat
-from pyoomd.values import Thresholds
+from pyoomd.settings.amounts import Thresholds
+from pyoomd.settings.schema import SamplingConfig
 
 MIB = 1024
 GIB = 1024 * MIB
@@ -169,8 +169,8 @@ def test_parse_vmstat() -> None:
 def test_config_sections_validate() -> None:
     import pytest
 
-    from pyoomd.config import settings_from_text
     from pyoomd.errors import ConfigError
+    from pyoomd.settings.load import settings_from_text
 
     s = settings_from_text("c.yaml", "thrash: {stall: 50%, duration: 2s}\nswap_relief: {horizon: 3s}\n")
     assert (s.thrash.stall, s.thrash.duration, s.swap_relief.horizon) == (50.0, 2.0, 3.0)

@@ -53,10 +53,10 @@ def main() -> int:
     args = ap.parse_args()
     if shutil.which("gcc") is None:
         raise SystemExit("gcc is needed to build csrc/bhog.c and csrc/crowd.c")
-    from pyoomd.config import load_config
     from pyoomd.daemon import Daemon
     from pyoomd.model import Level
     from pyoomd.sense.procfs import Procfs
+    from pyoomd.settings.load import load_config
 
     tmp = tempfile.mkdtemp(prefix="pyoomd-frees-cost-")
     for name in ("bhog", "crowd"):

@@ -105,10 +105,10 @@ def replay_time() -> dict[str, object]:
     from test_snapshot import BASE, FakeProc, build  # type: ignore[import-not-found]
 
     from pyoomd import replay
-    from pyoomd.config import Settings
     from pyoomd.daemon import Daemon
     from pyoomd.loop import trace_header
-    from pyoomd.runtime import settings_from_plan
+    from pyoomd.settings.plan import settings_from_plan
+    from pyoomd.settings.schema import Settings
     from pyoomd.trace import read_trace
 
     tmp = Path(tempfile.mkdtemp(prefix="pyoomd-bench-rec-"))

@@ -65,10 +65,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..model import Decision, MemSample
-from ..values import trust_problem
+from ..settings.trust import trust_problem
 
 if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
-    from ..config import HooksConfig
+    from ..settings.schema import HooksConfig
 
 PR_SET_NO_NEW_PRIVS = 38  # <linux/prctl.h>
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4

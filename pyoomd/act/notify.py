@@ -44,7 +44,7 @@ from ..model import Decision, Level, MemSample
 from ..textsafe import markup_escape
 
 if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
-    from ..config import NotifyConfig
+    from ..settings.schema import NotifyConfig
 
 APP_NAME = "pyoomd"
 # Fixed by the Desktop Notifications Specification.

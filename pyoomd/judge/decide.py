@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING
 
 from ..model import Decision, Level, MemSample
 from ..sense.vmstat import VmCounters
-from ..values import Thresholds
+from ..settings.amounts import Thresholds
 from .pressure import PressureJudge, PsiRule
 from .relief import ReliefRule, not_relieving
 from .thrash import ThrashJudge, ThrashRule
 from .window import Window, point_of
 
 if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
-    from ..config import SamplingConfig
+    from ..settings.schema import SamplingConfig
 
 # Fill rate window: 2 s holds the last burst (a hog at 256 MiB/s shows its
 # rate within 2 samples) yet forgets it soon after memory is freed.

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from ..model import Level, MemSample
 
 if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
-    from ..config import PsiConfig
+    from ..settings.schema import PsiConfig
 
 
 @dataclass(frozen=True, slots=True)

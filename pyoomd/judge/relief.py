@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from .window import Span
 
 if TYPE_CHECKING:
-    from ..config import SwapReliefConfig
+    from ..settings.schema import SwapReliefConfig
 
 _MIB = 1024.0
 

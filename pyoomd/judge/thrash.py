@@ -38,7 +38,7 @@ from ..model import Level
 from .window import Span
 
 if TYPE_CHECKING:
-    from ..config import ThrashConfig
+    from ..settings.schema import ThrashConfig
 
 _MIB = 1024.0
 

@@ -48,7 +48,8 @@ from pydantic import (
 from .. import yamlfile
 from ..errors import ConfigError
 from ..judge.rank import BADNESS_MAX
-from ..values import parse_duration_s, program_problem, trust_problem
+from ..settings.amounts import parse_duration_s
+from ..settings.trust import program_problem, trust_problem
 from .matchers import MATCHERS, NAME_LIKE, PINNING, Resolver, words
 from .rules import Finding, Loaded, PolicySet, Rule
 

@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..model import Decision, Level, MemSample
-from ..values import Thresholds
+from ..settings.amounts import Thresholds
 
 if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
-    from ..config import MetricsConfig
+    from ..settings.schema import MetricsConfig
 
 # Tick durations: a tick is ~10-50 us (sample + judge); a tick that acts
 # includes the scan and the wait for the victim (up to the grace, seconds).

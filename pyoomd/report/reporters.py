@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..model import Decision, MemSample
 
 if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
-    from ..config import Settings
+    from ..settings.schema import Settings
 
 # earlyoom's -p: niceness -20 (its value); I/O class realtime, level 4 (the
 # middle of 0..7), falling back to best-effort 0 where CAP_SYS_ADMIN is missing.

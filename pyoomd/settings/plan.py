@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .values import Amount, Thresholds, compile_thresholds
+from .amounts import Amount, Thresholds, compile_thresholds
 
 PLAN_VERSION = 1
 # Sections whose every value is an Amount (a threshold as written).

@@ -1,43 +1,16 @@
-"""Daemon settings: YAML -> pydantic -> frozen runtime objects.
-
-Only the short-lived validation process (``pyoomd.compile``) and the one-shot
-commands import this module; the running loop rebuilds plain objects from
-the compiled plan (``pyoomd.runtime``).  The pure pieces (Amount, Thresholds,
-parsers) live in ``pyoomd.values`` and are re-exported here.
-
-The loop never sees a dict: ``load_config`` returns a ``Settings`` (validated,
-strict: unknown keys are errors), and ``Settings.compile(mem_total, swap_total)``
-turns percentages into KiB once, giving the frozen ``Thresholds`` the judge uses.
-"""
+"""Daemon settings (interim: pydantic models, until the dataclass schema)."""
 
 from __future__ import annotations
 
 import math
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from . import yamlfile
-from .errors import ConfigError
-from .values import Amount, Thresholds, compile_thresholds, parse_amount, parse_duration_s, trust_problem
+from .amounts import Amount, Thresholds, compile_thresholds, parse_amount, parse_duration_s
 
-__all__ = [
-    "DEFAULT_CONFIG_PATH",
-    "DEFAULT_POLICY_DIR",
-    "Amount",
-    "Settings",
-    "Thresholds",
-    "compile_thresholds",
-    "load_config",
-    "parse_amount",
-    "parse_duration_s",
-    "settings_from_text",
-    "trust_problem",
-]
-
-DEFAULT_CONFIG_PATH = "/etc/pyoomd/config.yaml"
 DEFAULT_POLICY_DIR = "/etc/pyoomd/policies.d"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -521,75 +494,5 @@ class Settings(_Strict):
     raise_priority: bool = False
 
     def compile(self, mem_total_kib: int, swap_total_kib: int) -> Thresholds:
-        """Resolve percentages (see ``pyoomd.values.compile_thresholds``)."""
+        """Resolve percentages (see ``amounts.compile_thresholds``)."""
         return compile_thresholds(self.memory, self.swap, mem_total_kib, swap_total_kib)
-
-
-def _yaml_line(doc: Any, loc: tuple[Any, ...]) -> int | None:
-    """Best effort: the line of a key path in a YAML node tree."""
-    node = doc
-    line = None
-    for key in loc:
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if k.value == str(key):
-                    line, node = k.start_mark.line + 1, v
-                    break
-            else:
-                return line
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
-
-
-def load_yaml(path: str, text: str) -> tuple[Any, Any]:
-    """Parse YAML; return (data, node tree).  The policy loader's parser and
-    limits (pyoomd.yamlfile): duplicate keys, alias bombs and deep nesting
-    are ConfigErrors naming file:line:column."""
-    return yamlfile.parse(path, text)
-
-
-def validation_to_config_error(path: str, node: Any, err: ValidationError) -> ConfigError:
-    first = err.errors()[0]
-    loc = tuple(first["loc"])
-    key = ".".join(str(p) for p in loc) or "(top level)"
-    msg = first["msg"].removeprefix("Value error, ")
-    value = first.get("input")
-    text = f"{key}: {msg}"
-    if first["type"] != "missing" and not isinstance(value, (dict, list)) and repr(value) not in msg:
-        text += f" (got {value!r})"
-    return ConfigError(path, text, _yaml_line(node, loc))
-
-
-def settings_from_text(path: str, text: str, overrides: dict[str, Any] | None = None) -> Settings:
-    data, node = load_yaml(path, text)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(path, f"the top level must be a mapping, not {type(data).__name__}", 1)
-    merged = _deep_merge(data, overrides or {})
-    try:
-        return Settings.model_validate(merged)
-    except ValidationError as e:
-        raise validation_to_config_error(path, node, e) from None
-
-
-def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Load ``path`` (None: defaults only) and apply flag ``overrides``."""
-    if path is None:
-        return settings_from_text("<flags>", "{}", overrides)
-    # a regular file (no FIFO, device), trusted, at most 1 MiB (pyoomd.yamlfile)
-    return settings_from_text(path, yamlfile.read_trusted(path), overrides)
-
-
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
