@@ -3,7 +3,7 @@
     python -m pyoomd.compile [--plan-fd FD] [GLOBAL OPTIONS] run [RUN OPTIONS]
 
 parses the flags (argparse), loads and validates the config (pydantic, YAML)
-and the policies, and writes the compiled plan (``pyoomd.runtime``) as one
+and the policies, and writes the compiled plan (``pyoomd.settings.plan``) as one
 JSON document to FD (default: stdout).  The running loop (``pyoomd.loop``)
 starts this at start-up and on SIGHUP, so it never imports the ~30 MiB
 these libraries take (README, "Memory of the running daemon").

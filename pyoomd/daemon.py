@@ -39,7 +39,7 @@ from .sense.zram import Zram
 from .settings.amounts import Thresholds
 from .settings.trust import program_problem
 
-if TYPE_CHECKING:  # the loop gets plain objects from pyoomd.runtime; tests pass a pydantic Settings
+if TYPE_CHECKING:  # annotations only
     from .policy.rules import Loaded
     from .settings.schema import Settings
 
@@ -222,7 +222,7 @@ class Daemon:
 
     def _warn_raised(self) -> None:
         """A WARN level configured at or below TERM was raised above it
-        (values.warn_level_kib): say so, with both levels."""
+        (settings.amounts.warn_level_kib): say so, with both levels."""
         th = self.thresholds
         if th.mem_warn_asked_kib is not None:
             self.emit("warning", "warn_level_raised", mem_warn=str(self.settings.memory.warn),

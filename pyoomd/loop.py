@@ -5,7 +5,7 @@ psutil (together ~30 MiB of RSS that would stay for the daemon's lifetime,
 locked by mlockall; psutil comes only with the first read of a likely
 victim's USS during an approach to TERM, sense/facts.py).  Validation runs in a short-lived child,
 ``pyoomd.compile``, started with the same argv at start-up and on SIGHUP; it
-hands back a compiled plan (``pyoomd.runtime``) as JSON on a pipe.
+hands back a compiled plan (``pyoomd.settings.plan``) as JSON on a pipe.
 
 At start-up the child shares our stdout and stderr, so ``--help``, a bad
 flag (exit 2) or an invalid config (exit 78, ``file:line: message``) look

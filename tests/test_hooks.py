@@ -18,7 +18,8 @@ import pytest
 from pyoomd.act.hooks import HookRunner, hook_env
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.snapshot import read_proc
-from pyoomd.settings.schema import HooksConfig, Settings
+from pyoomd.settings.load import settings_from_dict, validate
+from pyoomd.settings.schema import HooksConfig
 
 # comm holds at most 15 bytes: exactly this; the cmdline carries the rest.
 HOSTILE_COMM = "$(touch /tmp/x)"
@@ -50,7 +51,7 @@ def victim() -> Iterator[subprocess.Popen[bytes]]:
 
 def _runner(**cfg: Any) -> tuple[HookRunner, list[tuple[str, dict[str, Any]]]]:
     logged: list[tuple[str, dict[str, Any]]] = []
-    return HookRunner(HooksConfig(**cfg), lambda ev, **kw: logged.append((ev, kw))), logged
+    return HookRunner(validate(HooksConfig, cfg), lambda ev, **kw: logged.append((ev, kw))), logged
 
 
 def _env(path: Path) -> dict[str, str]:
@@ -133,14 +134,14 @@ def test_dry_run_runs_post_kill_at_once(outdir: str) -> None:
 
 
 def test_config_takes_argv_lists_and_refuses_relative_programs() -> None:
-    assert HooksConfig(pre_kill="/usr/local/bin/snap").pre_kill == (("/usr/local/bin/snap",),)
-    assert HooksConfig(post_kill=["/bin/logger", "-t", "oom"]).post_kill == (("/bin/logger", "-t", "oom"),)
-    s = Settings.model_validate({"hooks": {"post_kill": [["/a", "1"], ["/b"]]}})
+    assert validate(HooksConfig, {"pre_kill": "/usr/local/bin/snap"}).pre_kill == (("/usr/local/bin/snap",),)
+    assert validate(HooksConfig, {"post_kill": ["/bin/logger", "-t", "oom"]}).post_kill == (("/bin/logger", "-t", "oom"),)
+    s = settings_from_dict({"hooks": {"post_kill": [["/a", "1"], ["/b"]]}})
     assert s.hooks.post_kill == (("/a", "1"), ("/b",))
     with pytest.raises(ValueError, match="absolute"):
-        HooksConfig(pre_kill="notify-send")
+        validate(HooksConfig, {"pre_kill": "notify-send"})
     with pytest.raises(ValueError):
-        HooksConfig(pre_kill=[[]])
+        validate(HooksConfig, {"pre_kill": [[]]})
 
 
 def test_env_never_carries_the_daemons_own_environment() -> None:

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from pyoomd.act.hooks import ENV_MAX_BYTES, HookCgroups, HookRunner, hook_env
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.snapshot import read_proc
+from pyoomd.settings.load import validate
 from pyoomd.settings.schema import HooksConfig
 
 DUMP = ["/bin/sh", "-c", 'env -0 > "$1/env.tmp" && mv "$1/env.tmp" "$1/env"', "hook"]
@@ -42,7 +43,7 @@ def outdir() -> Iterator[str]:
 
 def _runner(**cfg: Any) -> tuple[HookRunner, list[tuple[str, dict[str, Any]]]]:
     logged: list[tuple[str, dict[str, Any]]] = []
-    return HookRunner(HooksConfig(**cfg), lambda ev, **kw: logged.append((ev, kw))), logged
+    return HookRunner(validate(HooksConfig, cfg), lambda ev, **kw: logged.append((ev, kw))), logged
 
 
 def _wait(pred: Any, timeout: float = 10.0) -> None:
@@ -79,10 +80,12 @@ DAEMON_LIKE = textwrap.dedent("""
     import sys, threading, time
     from pyoomd.report import log
     from pyoomd.act.hooks import HookRunner
+    from pyoomd.settings.load import validate
     from pyoomd.settings.schema import HooksConfig
     log.configure("json", sys.stderr)
     logger = log.get_logger()
-    cfg = HooksConfig(pre_kill=[["/bin/sh", "-c", sys.argv[1]]], post_kill=[["/bin/sh", "-c", sys.argv[1]]])
+    cfg = validate(HooksConfig, {"pre_kill": [["/bin/sh", "-c", sys.argv[1]]],
+                                 "post_kill": [["/bin/sh", "-c", sys.argv[1]]]})
     r = HookRunner(cfg, lambda ev, **kw: logger.warning(ev, **kw))
     r.on_event("kill", {"pid": 4242, "comm": "hog", "cmdline": sys.argv[2], "dry_run": True})
     deadline = time.monotonic() + 20
@@ -213,9 +216,11 @@ def test_hooks_still_running_when_the_daemon_exits_are_killed_and_their_cgroups_
         import os, sys, time
         from pathlib import Path
         from pyoomd.act.hooks import HookRunner
+        from pyoomd.settings.load import validate
         from pyoomd.settings.schema import HooksConfig
         script = 'setsid sleep 60 & echo $! > "$1/child.tmp"; mv "$1/child.tmp" "$1/child"; sleep 60'
-        r = HookRunner(HooksConfig(pre_kill=[["/bin/sh", "-c", script, "hook", sys.argv[1]]]), lambda *a, **k: None)
+        cfg = validate(HooksConfig, {"pre_kill": [["/bin/sh", "-c", script, "hook", sys.argv[1]]]})
+        r = HookRunner(cfg, lambda *a, **k: None)
         r.on_event("kill", {"pid": 1, "comm": "x", "dry_run": True})
         while not Path(sys.argv[1], "child").exists():
             time.sleep(0.02)

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyoomd import selfprotect
-from pyoomd.settings.schema import Settings
+from pyoomd.settings.load import settings_from_dict
 from pyoomd.daemon import IDLE_HOUSEKEEPING_S, Daemon
 from pyoomd.model import Level, MemSample
 from pyoomd.sense import sample as sample_mod
@@ -402,8 +402,8 @@ def quiet_start(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def make_daemon(sampler: Any, sleeps: list[float] | None = None) -> tuple[Daemon, Log]:
     log = Log()
-    s = Settings.model_validate({"dry_run": True, "memory": {"term": "10%", "kill": "5%", "warn": "20%"},
-                                 "swap": {"term": "0%", "kill": "0%"}})
+    s = settings_from_dict({"dry_run": True, "memory": {"term": "10%", "kill": "5%", "warn": "20%"},
+                            "swap": {"term": "0%", "kill": "0%"}})
     if sleeps is None:
         d = Daemon(s, Procfs(FIXTURE_PROC), sampler, log)
     else:
@@ -500,7 +500,7 @@ def test_sigterm_ends_a_real_idle_wait_promptly(tmp_path: Path, backend: str, qu
     idle wait's 10 s deadline; SIGTERM must end run() at once."""
     procfs = fake_proc(tmp_path)
     log = Log()
-    s = Settings.model_validate({"dry_run": True})
+    s = settings_from_dict({"dry_run": True})
     sampler = Sampler(procfs, backend)
     d = Daemon(s, Procfs(FIXTURE_PROC), sampler, log)
     pid = os.getpid()

@@ -18,7 +18,8 @@ import pytest
 from test_idle import fake_proc
 
 from pyoomd import selfprotect
-from pyoomd.settings.schema import MetricsConfig, Settings
+from pyoomd.settings.load import settings_from_dict
+from pyoomd.settings.schema import MetricsConfig
 from pyoomd.daemon import Daemon
 from pyoomd.sense import kmsg as kmsg_mod
 from pyoomd.sense.kmsg import KmsgFollower, OomLines, apply_summary, parse_kill_line, parse_record, unescape
@@ -290,7 +291,7 @@ def test_daemon_reports_a_kernel_kill_from_its_idle_wait(tmp_path: Path, quiet_s
     fifo = tmp_path / "kmsg"
     os.mkfifo(fifo)
     log = Log()
-    s = Settings.model_validate({"dry_run": True, "kernel_log": {"path": str(fifo)}})
+    s = settings_from_dict({"dry_run": True, "kernel_log": {"path": str(fifo)}})
     sampler = Sampler(fake_proc(tmp_path / "proc"), "auto")
     d = Daemon(s, Procfs(FIXTURE_PROC), sampler, log)
     metrics = Metrics(MetricsConfig(), d.thresholds, lambda *a, **k: None)
@@ -330,7 +331,7 @@ def test_daemon_reports_a_kernel_kill_from_its_idle_wait(tmp_path: Path, quiet_s
 
 def test_daemon_without_a_readable_log_warns_once_and_runs(tmp_path: Path, quiet_start: None) -> None:
     log = Log()
-    s = Settings.model_validate({"dry_run": True, "kernel_log": {"path": str(tmp_path / "none")}})
+    s = settings_from_dict({"dry_run": True, "kernel_log": {"path": str(tmp_path / "none")}})
     sampler = Sampler(fake_proc(tmp_path / "proc"), "auto")
     d = Daemon(s, Procfs(FIXTURE_PROC), sampler, log)
     timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGTERM))
@@ -349,7 +350,7 @@ def test_daemon_without_a_readable_log_warns_once_and_runs(tmp_path: Path, quiet
 
 def test_kernel_log_off(tmp_path: Path, quiet_start: None) -> None:
     log = Log()
-    s = Settings.model_validate({"dry_run": True, "kernel_log": {"enabled": False}})
+    s = settings_from_dict({"dry_run": True, "kernel_log": {"enabled": False}})
     sampler = Sampler(fake_proc(tmp_path / "proc"), "auto")
     d = Daemon(s, Procfs(FIXTURE_PROC), sampler, log)
     d.start_kernel_log()
@@ -361,13 +362,13 @@ def test_reload_that_turns_the_kernel_log_off_stops_the_follower(tmp_path: Path,
     fifo = tmp_path / "kmsg"
     os.mkfifo(fifo)
     log = Log()
-    s = Settings.model_validate({"dry_run": True, "kernel_log": {"path": str(fifo)}})
+    s = settings_from_dict({"dry_run": True, "kernel_log": {"path": str(fifo)}})
     sampler = Sampler(fake_proc(tmp_path / "proc"), "auto")
     d = Daemon(s, Procfs(FIXTURE_PROC), sampler, log)
     try:
         d.start_kernel_log()
         assert d.kmsg is not None and d.kernel_log_state == f"following {fifo}"
-        d.reloader = lambda: Settings.model_validate({"dry_run": True, "kernel_log": {"enabled": False}})
+        d.reloader = lambda: settings_from_dict({"dry_run": True, "kernel_log": {"enabled": False}})
         d.reload()
         assert d.kmsg is None and d.kernel_log_state == "off"
         assert any(e == "reloaded" for _, e, _ in log.leveled)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pyoomd.settings.schema import Settings
+from pyoomd.settings.load import settings_from_dict
 from pyoomd.daemon import Daemon
 from pyoomd.model import Level, MemSample, Pressure, PsiLine
 from pyoomd.report.control import format_status, query
@@ -34,7 +34,7 @@ class FakeSampler:
 def _daemon(tmp_path: Path, sample: MemSample, **cfg: Any) -> tuple[Daemon, FakeSampler, Log]:
     (tmp_path / "proc").mkdir(exist_ok=True)
     sampler, log = FakeSampler(sample), Log()
-    settings = Settings.model_validate({"dry_run": True, "status": {"socket": None}, **cfg})
+    settings = settings_from_dict({"dry_run": True, "status": {"socket": None}, **cfg})
     now = [100.0]
 
     def clock() -> float:

@@ -4,6 +4,7 @@ child's errors and exit codes pass through, and SIGHUP recompiles."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from pyoomd.settings.load import settings_from_dict
 from pyoomd.settings.schema import Settings
 from pyoomd.daemon import Daemon
 from pyoomd.entry import subcommand
@@ -27,7 +29,7 @@ from pyoomd.migrate import with_flag_rules
 from pyoomd.model import MemSample, ProcInfo
 from pyoomd.policy.load import load_policies
 from pyoomd.policy.rules import loaded_from_plan, loaded_to_plan
-from pyoomd.settings.plan import RuntimeSettings, settings_from_plan, settings_to_plan
+from pyoomd.settings.plan import settings_from_plan, settings_to_plan
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.sample import Sampler
 from logcapture import Log
@@ -194,9 +196,9 @@ def _outcome(f: Any, *args: Any) -> Any:
 
 
 def _same(ours: Any, theirs: Any, path: str) -> None:
-    if hasattr(type(theirs), "model_fields"):
-        for name in type(theirs).model_fields:
-            _same(getattr(ours, name), getattr(theirs, name), f"{path}.{name}")
+    if dataclasses.is_dataclass(theirs):
+        for f in dataclasses.fields(theirs):
+            _same(getattr(ours, f.name), getattr(theirs, f.name), f"{path}.{f.name}")
         return
     assert ours == theirs, path
     assert type(ours) is type(theirs), path
@@ -204,10 +206,11 @@ def _same(ours: Any, theirs: Any, path: str) -> None:
 
 @pytest.mark.parametrize("doc", SETTINGS_DOCS)
 def test_settings_round_trip_through_the_plan(doc: dict[str, Any]) -> None:
-    s = Settings.model_validate(doc)
+    s = settings_from_dict(doc)
     plan = json.loads(json.dumps(settings_to_plan(s)))
     r = settings_from_plan(plan)
-    assert isinstance(r, RuntimeSettings)
+    assert isinstance(r, Settings)
+    assert r == s
     assert settings_to_plan(r) == plan
     _same(r, s, "settings")  # every attribute path, with the same values and types
     assert r.psi.wakeup.window == s.psi.wakeup.window
@@ -224,9 +227,9 @@ def test_settings_round_trip_through_the_plan(doc: dict[str, Any]) -> None:
 
 
 def test_a_daemon_from_the_plan_starts_as_one_from_settings(tmp_path: Path) -> None:
-    """Daemon takes the pydantic Settings (tests) or the plan's plain objects
-    (the loop): the startup event is the same."""
-    s = Settings.model_validate(SETTINGS_DOCS[1] | {"psi": {}, "cgroup_choice": {}, "memory": {}})
+    """Daemon takes Settings validated from a mapping (tests) or rebuilt
+    from the plan (the loop): the startup event is the same."""
+    s = settings_from_dict(SETTINGS_DOCS[1] | {"psi": {}, "cgroup_choice": {}, "memory": {}})
     events = []
     for settings in (s, settings_from_plan(json.loads(json.dumps(settings_to_plan(s))))):
         log = Log()
@@ -416,8 +419,8 @@ def test_the_loop_keeps_ticking_while_a_slow_reload_runs(monkeypatch: pytest.Mon
     def tick_of() -> list[tuple[str, int]]:
         return [(ev, kw["tick"]) for ev, kw in log.events]
 
-    old = Settings.model_validate({"kill": {"grace": "2s"}, "psi": {"wakeup": {"enabled": False}}})
-    new = Settings.model_validate({"kill": {"grace": "3s"}, "psi": {"wakeup": {"enabled": False}}})
+    old = settings_from_dict({"kill": {"grace": "2s"}, "psi": {"wakeup": {"enabled": False}}})
+    new = settings_from_dict({"kill": {"grace": "3s"}, "psi": {"wakeup": {"enabled": False}}})
 
     def slow_reloader() -> Settings:
         time.sleep(0.6)

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pyoomd.model import Decision, Level, MemSample, Pressure, PsiLine
 from pyoomd.report.metrics import Metrics, parse_listen, reason_label, textfile_dir_problem
 from pyoomd.settings.amounts import Thresholds
+from pyoomd.settings.load import validate
 from pyoomd.settings.schema import MetricsConfig
 
 TH = Thresholds(mem_warn_kib=4 << 20, mem_term_kib=2 << 20, mem_kill_kib=1 << 20,
@@ -102,7 +103,7 @@ def test_reason_label_is_bounded() -> None:
 
 def test_config_rejects_a_listen_address_without_port() -> None:
     with pytest.raises(ValueError):
-        MetricsConfig(listen="127.0.0.1")
+        validate(MetricsConfig, {"listen": "127.0.0.1"})
 
 
 def test_prometheus_client_is_not_imported_without_metrics() -> None:

@@ -20,8 +20,7 @@ from pyoomd.migrate import flag_rules, migrate, read_earlyoom_args
 from pyoomd.model import ProcInfo
 from pyoomd.policy.load import PolicySet, load_policies
 from pyoomd.policy.rules import RssOrder
-from pyoomd.settings.load import load_config
-from pyoomd.settings.schema import Settings
+from pyoomd.settings.load import load_config, settings_from_dict
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +104,7 @@ def test_all_of_earlyooms_flags_on_run() -> None:
             "--ignore", "^sshd$", "--ignore-root-user", "--sort-by-rss", "-g", "-n", "-N", "/usr/bin/logger",
             "-P", "/usr/local/bin/pre", "--dryrun", "-p", "-r", "60"]
     args = build_parser().parse_args(argv)
-    s = Settings.model_validate(overrides_from(args))
+    s = settings_from_dict(overrides_from(args))
     assert s.memory.term.pct == 20 and s.memory.kill.pct == 18 and s.memory.term.kib == 1048576
     assert s.memory.kill.kib == 524288 and s.swap.term.pct == 100
     assert s.dry_run and s.notify.enabled and s.raise_priority and s.report_interval == 60
@@ -129,7 +128,7 @@ def test_sort_by_rss_ranks_by_rss_not_oom_score() -> None:
 def test_migration_of_both_percent_and_size_keeps_the_lower_wins_rule(tmp_path: Path) -> None:
     m = migrate(["-m", "10", "-M", "1048576"])
     assert m.config["memory"]["term"] == ["10%", "1048576K"]
-    s = Settings.model_validate(m.config)
+    s = settings_from_dict(m.config)
     assert s.memory.term.resolve_kib(64 << 20) == 1048576 and s.memory.term.resolve_kib(4 << 20) == 419430
 
 

@@ -20,6 +20,7 @@ from pyoomd.loop import trace_header
 from pyoomd.model import MemSample
 from pyoomd.policy.load import load_policies
 from pyoomd.report import recorder
+from pyoomd.settings.load import settings_from_dict
 from pyoomd.settings.plan import settings_from_plan, settings_to_plan
 from pyoomd.settings.schema import Settings
 from pyoomd.trace import FORMAT_VERSION, TraceError, read_trace, write_trace
@@ -134,7 +135,7 @@ def _record(tmp_path: Path) -> tuple[str, Log]:
     in 10 s, recorder on; returns the trace it wrote after the kill."""
     procfs = build(tmp_path / "proc", PROCS)
     script = Script(lambda t: max(1.5 * GIB, 6 * GIB - (t - 1000.0) * 0.45 * GIB))
-    cfg = Settings.model_validate({**SETTINGS, "recorder": {"dir": str(tmp_path / "traces")}})
+    cfg = settings_from_dict({**SETTINGS, "recorder": {"dir": str(tmp_path / "traces")}})
     ring, rp, rs = recorder.recording(procfs, script, cfg.recorder)
     rp.clock = rs.clock = script.clock
     log = Log()
@@ -207,7 +208,7 @@ def _hand_trace(tmp_path: Path, settings: dict[str, Any]) -> str:
     e.append(("e", 4.05, "victim_exited", {"pid": 11, "comm": "db", "ms": 50.0, "signals": ["SIGTERM"]}))
     e.sort(key=lambda x: x[1])
     header = {"format": "pyoomd-trace", "version": 1, "pyoomd": "0.1.0", "procfs": "/proc", "skip": [1],
-              "pid": 2, "settings": settings_to_plan(Settings.model_validate(settings)), "policy": None}
+              "pid": 2, "settings": settings_to_plan(settings_from_dict(settings)), "policy": None}
     return write_trace(str(tmp_path / "hand.trace.gz"), header, e)["path"]
 
 
@@ -361,7 +362,7 @@ def test_an_unwritable_trace_dir_is_an_event_not_a_failure(tmp_path: Path) -> No
     blocker.write_text("")
     procfs = build(tmp_path / "proc", PROCS)
     script = Script(lambda t: max(1.5 * GIB, 6 * GIB - (t - 1000.0) * 0.45 * GIB))
-    cfg = Settings.model_validate({**SETTINGS, "recorder": {"dir": str(blocker / "traces")}})
+    cfg = settings_from_dict({**SETTINGS, "recorder": {"dir": str(blocker / "traces")}})
     ring, rp, rs = recorder.recording(procfs, script, cfg.recorder)
     rp.clock = rs.clock = script.clock
     log = Log()
@@ -453,7 +454,7 @@ def test_record_without_a_daemon_then_replay(tmp_path: Path, capsys: Any) -> Non
 def test_a_trace_still_due_at_exit_is_written(tmp_path: Path) -> None:
     procfs = build(tmp_path / "proc", PROCS)
     script = Script(lambda t: max(1.5 * GIB, 6 * GIB - (t - 1000.0) * 0.45 * GIB))
-    cfg = Settings.model_validate({**SETTINGS, "recorder": {"dir": str(tmp_path / "traces")}})
+    cfg = settings_from_dict({**SETTINGS, "recorder": {"dir": str(tmp_path / "traces")}})
     ring, rp, rs = recorder.recording(procfs, script, cfg.recorder)
     rp.clock = rs.clock = script.clock
     log = Log()

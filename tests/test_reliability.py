@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from test_snapshot import BASE, FakeProc, build, stat_line, status_text
 
 from pyoomd import cli
-from pyoomd.settings.load import load_config, settings_from_text
+from pyoomd.settings.load import load_config, settings_from_dict, settings_from_text
 from pyoomd.settings.schema import Settings
 from pyoomd.daemon import Daemon
 from pyoomd.errors import ConfigError, ParseError
@@ -73,7 +73,7 @@ class HostileProcfs(Procfs):
 
 
 def dry_daemon(procfs: Procfs, sampler: Any = None, log: Log | None = None) -> Daemon:
-    s = Settings.model_validate({"dry_run": True})
+    s = settings_from_dict({"dry_run": True})
     return Daemon(s, procfs, sampler or Sampler(), log or Log())
 
 

@@ -24,7 +24,7 @@ from pyoomd.act.hooks import HookRunner, RunAs, check_programs
 from pyoomd.errors import ConfigError
 from pyoomd.policy.load import load_policies
 from pyoomd.report.control import StatusObserver, StatusServer, query
-from pyoomd.settings.load import load_config
+from pyoomd.settings.load import load_config, validate
 from pyoomd.settings.schema import HooksConfig
 
 NOBODY = 65534
@@ -79,7 +79,7 @@ def hook_dir(tmp_path: Path) -> Path:
 
 
 def hooks(path: Path) -> HooksConfig:
-    return HooksConfig.model_validate({"pre_kill": [str(path)]})
+    return validate(HooksConfig, {"pre_kill": [str(path)]})
 
 
 @root_only

@@ -107,8 +107,8 @@ def replay_time() -> dict[str, object]:
     from pyoomd import replay
     from pyoomd.daemon import Daemon
     from pyoomd.loop import trace_header
+    from pyoomd.settings.load import settings_from_dict
     from pyoomd.settings.plan import settings_from_plan
-    from pyoomd.settings.schema import Settings
     from pyoomd.trace import read_trace
 
     tmp = Path(tempfile.mkdtemp(prefix="pyoomd-bench-rec-"))
@@ -123,11 +123,11 @@ def replay_time() -> dict[str, object]:
             avail = 2 * GIB + int(wobble * 1024) if t < 115 else int(2 * GIB - (t - 115) * 50 * 1024)
             return MemSample(16 * GIB, avail, 0, 0, None, False)
 
-    cfg = Settings.model_validate({"dry_run": True, "status": {"socket": None},
-                                   "psi": {"enabled": False, "wakeup": {"enabled": False}},
-                                   "memory": {"term": "2G", "kill": "1G", "warn": "3G"},
-                                   "swap": {"term": "0%", "kill": "0%"},
-                                   "recorder": {"dir": str(tmp / "traces"), "seconds": 125}})
+    cfg = settings_from_dict({"dry_run": True, "status": {"socket": None},
+                              "psi": {"enabled": False, "wakeup": {"enabled": False}},
+                              "memory": {"term": "2G", "kill": "1G", "warn": "3G"},
+                              "swap": {"term": "0%", "kill": "0%"},
+                              "recorder": {"dir": str(tmp / "traces"), "seconds": 125}})
     ring, rp, rs = recorder.recording(procfs, S(), cfg.recorder)
     rp.clock = rs.clock = lambda: now[0]
 

@@ -67,7 +67,7 @@ from ..errors import ConfigError
 from ..model import Decision, MemSample
 from ..settings.trust import trust_problem
 
-if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
+if TYPE_CHECKING:  # annotations only
     from ..settings.schema import HooksConfig
 
 PR_SET_NO_NEW_PRIVS = 38  # <linux/prctl.h>

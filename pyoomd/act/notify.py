@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from ..model import Decision, Level, MemSample
 from ..textsafe import markup_escape
 
-if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
+if TYPE_CHECKING:  # annotations only
     from ..settings.schema import NotifyConfig
 
 APP_NAME = "pyoomd"

@@ -29,7 +29,7 @@ from .relief import ReliefRule, not_relieving
 from .thrash import ThrashJudge, ThrashRule
 from .window import Window, point_of
 
-if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
+if TYPE_CHECKING:  # annotations only
     from ..settings.schema import SamplingConfig
 
 # Fill rate window: 2 s holds the last burst (a hog at 256 MiB/s shows its

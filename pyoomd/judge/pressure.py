@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..model import Level, MemSample
 
-if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
+if TYPE_CHECKING:  # annotations only
     from ..settings.schema import PsiConfig
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..model import Decision, Level, MemSample
 from ..settings.amounts import Thresholds
 
-if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
+if TYPE_CHECKING:  # annotations only
     from ..settings.schema import MetricsConfig
 
 # Tick durations: a tick is ~10-50 us (sample + judge); a tick that acts

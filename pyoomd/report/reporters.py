@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..model import Decision, MemSample
 
-if TYPE_CHECKING:  # the loop never imports pyoomd.config (pydantic): see pyoomd.runtime
+if TYPE_CHECKING:  # annotations only
     from ..settings.schema import Settings
 
 # earlyoom's -p: niceness -20 (its value); I/O class realtime, level 4 (the

@@ -8,16 +8,33 @@ gets its Settings from the compiled plan (``pyoomd.settings.plan``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
 from .. import yamlfile
 from ..errors import ConfigError
 from .schema import Settings
 
 DEFAULT_CONFIG_PATH = "/etc/pyoomd/config.yaml"
+
+T = TypeVar("T")
+
+
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}  # built once per class (~ms each)
+
+
+def validate(cls: type[T], data: Any) -> T:
+    """``data`` (a mapping, as YAML or flags give it) as a ``cls`` (Settings
+    or one of its sections), each field parsed and checked: ``5s`` -> 5.0.
+    pydantic's ValidationError (a ValueError) if it is not valid."""
+    adapter = _ADAPTERS.get(cls)
+    if adapter is None:
+        adapter = _ADAPTERS[cls] = TypeAdapter(cls)
+    out: T = adapter.validate_python(data)
+    return out
 
 
 def _yaml_line(doc: Any, loc: tuple[Any, ...]) -> int | None:
@@ -47,16 +64,35 @@ def load_yaml(path: str, text: str) -> tuple[Any, Any]:
     return yamlfile.parse(path, text)
 
 
+def _message(e: ErrorDetails) -> str:
+    """pydantic's message, worded as it is for a pydantic model (the
+    messages users saw before the schema became dataclasses)."""
+    if e["type"] == "unexpected_keyword_argument":
+        return "Extra inputs are not permitted"
+    if e["type"] == "dataclass_type":
+        return f"Input should be a valid dictionary or instance of {e.get('ctx', {}).get('class_name')}"
+    return e["msg"].removeprefix("Value error, ")
+
+
 def validation_to_config_error(path: str, node: Any, err: ValidationError) -> ConfigError:
     first = err.errors()[0]
     loc = tuple(first["loc"])
     key = ".".join(str(p) for p in loc) or "(top level)"
-    msg = first["msg"].removeprefix("Value error, ")
+    msg = _message(first)
     value = first.get("input")
     text = f"{key}: {msg}"
     if first["type"] != "missing" and not isinstance(value, (dict, list)) and repr(value) not in msg:
         text += f" (got {value!r})"
     return ConfigError(path, text, _yaml_line(node, loc))
+
+
+def settings_from_dict(data: dict[str, Any], path: str = "<settings>", node: Any = None) -> Settings:
+    """Settings from a mapping (YAML's, or a test's); a ConfigError naming
+    the key and the value (and its line in ``node``, YAML's node tree)."""
+    try:
+        return validate(Settings, data)
+    except ValidationError as e:
+        raise validation_to_config_error(path, node, e) from None
 
 
 def settings_from_text(path: str, text: str, overrides: dict[str, Any] | None = None) -> Settings:
@@ -65,11 +101,7 @@ def settings_from_text(path: str, text: str, overrides: dict[str, Any] | None = 
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(path, f"the top level must be a mapping, not {type(data).__name__}", 1)
-    merged = _deep_merge(data, overrides or {})
-    try:
-        return Settings.model_validate(merged)
-    except ValidationError as e:
-        raise validation_to_config_error(path, node, e) from None
+    return settings_from_dict(_deep_merge(data, overrides or {}), path, node)
 
 
 def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Settings:

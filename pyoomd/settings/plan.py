@@ -2,10 +2,9 @@
 
 ``pyoomd run`` validates its flags, config and policies in a child process
 (``pyoomd.compile``: argparse, pydantic, YAML), which prints a plan: plain
-JSON.  The loop rebuilds from it plain objects with the attribute paths the
-daemon and observers use on a pydantic ``Settings`` (``settings.kill.grace``,
-``settings.compile(mem_total, swap_total)``, ...), so ``Daemon`` accepts
-either.  Light: stdlib only (see README, "Memory of the running daemon").
+JSON.  The loop rebuilds the same ``Settings`` from it (schema.py), with
+stdlib only (see README, "Memory of the running daemon").  The codec follows
+the dataclasses' type hints: no field list is kept by hand.
 
 Plan (version 1)::
 
@@ -16,72 +15,71 @@ Plan (version 1)::
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import functools
+import types
+import typing
+from typing import Any, Literal, Union
 
-from .amounts import Amount, Thresholds, compile_thresholds
+from .schema import Settings
 
 PLAN_VERSION = 1
-# Sections whose every value is an Amount (a threshold as written).
-_AMOUNT_SECTIONS = ("memory", "swap")
 
 
-class Section:
-    """One config section as plain, read-only attributes (``cfg.grace``)."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.__dict__.update(values)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is read-only (the plan is replaced whole on reload)")
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.__dict__ == self.__dict__
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
+def settings_to_plan(settings: Settings) -> dict[str, Any]:
+    """JSON-serialisable form of ``settings`` (``settings_from_plan`` gives
+    back an equal Settings)."""
+    out = to_plan(settings)
+    assert isinstance(out, dict)
+    return out
 
 
-class RuntimeSettings(Section):
-    """The loop's Settings: same attributes as ``pyoomd.config.Settings``."""
-
-    def compile(self, mem_total_kib: int, swap_total_kib: int) -> Thresholds:
-        return compile_thresholds(self.memory, self.swap, mem_total_kib, swap_total_kib)  # type: ignore[attr-defined]
-
-
-def _value(v: Any) -> Any:
-    if isinstance(v, dict):
-        return Section({k: _value(x) for k, x in v.items()})
-    if isinstance(v, list):
-        return tuple(_value(x) for x in v)
-    return v
+def to_plan(v: Any) -> Any:
+    """A dataclass (and what it holds) as JSON values: mappings, lists."""
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {f.name: to_plan(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, (list, tuple)):
+        return [to_plan(x) for x in v]
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    raise TypeError(f"cannot put {type(v).__name__} in a plan: {v!r}")
 
 
-def settings_from_plan(d: dict[str, Any]) -> RuntimeSettings:
-    """Plain objects from the plan's ``settings`` (lists become tuples, as
-    the pydantic model has them; thresholds become Amounts)."""
-    out: dict[str, Any] = {}
-    for key, v in d.items():
-        if key in _AMOUNT_SECTIONS:
-            out[key] = Section({k: Amount(pct=a["pct"], kib=a["kib"]) for k, a in v.items()})
-        else:
-            out[key] = _value(v)
-    return RuntimeSettings(out)
+def settings_from_plan(d: dict[str, Any]) -> Settings:
+    """The ``Settings`` of a plan's ``settings`` (lists become tuples,
+    thresholds Amounts: what the type hints say)."""
+    out = from_plan(Settings, d)
+    assert isinstance(out, Settings)
+    return out
 
 
-def settings_to_plan(obj: Any) -> Any:
-    """JSON-serialisable form of a pydantic ``Settings`` (or of the plain
-    objects built from one: the round trip is the identity)."""
-    fields = getattr(type(obj), "model_fields", None)
-    if fields is not None:  # a pydantic model (without importing pydantic here)
-        return {name: settings_to_plan(getattr(obj, name)) for name in fields}
-    if isinstance(obj, Section):
-        return {k: settings_to_plan(v) for k, v in obj.__dict__.items()}
-    if isinstance(obj, Amount):
-        return {"pct": obj.pct, "kib": obj.kib}
-    if isinstance(obj, (list, tuple)):
-        return [settings_to_plan(x) for x in obj]
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    raise TypeError(f"cannot put {type(obj).__name__} in a plan: {obj!r}")
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)  # Annotated[...] markers stripped: the plain types
+
+
+def from_plan(tp: Any, v: Any) -> Any:
+    """The ``tp`` (a dataclass, or a type one holds) that ``to_plan`` gave ``v`` for."""
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not isinstance(v, dict):
+            raise TypeError(f"a plan's {tp.__name__} must be a mapping, not {v!r}")
+        hints = _hints(tp)
+        # A field the plan lacks takes its default; one this version does not
+        # know is ignored: a trace written by a newer version still replays
+        # (forward compatibility).
+        return tp(**{f.name: from_plan(hints[f.name], v[f.name]) for f in dataclasses.fields(tp) if f.name in v})
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_plan(args[0], x) for x in v)
+        return tuple(from_plan(a, x) for a, x in zip(args, v, strict=True))
+    if origin is Union or origin is types.UnionType:
+        if v is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]  # X | None: the only unions in the schema
+        return from_plan(inner, v)
+    if origin is Literal or tp in (bool, int, str):
+        return v
+    if tp is float:
+        return float(v)  # an int where code built the Settings with one (report_interval=60)
+    raise TypeError(f"no plan codec for {tp!r}")
