@@ -1,5 +1,5 @@
 """The light `pyoomd run` path: the loop imports no heavy library, the
-compiled plan gives the same daemon as the pydantic Settings, the compile
+compiled plan gives back the Settings it was compiled from, the compile
 child's errors and exit codes pass through, and SIGHUP recompiles."""
 
 from __future__ import annotations
