@@ -70,8 +70,11 @@ def _check(r: dict[str, Any], metrics: str) -> None:
     assert k["constraint"] == "CONSTRAINT_MEMCG"
     assert k["anon_rss_kib"] + k["file_rss_kib"] + k["shmem_rss_kib"] > (LIMIT_MIB // 2) << 10, k
     assert k["uid"] == os.getuid() and k["oom_score_adj"] == 0
-    # Read from /dev/kmsg within a few ms of the kernel's record (measured: 2.6 ms).
-    assert 0 <= k["read_after_s"] < 1.0, k
+    # Read from /dev/kmsg within a few ms of the kernel's record (measured:
+    # 2.6 ms).  The record's time is printk's clock (local_clock), which
+    # drifts from CLOCK_MONOTONIC: a CI run on this VM, up 13 h, read
+    # -30.5 ms.  So a small negative value is the clocks, not a bug.
+    assert -0.25 < k["read_after_s"] < 1.0, k
     assert 'pyoomd_kernel_oom_kills_total{kind="memcg"} 1.0' in metrics, metrics
     assert 'pyoomd_kernel_oom_kills_total{kind="global"} 0.0' in metrics, metrics
     assert not events(r, "kill"), "the daemon chose no victim of its own"

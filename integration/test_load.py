@@ -11,6 +11,7 @@ from integration.nsfault import run_fault
 
 SIGTERM_RC = -signal.SIGTERM
 HOGS, HOG_MIB, TERM_BELOW_MIB = 10, 250, 1200
+HOG_RATE_MIB_S = 50
 # Each hog is a Python interpreter (~10 MiB) around its HOG_MIB.
 HOG_OVERHEAD_MIB = 12
 # The fork storm's bound, TERM crossed (low_memory) -> victim gone.  Measured
@@ -26,7 +27,7 @@ def _kills(r: dict) -> list[dict]:
 def test_ten_hogs_are_killed_one_at_a_time_largest_first_and_no_more_than_needed() -> None:
     r = run_fault({
         "term_below_mib": TERM_BELOW_MIB, "kill_below_mib": 2400, "timeout": 16,
-        "hogs": [{"rate": 50, "max": HOG_MIB, "start": 10, "hold": 30} for _ in range(HOGS)],
+        "hogs": [{"rate": HOG_RATE_MIB_S, "max": HOG_MIB, "start": 10, "hold": 30} for _ in range(HOGS)],
         "linger": 3.0,
     })
     kills = _kills(r)
@@ -51,8 +52,12 @@ def test_ten_hogs_are_killed_one_at_a_time_largest_first_and_no_more_than_needed
     hog_pids = {h["pid"] for h in r["hogs"]}
     for k in kills:
         assert k["pid"] in hog_pids
-        # largest first: no candidate it saw was bigger (2 % slack: they grow at once)
-        assert k["rss_kib"] >= max(c["rss_kib"] for c in k["candidates"]) * 0.98, k["candidates"]
+        # Largest first: no candidate it saw was bigger by more than what a hog
+        # grows while the snapshot reads them one after the other (equal hogs,
+        # 50 MiB/s each: a CI run on a busy machine saw 5 MiB, 2.3 %, between
+        # the victim and the next one).  Slack: 250 ms of growth, 12.5 MiB.
+        biggest = max(c["rss_kib"] for c in k["candidates"])
+        assert biggest - k["rss_kib"] <= HOG_RATE_MIB_S * 0.25 * 1024, k["candidates"]
     # one at a time: each kill is followed by its victim's exit before the next kill
     seq = [(e["event"], e["pid"]) for e in r["events"] if e.get("event") in ("kill", "victim_exited")]
     for i in range(0, len(seq), 2):

@@ -364,8 +364,10 @@ class KmsgFollower:
             self.kills += 1
             fields = event_fields(kill)
             if usec is not None:
-                # The record's time (printk's clock: since boot, as CLOCK_MONOTONIC
-                # here to within a millisecond) and how long it took us to read it.
+                # The record's time (printk's clock, local_clock: since boot, near
+                # CLOCK_MONOTONIC but drifting from it by tens of ms on a VM after
+                # hours up, so read_after_s can come out slightly negative) and
+                # how long it took us to read it.
                 fields["kernel_time_s"] = usec / 1e6
                 fields["read_after_s"] = round(time.monotonic() - usec / 1e6, 4)
             self.report("warning" if kill.kind == "global" else "info", "kernel_oom_kill", fields)
