@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from integration.harness import MARGIN_MIB, events, run_scenario, why_not_runnable
-from pyoomd import replay
+from pyoomd.cli import replay
 from pyoomd.policy.load import load_policies
 from pyoomd.policy.rules import loaded_from_plan
 from pyoomd.settings.plan import settings_from_plan

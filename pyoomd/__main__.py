@@ -1,5 +1,5 @@
 import sys
 
-from .entry import main  # `run` without cli.py's heavy imports (see entry.py)
+from .cli.entry import main  # `run` without the command line's heavy imports (see cli/entry.py)
 
 sys.exit(main())

@@ -6,7 +6,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-# Exit codes (README, "Command line"); cli.py re-exports them.
+# Exit codes (also in the README, "Command line"):
+#   0   success
+#   1   unexpected runtime failure
+#   2   bad command-line flags (argparse's convention)
+#   65  a trace that cannot be replayed (EX_DATAERR: unreadable, or a newer format)
+#   69  the requested reader backend is unavailable (EX_UNAVAILABLE)
+#   72  /proc (meminfo) missing or unreadable (EX_OSFILE)
+#   78  invalid configuration or policy (EX_CONFIG)
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_UNAVAILABLE, EXIT_OSFILE, EXIT_CONFIG = 69, 72, 78
 EXIT_DATAERR = 65  # sysexits EX_DATAERR: an input file (a trace) that cannot be used
@@ -63,7 +70,7 @@ class StartupError(PyoomdError):
 
 
 def exit_code_of(command: Callable[[], int]) -> int:
-    """Run a command (``pyoomd run`` in the loop, any other in cli.py): a
+    """Run a command (``pyoomd run`` in the loop, any other in cli/dispatch.py): a
     config or start-up error becomes its message on stderr and its
     documented exit code; Ctrl-C a clean exit."""
     try:

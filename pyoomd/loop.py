@@ -46,7 +46,7 @@ STARTUP_TIMEOUT_S = 60.0
 _CHILD = ("import json, os, sys\n"
           "p = os.environ.pop('PYOOMD_COMPILE_PATH', None)\n"
           "if p is not None: sys.path[:] = json.loads(p)\n"
-          "from pyoomd.compile import main\n"
+          "from pyoomd.cli.compile_child import main\n"
           "sys.exit(main(sys.argv[1:]))\n")
 
 

@@ -8,16 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from pyoomd import cli, daemon
-from pyoomd.cli import (
-    EXIT_CONFIG,
-    EXIT_OK,
-    EXIT_OSFILE,
-    EXIT_USAGE,
-    build_parser,
-    main,
-    overrides_from,
-)
+from pyoomd import daemon
+from pyoomd.cli import options
+from pyoomd.cli.arguments import build_parser
+from pyoomd.cli.dispatch import main
+from pyoomd.cli.options import overrides_from
+from pyoomd.errors import EXIT_CONFIG, EXIT_OK, EXIT_OSFILE, EXIT_USAGE
 from pyoomd.settings.amounts import Amount
 from pyoomd.settings.load import load_config
 from pyoomd.settings.schema import Settings
@@ -43,7 +39,7 @@ def no_daemon_loop(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(daemon.Daemon, "run", refuse)
     # A real /etc/pyoomd/config.yaml on the test host must not leak in.
-    monkeypatch.setattr(cli, "DEFAULT_CONFIG_PATH", "/nonexistent/pyoomd/config.yaml")
+    monkeypatch.setattr(options, "DEFAULT_CONFIG_PATH", "/nonexistent/pyoomd/config.yaml")
 
 
 def settings_of(*argv: str) -> Settings:
@@ -213,6 +209,6 @@ def test_flags_override_config_file(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("memory:\n  term: 20%\n  kill: 10%\n  warn: 40%\nkill:\n  grace: 9s\n")
     args = build_parser().parse_args(["run", "--config", str(cfg), "-m", "8", "--grace", "1"])
-    s = cli.settings_for(args)
+    s = options.settings_for(args)
     assert (s.memory.term, s.memory.kill, s.memory.warn) == (Amount(pct=8.0), Amount(pct=4.0), Amount(pct=40.0))
     assert s.kill.grace == pytest.approx(1.0)

@@ -7,10 +7,11 @@ from fuzzing import fuzz
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyoomd import cli
+from pyoomd import errors
+from pyoomd.cli import dispatch, options
 
-DOCUMENTED = {cli.EXIT_OK, cli.EXIT_FAILURE, cli.EXIT_USAGE, cli.EXIT_UNAVAILABLE, cli.EXIT_OSFILE,
-              cli.EXIT_CONFIG}
+DOCUMENTED = {errors.EXIT_OK, errors.EXIT_FAILURE, errors.EXIT_USAGE, errors.EXIT_UNAVAILABLE, errors.EXIT_OSFILE,
+              errors.EXIT_CONFIG}
 FLAGS = ["-m", "-s", "-M", "-S", "--grace", "--top", "--config", "--policy", "--reader", "--log-format", "--json",
          "--dry-run", "--procfs", "--nonsense", "-x", ""]
 VALUES = st.one_of(
@@ -23,16 +24,16 @@ VALUES = st.one_of(
 @pytest.fixture(autouse=True)
 def _no_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fuzzing must never start the real loop: `run` ends right after parsing."""
-    from pyoomd import commands
+    from pyoomd.cli import commands
 
-    monkeypatch.setattr(commands, "cmd_run", lambda args: cli.settings_for(args) and cli.EXIT_OK)
-    monkeypatch.setattr(cli, "DEFAULT_CONFIG_PATH", "/nonexistent/pyoomd.yaml")
+    monkeypatch.setattr(commands, "cmd_run", lambda args: options.settings_for(args) and errors.EXIT_OK)
+    monkeypatch.setattr(options, "DEFAULT_CONFIG_PATH", "/nonexistent/pyoomd.yaml")
 
 
 # capsys is read (and so emptied) on every example, so sharing it is safe.
 def _exit_code(argv: list[str]) -> int:
     try:
-        return cli.main(argv)
+        return dispatch.main(argv)
     except SystemExit as e:  # argparse's own exits (usage, --version)
         return int(e.code or 0)
 
@@ -49,5 +50,5 @@ def test_fuzzed_flags_give_documented_exit_codes(cmd: str, args: list[tuple[str,
     err = capsys.readouterr().err
     assert code in DOCUMENTED, (argv, code, err)
     assert "Traceback" not in err
-    if code in (cli.EXIT_USAGE, cli.EXIT_CONFIG):
+    if code in (errors.EXIT_USAGE, errors.EXIT_CONFIG):
         assert "pyoomd" in err and "error" in err

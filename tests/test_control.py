@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pyoomd.cli import main
+from pyoomd.cli.dispatch import main
 from pyoomd.model import Decision, Level, MemSample, Pressure, PsiLine
 from pyoomd.report.control import StatusObserver, StatusServer, format_status, query
 

@@ -23,7 +23,7 @@ from test_cli import no_daemon_loop, run_main  # noqa: F401  (autouse fixture: n
 from test_reliability import Log
 from test_snapshot import FakeProc, build
 
-from pyoomd.commands import watch_fields, watch_line
+from pyoomd.cli.watch import watch_fields, watch_line
 from pyoomd.daemon import Daemon
 from pyoomd.model import Candidate, KillOutcome, Level, MemSample
 from pyoomd.report.control import format_status
@@ -290,7 +290,7 @@ def test_explain_shows_what_killing_it_frees(hog: subprocess.Popen[bytes], tmp_p
 
 
 def test_explain_of_a_process_gone_between_the_scan_and_the_read(capsys: pytest.CaptureFixture[str]) -> None:
-    from pyoomd.commands import _print_explained
+    from pyoomd.cli.explain import _print_explained
 
     item = {"pid": 9, "found": True, "comm": "x", "exe": None, "uid": 0, "cgroup": None, "oom_score": 1,
             "oom_score_adj": 0, "rules": [], "why": "not a candidate: test", "facts": Facts(why=GONE).as_dict()}

@@ -20,12 +20,12 @@ import pytest
 from pyoomd.settings.load import settings_from_dict
 from pyoomd.settings.schema import Settings
 from pyoomd.daemon import Daemon
-from pyoomd.entry import subcommand
+from pyoomd.cli.entry import subcommand
 from pyoomd.errors import ConfigError
 from pyoomd.judge.decide import Judge
 from pyoomd.judge.pressure import compile_rule
 from pyoomd.loop import compile_plan
-from pyoomd.migrate import with_flag_rules
+from pyoomd.cli.earlyoom_flags import with_flag_rules
 from pyoomd.model import MemSample, ProcInfo
 from pyoomd.policy.load import load_policies
 from pyoomd.policy.rules import loaded_from_plan, loaded_to_plan
@@ -41,9 +41,13 @@ FIXTURE_PROC = str(REPO / "tests" / "fixtures" / "proc")
 # the idle loop; it comes with the first read of a likely victim's
 # frees_kib, during an approach to TERM (test below, sense/facts.py).
 HEAVY = ("pydantic", "pydantic_core", "yaml", "argparse", "psutil",
-         "pyoomd.settings.load", "pyoomd.policy.load", "pyoomd.cli", "pyoomd.commands", "pyoomd.migrate",
+         "pyoomd.settings.load", "pyoomd.policy.load",
+         # the command line, but for its light package and cli/entry.py (the console script)
+         "pyoomd.cli.dispatch", "pyoomd.cli.arguments", "pyoomd.cli.options", "pyoomd.cli.earlyoom_flags",
+         "pyoomd.cli.compile_child", "pyoomd.cli.commands", "pyoomd.cli.migrate", "pyoomd.cli.scoring",
+         "pyoomd.cli.rank", "pyoomd.cli.explain", "pyoomd.cli.watch", "pyoomd.cli.traces", "pyoomd.cli.output",
          # the flight recorder's file side: only when a trace is written (or replayed)
-         "pyoomd.trace", "pyoomd.replay", "gzip")
+         "pyoomd.trace", "pyoomd.cli.replay", "gzip")
 ENV = {k: v for k, v in os.environ.items() if k != "PYOOMD_READER"} | {"PYTHONPATH": str(REPO)}
 
 
@@ -250,7 +254,7 @@ def _proc(**kw: Any) -> ProcInfo:
 
 
 def test_policies_round_trip_through_the_plan(tmp_path: Path) -> None:
-    from pyoomd.cli import build_parser
+    from pyoomd.cli.arguments import build_parser
 
     args = build_parser().parse_args(["run", "--prefer", "^hog$", "--avoid", "^sshd$", "--ignore-root-user",
                                       "-g", "--sort-by-rss"])

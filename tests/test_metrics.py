@@ -107,7 +107,8 @@ def test_config_rejects_a_listen_address_without_port() -> None:
 
 
 def test_prometheus_client_is_not_imported_without_metrics() -> None:
-    code = ("import sys, pyoomd.daemon, pyoomd.commands, pyoomd.report.metrics; "
+    code = ("import sys, pyoomd.daemon, pyoomd.cli.commands, pyoomd.cli.rank, pyoomd.cli.explain, "
+            "pyoomd.cli.watch, pyoomd.cli.traces, pyoomd.report.metrics; "
             "print('prometheus_client' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -14,9 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pyoomd.cli import build_parser, main, overrides_from
+from pyoomd.cli.arguments import build_parser
+from pyoomd.cli.dispatch import main
+from pyoomd.cli.earlyoom_flags import flag_rules
+from pyoomd.cli.migrate import migrate, read_earlyoom_args
+from pyoomd.cli.options import overrides_from
 from pyoomd.errors import ConfigError
-from pyoomd.migrate import flag_rules, migrate, read_earlyoom_args
 from pyoomd.model import ProcInfo
 from pyoomd.policy.load import PolicySet, load_policies
 from pyoomd.policy.rules import RssOrder
@@ -156,7 +159,7 @@ def _proc(comm: str, uid: int = 1000, rss_kib: int = 1024, oom_score: int = 100)
 
 
 def test_run_with_avoid_warns_at_startup_and_keeps_the_rule() -> None:
-    from pyoomd.migrate import with_flag_rules
+    from pyoomd.cli.earlyoom_flags import with_flag_rules
     from pyoomd.policy.load import Loaded
 
     args = build_parser().parse_args(["run", "--avoid", "^Xorg$", "--sort-by-rss"])

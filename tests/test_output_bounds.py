@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyoomd.act.notify import kill_message
-from pyoomd.cli import main
+from pyoomd.cli.dispatch import main
 from pyoomd.report import log as plog
 from pyoomd.textsafe import LINE_MAX_BYTES, escape_nonprintable, markup_escape
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pyoomd.act.kill import Killer, KillPlan
-from pyoomd.cli import EXIT_CONFIG, EXIT_OK
+from pyoomd.errors import EXIT_CONFIG, EXIT_OK
 from pyoomd.model import Candidate, Level
 from pyoomd.sense import snapshot
 from pyoomd.sense.procfs import Procfs

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import find
 
-from pyoomd.cli import main
+from pyoomd.cli.dispatch import main
 from pyoomd.model import ProcInfo
 from pyoomd.policy.load import FileResult, check_text
 from pyoomd.policy.matchers import BY_NAME, MATCHERS, NAME_LIKE, PINNING

@@ -14,7 +14,7 @@ import pytest
 from logcapture import Log
 from test_snapshot import BASE, FakeProc, build
 
-from pyoomd import replay
+from pyoomd.cli import replay
 from pyoomd.daemon import Daemon
 from pyoomd.loop import trace_header
 from pyoomd.model import MemSample
@@ -320,7 +320,7 @@ def test_the_recorded_growth_scene_replays_to_the_leak_and_a_tab_when_it_is_kept
 
 
 def test_replay_command_prints_the_timeline_and_the_difference(tmp_path: Path, capsys: Any) -> None:
-    from pyoomd.cli import main
+    from pyoomd.cli.dispatch import main
 
     pol = tmp_path / "keep-leak.yaml"
     pol.write_text("version: 1\nrules:\n  - name: keep-leak\n    match: {comm: leak, user: root}\n"
@@ -421,7 +421,7 @@ def test_status_dump_trace_has_the_running_daemon_write_its_ring(tmp_path: Path)
 def test_replay_with_another_config_lower_levels_no_kill(tmp_path: Path, capsys: Any) -> None:
     """The recorded TERM was 20.31 GiB and MemAvailable went down to 20.30:
     with TERM at 20 GiB the same episode needs no kill."""
-    from pyoomd.cli import main
+    from pyoomd.cli.dispatch import main
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("memory: {term: 20G, kill: 19G, warn: 21G}\nswap: {term: 0%, kill: 0%}\n"
@@ -437,7 +437,7 @@ def test_replay_with_another_config_lower_levels_no_kill(tmp_path: Path, capsys:
 def test_record_without_a_daemon_then_replay(tmp_path: Path, capsys: Any) -> None:
     from test_loop import FIXTURE_PROC
 
-    from pyoomd.cli import main
+    from pyoomd.cli.dispatch import main
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("psi: {wakeup: {enabled: false}}\nstatus: {socket: null}\npolicy_dirs: []\n")

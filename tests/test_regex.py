@@ -85,7 +85,7 @@ def test_a_pattern_re2_cannot_compile_is_an_error_naming_file_line_and_construct
 
 
 def test_cli_check_reports_it_with_exit_78(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    from pyoomd.cli import main
+    from pyoomd.cli.dispatch import main
 
     f = tmp_path / "p.yaml"
     f.write_text("version: 1\nrules:\n  - name: bad\n    match: {cmdline: '(?=x)'}\n    adjust: 1\n")

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_snapshot import BASE, FakeProc, build, stat_line, status_text
 
-from pyoomd import cli
+from pyoomd import errors
+from pyoomd.cli import dispatch
 from pyoomd.settings.load import load_config, settings_from_dict, settings_from_text
 from pyoomd.settings.schema import Settings
 from pyoomd.daemon import Daemon
@@ -217,7 +218,7 @@ def test_self_and_parent_are_never_candidates_even_when_largest(tmp_path: Path) 
 
 def test_explain_says_pyoomd_itself_is_never_a_candidate(capsys: pytest.CaptureFixture[str]) -> None:
     # Against the real /proc: explain only reads.
-    assert cli.main(["explain", "--json", "--config", os.devnull, str(os.getpid())]) == cli.EXIT_OK
+    assert dispatch.main(["explain", "--json", "--config", os.devnull, str(os.getpid())]) == errors.EXIT_OK
     out = capsys.readouterr().out
     assert "never a candidate: pid 1, pyoomd itself or its parent" in out
 
@@ -225,7 +226,7 @@ def test_explain_says_pyoomd_itself_is_never_a_candidate(capsys: pytest.CaptureF
 def test_rank_never_lists_itself_or_its_parent(capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    assert cli.main(["rank", "--json", "--top", "100000", "--config", os.devnull]) == cli.EXIT_OK
+    assert dispatch.main(["rank", "--json", "--top", "100000", "--config", os.devnull]) == errors.EXIT_OK
     data = json.loads(capsys.readouterr().out)
     pids = {c["pid"] for c in data["candidates"]}
     assert os.getpid() not in pids and os.getppid() not in pids and 1 not in pids

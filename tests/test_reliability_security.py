@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from pyoomd import cli
+from pyoomd import errors
 from pyoomd.act.hooks import HookRunner, RunAs, check_programs
+from pyoomd.cli import dispatch
 from pyoomd.errors import ConfigError
 from pyoomd.policy.load import load_policies
 from pyoomd.report.control import StatusObserver, StatusServer, query
@@ -48,7 +49,7 @@ def test_root_refuses_a_config_another_user_could_write(tmp_path: Path, uid: int
     cfg = owned(tmp_path / "config.yaml", "dry_run: true\n", uid, mode)
     with pytest.raises(ConfigError, match=needle):
         load_config(str(cfg))
-    assert cli.main(["rank", "--config", str(cfg)]) == cli.EXIT_CONFIG
+    assert dispatch.main(["rank", "--config", str(cfg)]) == errors.EXIT_CONFIG
     assert needle in capsys.readouterr().err
 
 
@@ -59,7 +60,7 @@ def test_root_refuses_a_policy_file_or_directory_of_another_user(tmp_path: Path,
     f = owned(tmp_path / "p.yaml", text, NOBODY)
     with pytest.raises(ConfigError, match="owned by uid 65534"):
         load_policies([str(f)], hostname="h")
-    assert cli.main(["rank", "--config", os.devnull, "--policy", str(f)]) == cli.EXIT_CONFIG
+    assert dispatch.main(["rank", "--config", os.devnull, "--policy", str(f)]) == errors.EXIT_CONFIG
     d = tmp_path / "policies.d"
     d.mkdir(mode=0o777)
     d.chmod(0o777)  # anyone could drop a file in
@@ -120,7 +121,7 @@ def test_run_with_a_refused_hook_exits_78_before_the_loop(hook_dir: Path, tmp_pa
         p.kill()
         p.wait()
         pytest.fail("pyoomd run started with a hook owned by another user")
-    assert p.returncode == cli.EXIT_CONFIG, err
+    assert p.returncode == errors.EXIT_CONFIG, err
     assert b"hook program refused" in err
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from pyoomd.act.soft import action_env, restart_unit, unit_of_cgroup
-from pyoomd.commands import _action_of
+from pyoomd.cli.explain import _action_of
 from pyoomd.judge.rank import score
 from pyoomd.model import Candidate, ProcInfo
 from pyoomd.policy.load import check_text, load_policies
@@ -392,7 +392,7 @@ def test_one_soft_action_per_victim_per_episode(tmp_path: Path, script: Path) ->
 
 
 def test_explain_prints_what_comes_first(capsys: pytest.CaptureFixture[str]) -> None:
-    from pyoomd.commands import _print_explained
+    from pyoomd.cli.explain import _print_explained
 
     item = {"pid": 4242, "found": True, "comm": "java", "exe": "/usr/bin/java", "uid": 1000,
             "cgroup": "/system.slice/app.service", "oom_score": 300, "oom_score_adj": 0,

@@ -104,7 +104,7 @@ def replay_time() -> dict[str, object]:
 
     from test_snapshot import BASE, FakeProc, build  # type: ignore[import-not-found]
 
-    from pyoomd import replay
+    from pyoomd.cli import replay
     from pyoomd.daemon import Daemon
     from pyoomd.loop import trace_header
     from pyoomd.settings.load import settings_from_dict

@@ -1,39 +1,17 @@
-"""Command line: run, sample, rank, explain, check.
-
-Exit codes (also in the README):
-  0   success
-  1   unexpected runtime failure
-  2   bad command-line flags (argparse's convention)
-  65  a trace that cannot be replayed (EX_DATAERR: unreadable, or a newer format)
-  69  the requested reader backend is unavailable (EX_UNAVAILABLE)
-  72  /proc (meminfo) missing or unreadable (EX_OSFILE)
-  78  invalid configuration or policy (EX_CONFIG)
-"""
+"""The command line's flags (argparse): ``build_parser``.  What they mean
+for the config is in cli/options.py, earlyoom's own flags in
+cli/earlyoom_flags.py; the exit codes are pyoomd/errors.py's."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-from collections.abc import Sequence
-from typing import Any
 
-from . import __version__
-from .errors import (  # noqa: F401  (the exit codes are re-exported)
-    EXIT_CONFIG,
-    EXIT_FAILURE,
-    EXIT_OK,
-    EXIT_OSFILE,
-    EXIT_UNAVAILABLE,
-    EXIT_USAGE,
-    ConfigError,
-    StartupError,
-    exit_code_of,
-)
-from .settings.amounts import Amount, parse_amount
-from .settings.load import DEFAULT_CONFIG_PATH, load_config
-from .settings.schema import Settings
+from .. import __version__
+from ..errors import EXIT_USAGE
+from ..settings.amounts import Amount, parse_amount
+from ..settings.load import DEFAULT_CONFIG_PATH
+from .earlyoom_flags import add_earlyoom_flags
 
 
 class _Parser(argparse.ArgumentParser):
@@ -98,8 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rank by oom_score and policies only, as earlyoom does")
     run.add_argument("--growth-weight", type=float, metavar="W", help="weight of the growth term (default 10)")
     run.add_argument("--growth-window", type=float, metavar="SECONDS", help="growth window (default 20)")
-    from .migrate import add_earlyoom_flags
-
     add_earlyoom_flags(run)
 
     status = sub.add_parser("status", help="the running daemon's state (from its status socket)")
@@ -173,83 +149,3 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reader", choices=["auto", "cffi", "python"])
     p.add_argument("--policy", action="append", metavar="DIR|FILE",
                    help="policy file or directory (repeatable); replaces the config's policy_dirs")
-
-
-def _levels(term_kill: tuple[Amount, Amount | None] | None, other: tuple[Amount, Amount | None] | None,
-            ) -> dict[str, Amount]:
-    """Merge -m (percent) and -M (size) for one resource: where both are
-    given the lower value wins at resolve time, as in earlyoom.  KILL
-    defaults to half of TERM, as in earlyoom."""
-    out: dict[str, Any] = {}
-    for which in (term_kill, other):
-        if which is None:
-            continue
-        term, kill = which
-        kill = kill or Amount(pct=term.pct / 2 if term.pct is not None else None,
-                              kib=term.kib // 2 if term.kib is not None else None)
-        for key, val in (("term", term), ("kill", kill)):
-            prev = out.get(key)
-            out[key] = val if prev is None else Amount(pct=prev.pct if prev.pct is not None else val.pct,
-                                                       kib=prev.kib if prev.kib is not None else val.kib)
-    return out
-
-
-def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
-    o: dict[str, Any] = {}
-    mem = _levels(getattr(args, "mem_pct", None), getattr(args, "mem_size", None))
-    swap = _levels(getattr(args, "swap_pct", None), getattr(args, "swap_size", None))
-    if mem:
-        o["memory"] = mem
-    if swap:
-        o["swap"] = swap
-    if getattr(args, "dry_run", None):
-        o["dry_run"] = True
-    if getattr(args, "log_format", None):
-        o["log_format"] = args.log_format
-    if getattr(args, "reader", None):
-        o["reader"] = args.reader
-    if getattr(args, "grace", None) is not None:
-        o["kill"] = {"grace": args.grace}
-    if getattr(args, "warn", None) is not None:
-        o.setdefault("memory", {})["warn"] = args.warn
-    growth = {k: v for k, v in (("enabled", getattr(args, "growth", None)),
-                                ("weight", getattr(args, "growth_weight", None)),
-                                ("window", getattr(args, "growth_window", None))) if v is not None}
-    if growth:
-        o["growth"] = growth
-    from .migrate import earlyoom_overrides
-
-    o.update(earlyoom_overrides(args))
-    return o
-
-
-def settings_for(args: argparse.Namespace) -> Settings:
-    path = args.config
-    if path is None and os.path.exists(DEFAULT_CONFIG_PATH):
-        path = DEFAULT_CONFIG_PATH
-    return load_config(path, overrides_from(args))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return exit_code_of(lambda: _dispatch(args))
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    from . import commands  # the heavy imports wait until a command needs them
-
-    handler = {"run": commands.cmd_run, "sample": commands.cmd_sample, "rank": commands.cmd_rank,
-               "watch": commands.cmd_watch, "status": commands.cmd_status,
-               "migrate-earlyoom": commands.cmd_migrate_earlyoom,
-               "explain": commands.cmd_explain, "check": commands.cmd_check,
-               "replay": commands.cmd_replay, "record": commands.cmd_record}[args.cmd]
-    return handler(args)
-
-
-def print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

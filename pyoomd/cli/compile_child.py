@@ -1,6 +1,6 @@
 """``pyoomd run``'s validation, in a short-lived process of its own.
 
-    python -m pyoomd.compile [--plan-fd FD] [GLOBAL OPTIONS] run [RUN OPTIONS]
+    python -m pyoomd.cli.compile_child [--plan-fd FD] [GLOBAL OPTIONS] run [RUN OPTIONS]
 
 parses the flags (argparse), loads and validates the config (pydantic, YAML)
 and the policies, and writes the compiled plan (``pyoomd.settings.plan``) as one
@@ -22,15 +22,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .errors import EXIT_CONFIG, EXIT_OK, EXIT_USAGE, ConfigError, StartupError
-from .settings.plan import PLAN_VERSION, settings_to_plan
+from ..errors import EXIT_CONFIG, EXIT_OK, EXIT_USAGE, ConfigError, StartupError
+from ..settings.plan import PLAN_VERSION, settings_to_plan
 
 
 def build_plan(args: Any) -> dict[str, Any]:
     """The plan for parsed ``run`` arguments; ConfigError if invalid."""
-    from .cli import settings_for
-    from .commands import config_path, load_policies_for
-    from .policy.rules import loaded_to_plan
+    from ..policy.rules import loaded_to_plan
+    from .options import config_path, load_policies_for, settings_for
 
     settings = settings_for(args)
     loaded = load_policies_for(args, settings)
@@ -53,11 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["--plan-fd"] and len(argv) > 1:
         out = os.fdopen(int(argv[1]), "w", encoding="utf-8")
         argv = argv[2:]
-    from .cli import build_parser
+    from .arguments import build_parser
 
     args = build_parser().parse_args(argv)  # bad flags: exit 2; --help, --version: exit 0, no plan
     if args.cmd != "run":
-        sys.stderr.write(f"pyoomd.compile: only the run command is compiled, not {args.cmd!r}\n")
+        sys.stderr.write(f"pyoomd.cli.compile_child: only the run command is compiled, not {args.cmd!r}\n")
         return EXIT_USAGE
     try:
         plan = build_plan(args)

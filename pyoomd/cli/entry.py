@@ -1,11 +1,11 @@
-"""The ``pyoomd`` command: ``run`` goes to the light loop, the rest to cli.py.
+"""The ``pyoomd`` command: ``run`` goes to the light loop, the rest to cli/dispatch.py.
 
-``pyoomd run`` must not import what cli.py imports (argparse, pydantic,
+``pyoomd run`` must not import what cli/dispatch.py imports (argparse, pydantic,
 YAML): the loop lives for days and keeps every page it ever touched
 (mlockall).  So the sub-command is found here without argparse; ``run``
 goes to ``pyoomd.loop`` (which has a child process parse and validate the
-whole argv), anything else to ``pyoomd.cli.main``.  Should this guess ever
-be wrong, the command still works: cli.main runs ``run`` in-process too.
+whole argv), anything else to ``pyoomd.cli.dispatch.main``.  Should this guess ever
+be wrong, the command still works: dispatch.main runs ``run`` in-process too.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-# cli.py's global options that take a value (argparse also accepts any
+# cli/arguments.py's global options that take a value (argparse also accepts any
 # unambiguous prefix, e.g. --proc).
 _VALUE_OPTIONS = ("--procfs",)
 
@@ -38,9 +38,9 @@ def subcommand(argv: Sequence[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if subcommand(argv) == "run":
-        from .loop import main as run_loop
+        from ..loop import main as run_loop
 
         return run_loop(argv)
-    from .cli import main as cli_main
+    from .dispatch import main as cli_main
 
     return cli_main(argv)

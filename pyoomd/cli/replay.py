@@ -41,10 +41,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import Candidate, KillOutcome, Level, MemSample, Pressure, PsiLine
-from .sense import parse
-from .sense.procfs import Procfs
-from .trace import Trace
+from ..model import Candidate, KillOutcome, Level, MemSample, Pressure, PsiLine
+from ..sense import parse
+from ..sense.procfs import Procfs
+from ..trace import Trace
 
 # A victim the live daemon did not kill exits this long after its first
 # signal, unless the trace has a live victim's time to exit: the
@@ -195,7 +195,7 @@ class ReplayVmstat:
         times, vals = self.store.vmstat
         if not times:
             return None
-        from .sense.vmstat import VmCounters
+        from ..sense.vmstat import VmCounters
 
         v = vals[max(0, bisect.bisect_right(times, self.clock()) - 1)]
         return VmCounters(*v) if v is not None else None
@@ -466,7 +466,7 @@ class Result:
 
 def run(trace: Trace, settings: Any, loaded: Any) -> Result:
     """Drive a Daemon over the trace with ``settings`` and ``loaded`` policies."""
-    from .daemon import Daemon
+    from ..daemon import Daemon
 
     store = Store(trace.entries)
     if not store.samples:
@@ -509,7 +509,7 @@ def _spared(live: list[LiveKill], killed: set[int], procfs: ReplayProcfs, clock:
     """The live victims the replay did not kill, and what its policy says of
     each (as the process was read at its live kill): the rules it matches,
     the protecting one."""
-    from .sense.snapshot import read_proc
+    from ..sense.snapshot import read_proc
 
     out = []
     for k in live:
@@ -629,7 +629,7 @@ NAME_MAX = 64
 
 def safe(text: Any) -> str:
     """A process name for a terminal: bounded, escaped (pyoomd.textsafe)."""
-    from .textsafe import cell
+    from ..textsafe import cell
 
     return cell(str(text)[:NAME_MAX])
 

@@ -1,7 +1,7 @@
 """Loading the settings: YAML (pyoomd.yamlfile) -> validated ``Settings``,
 with errors as ConfigErrors naming the file, the line and the value.
 
-Only the short-lived validation process (``pyoomd.compile``) and the
+Only the short-lived validation process (``pyoomd.cli.compile_child``) and the
 one-shot commands import this module (pydantic, YAML); the running loop
 gets its Settings from the compiled plan (``pyoomd.settings.plan``).
 """

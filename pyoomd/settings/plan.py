@@ -1,7 +1,7 @@
 """The compiled plan: what the short-lived compile process hands the loop.
 
 ``pyoomd run`` validates its flags, config and policies in a child process
-(``pyoomd.compile``: argparse, pydantic, YAML), which prints a plan: plain
+(``pyoomd.cli.compile_child``: argparse, pydantic, YAML), which prints a plan: plain
 JSON.  The loop rebuilds the same ``Settings`` from it (schema.py), with
 stdlib only (see README, "Memory of the running daemon").  The codec follows
 the dataclasses' type hints: no field list is kept by hand.
