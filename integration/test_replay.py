@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from integration.harness import MARGIN_MIB, events, run_scenario, why_not_runnable
-from pyoomd.cli import replay
+from pyoomd.cli import replay, replay_report
 from pyoomd.policy.load import load_policies
 from pyoomd.policy.rules import loaded_from_plan
 from pyoomd.settings.plan import settings_from_plan
@@ -63,8 +63,8 @@ def _crossing_interval(trace: Any, t_cross: float) -> float:
 
 def _check_same(r: dict[str, Any], path: str) -> None:
     trace, res, wall = _replay(path)
-    live = replay.live_rows(trace)
-    got = replay.replay_rows(trace, res)
+    live = replay_report.live_rows(trace)
+    got = replay_report.replay_rows(trace, res)
     live_kills = [k for k in events(r, "kill") if not k["dry_run"]]
     assert [k["pid"] for k in got] == [k["pid"] for k in live_kills] == [k["pid"] for k in live], (got, live)
     live_order = [ev for _, ev, _ in trace.events() if ev in ORDER_EVENTS]

@@ -14,7 +14,7 @@ import pytest
 from logcapture import Log
 from test_snapshot import BASE, FakeProc, build
 
-from pyoomd.cli import replay
+from pyoomd.cli import replay, replay_model, replay_report
 from pyoomd.daemon import Daemon
 from pyoomd.loop import trace_header
 from pyoomd.model import MemSample
@@ -239,8 +239,8 @@ def test_hand_built_trace_other_victim_follows_the_model(tmp_path: Path) -> None
     assert comms[0] == "leak"
     t_kill = res.kills[0][0]
     # deaths model, checked directly
-    d = replay.Deaths(live={11: (4.05, 2500 * MIB)}, replay={12: (t_kill + 0.05, 1500 * MIB)})
-    sampler = replay.ReplaySampler(store, replay.SimClock(t_kill + 0.1), d)
+    d = replay_model.Deaths(live={11: (4.05, 2500 * MIB)}, replay={12: (t_kill + 0.05, 1500 * MIB)})
+    sampler = replay.ReplaySampler(store, replay_model.SimClock(t_kill + 0.1), d)
     raw = store.sample_at(t_kill + 0.1).mem_available_kib
     assert sampler.read().mem_available_kib == raw + 1500 * MIB - 2500 * MIB
     assert comms == ["leak"]
@@ -308,8 +308,8 @@ def test_the_recorded_growth_scene_replays_to_the_leak_and_a_tab_when_it_is_kept
     h = trace.header
     res = replay.run(trace, settings_from_plan(h["settings"]), loaded_from_plan(h["policy"]))
     assert [(f["pid"], f["comm"]) for _, f in res.kills] == [(10, "leak")]
-    live = replay.live_rows(trace)
-    got = replay.replay_rows(trace, res)
+    live = replay_report.live_rows(trace)
+    got = replay_report.replay_rows(trace, res)
     assert got[0]["crossing_t"] == live[0]["crossing_t"]
     pol = tmp_path / "keep-leak.yaml"
     pol.write_text("version: 1\nrules:\n  - name: keep-leak\n    match: {comm: leak, user: root}\n"
@@ -486,5 +486,5 @@ def test_replay_output_escapes_hostile_names() -> None:
                                 "candidates": []}],
                      "differences": [], "compared_to": "the live daemon", "timing": []}],
            "live": {"kills": [{"t": 1.0, "pid": 5, "comm": "\x1b[2Jy" * 40, "signal": "SIGTERM", "badness": 1}]}}
-    out = replay.format_report(doc)
+    out = replay_report.format_report(doc)
     assert "\x1b" not in out and "\x07" not in out and "\\x1b]0;pwned\\x07x" in out

@@ -11,7 +11,8 @@
   check), ``rank``, ``explain``, ``watch``, ``traces`` (replay, record,
   status --dump-trace); ``scoring`` what rank/explain/watch share;
   ``migrate`` earlyoom's EARLYOOM_ARGS as config; ``replay`` the replay
-  engine (TRACE.md); ``output`` JSON printing.
+  engine (TRACE.md), with ``replay_model`` (clock, deaths, kill model) and
+  ``replay_report``; ``output`` JSON printing.
 
 This package's ``__init__`` imports nothing: the loop is started through
 ``entry`` and must not import argparse, pydantic or YAML.

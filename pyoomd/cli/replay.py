@@ -30,6 +30,9 @@ modelled: processes do not grow past what was recorded, a group kill frees
 only the victim's own memory, and at the OK level the trace holds only the
 samples the live idle wait returned (levels above the live WARN level are
 seen late).
+
+Here: the recorded inputs and ``run``; the clock, the deaths and the kill
+model are in cli/replay_model.py, what a replay says in cli/replay_report.py.
 """
 
 from __future__ import annotations
@@ -41,24 +44,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model import Candidate, KillOutcome, Level, MemSample, Pressure, PsiLine
-from ..sense import parse
+from ..model import Level, MemSample, Pressure, PsiLine
 from ..sense.procfs import Procfs
 from ..trace import Trace
-
-# A victim the live daemon did not kill exits this long after its first
-# signal, unless the trace has a live victim's time to exit: the
-# benchmark's crossing->death latency of a hog that exits on SIGTERM is
-# ~50 ms here (README, Benchmarks: steady 48 ms).
-MODEL_EXIT_S = 0.05
-
-
-class SimClock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+from .replay_model import Deaths, LiveKill, SimClock, SimGroupKiller, SimKiller, live_kills
 
 
 class Store:
@@ -136,34 +125,6 @@ def _pressure(p: Any) -> Pressure | None:
         return None
     full = PsiLine(*p[4]) if p[4] is not None else None
     return Pressure(PsiLine(p[0], p[1], p[2], p[3]), full)
-
-
-@dataclass
-class Deaths:
-    """Who died when, live and in the replay: pid -> (exit time, RSS+swap KiB)."""
-
-    live: dict[int, tuple[float, int]] = field(default_factory=dict)
-    replay: dict[int, tuple[float, int]] = field(default_factory=dict)
-
-    def gone(self, pid: int, t: float) -> bool:
-        """Gone in the replay at ``t``."""
-        d = self.replay.get(pid)
-        return d is not None and t >= d[0]
-
-    def revived(self, pid: int, t: float) -> bool:
-        """Dead live at ``t`` but alive in the replay."""
-        d = self.live.get(pid)
-        return d is not None and t >= d[0] and not self.gone(pid, t)
-
-    def delta_kib(self, t: float) -> int:
-        out = 0
-        for pid, (te, kib) in self.replay.items():
-            if t >= te and not (pid in self.live and t >= self.live[pid][0]):
-                out += kib
-        for pid, (te, kib) in self.live.items():
-            if t >= te and not self.gone(pid, t):
-                out -= kib
-        return out
 
 
 class ReplaySampler:
@@ -317,101 +278,6 @@ class ReplayProcfs(Procfs):
         return bytes(v)
 
 
-@dataclass
-class LiveKill:
-    """A kill the live daemon made, from the trace's events."""
-
-    t: float
-    pid: int
-    comm: str
-    signal: str
-    kib: int
-    fields: dict[str, Any]
-    exit_t: float | None = None
-    signals: tuple[str, ...] = ()
-
-
-def live_kills(trace: Trace) -> list[LiveKill]:
-    out: list[LiveKill] = []
-    for t, ev, f in trace.events():
-        if ev == "kill":
-            out.append(LiveKill(t, f["pid"], f.get("comm", ""), f.get("signal", ""),
-                                int(f.get("rss_kib", 0)) + int(f.get("swap_kib", 0)), f))
-        elif ev == "victim_exited":
-            for k in reversed(out):
-                if k.pid == f.get("pid") and k.exit_t is None:
-                    k.exit_t, k.signals = t, tuple(f.get("signals", ()))
-                    break
-    return out
-
-
-class SimKiller:
-    """Killer's decisions without signals (act/kill.py): re-check the
-    victim's identity and the level, then the recorded or modelled fate."""
-
-    def __init__(self, procfs: ReplayProcfs, resample: Callable[[], Level], clock: SimClock,
-                 deaths: Deaths, live: list[LiveKill], guard: Any = None,
-                 events: Callable[..., None] | None = None) -> None:
-        self.procfs, self.resample, self.clock, self.deaths = procfs, resample, clock, deaths
-        self.guard, self.events = guard, events  # the daemon's last look before a signal (act/kill.py)
-        self.live = {k.pid: k for k in live}
-        done = [k.exit_t - k.t for k in live if k.exit_t is not None]
-        self.model_exit_s = min(done) if done else MODEL_EXIT_S
-
-    def open_verified(self, pid: int, start_time: int) -> int | str:
-        try:
-            st = parse.parse_stat(self.procfs.read_pid(pid, "stat", 4096))
-        except (OSError, ValueError):
-            return "gone before the signal"
-        return 0 if st.start_time == start_time else "pid reused by another process"
-
-    def kill(self, victim: Candidate, plan: Any, on_first: Callable[[str, Level], None] | None = None,
-             ) -> KillOutcome:
-        proc = victim.proc
-        opened = self.open_verified(proc.pid, proc.start_time)
-        if isinstance(opened, str):
-            return KillOutcome(proc.pid, proc.comm, skipped=opened, dry_run=plan.dry_run)
-        level = self.resample()
-        if level < Level.TERM:
-            return KillOutcome(proc.pid, proc.comm, skipped="memory recovered", dry_run=plan.dry_run)
-        first = "SIGKILL" if level >= Level.KILL or victim.signal == "SIGKILL" else "SIGTERM"
-        why = self.guard.recheck(proc.pid, proc.start_time)[1] if self.guard is not None else None
-        if why == "gone":
-            return KillOutcome(proc.pid, proc.comm, skipped="gone before the signal", dry_run=plan.dry_run)
-        if why is not None:
-            if self.events is not None:
-                self.events("kill_spared", pid=proc.pid, comm=proc.comm, signal=first, reason=why)
-            return KillOutcome(proc.pid, proc.comm, skipped=f"spared before {first}: {why}", dry_run=plan.dry_run)
-        if on_first is not None:
-            on_first(first, level)
-        if plan.dry_run:
-            return KillOutcome(proc.pid, proc.comm, signals=(first,), dry_run=True, extra={"level": level.name})
-        t0 = self.clock()
-        lk = self.live.get(proc.pid)
-        if lk is not None and lk.exit_t is not None:
-            after, signals, how = lk.exit_t - lk.t, lk.signals or (first,), "as recorded"
-        else:
-            after, signals, how = self.model_exit_s, (first,), "model"
-        self.clock.t = t0 + after
-        self.deaths.replay[proc.pid] = (self.clock.t, proc.rss_kib + proc.swap_kib)
-        return KillOutcome(proc.pid, proc.comm, signals=tuple(signals), exited=True,
-                           ms_to_exit=round(after * 1000, 1), extra={"fate": how})
-
-
-class SimGroupKiller:
-    """Group kills replayed as the victim's own kill (only its memory returns)."""
-
-    def __init__(self, single: SimKiller) -> None:
-        self.single = single
-
-    def refuse(self, cg: Any) -> str | None:
-        return None
-
-    def kill(self, victim: Candidate, cg: Any, why: str, plan: Any,
-             on_first: Callable[[str, Level], None] | None = None) -> KillOutcome:
-        return self.single.kill(victim, plan, on_first)
-
-
 class ReplayLog:
     """The daemon's log: events kept with the simulated time."""
 
@@ -523,175 +389,3 @@ def _spared(live: list[LiveKill], killed: set[int], procfs: ReplayProcfs, clock:
                     "protected_by": verdict.protect_rule if verdict is not None else None,
                     "adjust": verdict.adjust if verdict is not None else 0})
     return out
-
-
-# -- what the replay says (pyoomd replay) ------------------------------------------------
-def _rel(t: float, t0: float) -> float:
-    return round(t - t0, 4)
-
-
-def _kill_rows(events: list[tuple[float, str, dict[str, Any]]], t0: float,
-               sample_times: list[float] | None = None,
-               levels: list[tuple[float, str]] | None = None) -> list[dict[str, Any]]:
-    """Kills with their crossing and fate.  The crossing is the sample the
-    level went to TERM (or KILL) on, the kill the sample the killer took
-    just before the signal (both live and in the replay: the live event
-    times also include the log's writing, the replay's do not)."""
-    times = sample_times or []
-    rows: list[dict[str, Any]] = []
-    crossing: float | None = None
-    changes = sorted(levels or [])
-    prev_level = "OK"
-    ci = 0
-    for t, ev, f in events:
-        while ci < len(changes) and changes[ci][0] <= t:
-            lt, lv = changes[ci]
-            if lv in ("TERM", "KILL") and prev_level not in ("TERM", "KILL"):
-                crossing = _sample_before(times, lt)
-            prev_level, ci = lv, ci + 1
-        if ev == "kill":
-            at = _sample_before(times, t) if times else t
-            rows.append({"t": _rel(t, t0), "pid": f.get("pid"), "comm": f.get("comm"), "signal": f.get("signal"),
-                         "badness": f.get("badness"), "rules": f.get("rules", []),
-                         "oom_level": f.get("oom_level"), "candidates": f.get("candidates", []),
-                         "crossing_t": _rel(crossing, t0) if crossing is not None else None,
-                         "crossing_to_kill_ms": round((at - crossing) * 1000, 1) if crossing is not None else None})
-        elif ev in ("victim_exited", "victim_stuck", "kill_skipped"):
-            for r in reversed(rows):
-                if r["pid"] == f.get("pid") and "fate" not in r:
-                    r["fate"], r["fate_t"] = ev, _rel(t, t0)
-                    r["exit_ms"] = f.get("ms")
-                    break
-    return rows
-
-
-def _sample_before(times: list[float], t: float) -> float:
-    i = bisect.bisect_right(times, t + 1e-9) - 1
-    return times[i] if i >= 0 else t
-
-
-def live_rows(trace: Trace) -> list[dict[str, Any]]:
-    """The live daemon's kills (see _kill_rows)."""
-    times = [e[1] for e in trace.entries if e[0] == "s"]
-    levels = [(e[1], e[2]) for e in trace.entries if e[0] == "L"]
-    return _kill_rows(trace.events(), trace.t0, times, levels)
-
-
-def replay_rows(trace: Trace, res: Result) -> list[dict[str, Any]]:
-    return _kill_rows([(t, ev, f) for t, _, ev, f in res.events], trace.t0, res.sample_times,
-                      [(t, lv) for t, lv, _, _ in res.levels])
-
-
-def live_levels(trace: Trace, t0: float) -> list[dict[str, Any]]:
-    return [{"t": _rel(e[1], t0), "level": e[2], "reason": e[3]} for e in trace.entries if e[0] == "L"]
-
-
-def report(trace: Trace, res: Result, label: str) -> dict[str, Any]:
-    t0 = trace.t0
-    return {
-        "label": label,
-        "ticks": res.ticks,
-        "levels": [{"t": _rel(t, t0), "level": lv, "reason": why, "mem_available_kib": kib}
-                   for t, lv, why, kib in res.levels],
-        "kills": replay_rows(trace, res),
-        "spared": [dict(x, t=_rel(x["t"], t0)) for x in res.spared],
-        "events": [{"t": _rel(t, t0), "event": ev, **{k: v for k, v in f.items() if k != "candidates"}}
-                   for t, _, ev, f in res.events if ev not in ("kill",)],
-    }
-
-
-def differences(ref: list[dict[str, Any]], new: list[dict[str, Any]], ref_name: str) -> list[str]:
-    """How the victims in ``new`` differ from ``ref`` (who, in which order)."""
-    a = [(k["pid"], k["comm"]) for k in ref]
-    b = [(k["pid"], k["comm"]) for k in new]
-    return [] if a == b else [f"victims: {ref_name} {_names(a)}; replay {_names(b)}"]
-
-
-def timing(ref: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
-    """Kill by kill, when (for the kills of the same process in both)."""
-    out = []
-    for i, (x, y) in enumerate(zip(ref, new)):
-        if (x["pid"], x["comm"]) != (y["pid"], y["comm"]):
-            break
-        out.append(f"kill {i + 1} {safe(y['comm'])} (pid {y['pid']}): at {y['t']:.3f}s ({(y['t'] - x['t']) * 1000:+.1f} ms), "
-                   f"crossing->kill {y['crossing_to_kill_ms']} ms ({x['crossing_to_kill_ms']} ms)")
-    return out
-
-
-def _names(k: list[tuple[int, str]]) -> str:
-    return ", ".join(f"{safe(c)} (pid {p})" for p, c in k) if k else "none"
-
-
-# Names are chosen by whoever started the process: at most this many
-# characters reach the terminal, escaped as rank/explain/watch do.
-NAME_MAX = 64
-
-
-def safe(text: Any) -> str:
-    """A process name for a terminal: bounded, escaped (pyoomd.textsafe)."""
-    from ..textsafe import cell
-
-    return cell(str(text)[:NAME_MAX])
-
-
-def format_report(doc: dict[str, Any]) -> str:
-    tr = doc["trace"]
-    lines = [(f"trace {tr['path']}: pyoomd {tr['pyoomd']}, format {tr['format']}, recorded {tr['created']}, "
-              f"{tr['seconds']:.1f} s, {tr['samples']} samples, reason {tr['reason']}")]
-    for run_ in doc["runs"]:
-        lines.append("")
-        lines.append(f"replay with {run_['label']}: {run_['ticks']} ticks in {run_['wall_s'] * 1000:.0f} ms")
-        lines += _timeline(run_)
-    lines.append("")
-    lines.append("live daemon (as recorded):")
-    for k in doc["live"]["kills"]:
-        lines.append(f"  {k['t']:9.3f}s  kill {safe(k['comm'])} (pid {k['pid']}) {k['signal']} badness {k['badness']}"
-                     + (f", {k['fate']} at {k['fate_t']:.3f}s" if "fate" in k else ""))
-    if not doc["live"]["kills"]:
-        lines.append("  no kill")
-    for run_ in doc["runs"]:
-        diff = run_["differences"]
-        lines.append("")
-        if diff:
-            lines.append(f"{run_['label']}: differs from {run_['compared_to']}:")
-            lines += [f"  {d}" for d in diff]
-        else:
-            lines.append(f"{run_['label']}: the same victims in the same order as {run_['compared_to']}")
-        for x in run_.get("spared", []):
-            why = (f"protected by rule {x['protected_by']}" if x["protected_by"] else
-                   f"rules: {', '.join(x['rules'])}, adjust {x['adjust']:+d}" if x["rules"] else "no policy rule matches it; it ranked lower")
-            lines.append(f"  {safe(x['comm'])} (pid {x['pid']}), killed live at {x['t']:.3f}s, left alive: {why}")
-        if run_["timing"]:
-            lines.append("  when (theirs in brackets):")
-            lines += [f"    {t}" for t in run_["timing"]]
-    return "\n".join(lines)
-
-
-def _timeline(run_: dict[str, Any]) -> list[str]:
-    rows: list[tuple[float, list[str]]] = []
-    for lv in run_["levels"]:
-        rows.append((lv["t"], [(f"level {lv['level']:<4}  MemAvailable {lv['mem_available_kib'] / 1048576:.2f} GiB"
-                                f"  ({lv['reason']})")]))
-    for k in run_["kills"]:
-        out = [f"kill {safe(k['comm'])} (pid {k['pid']}) {k['signal']} at {k['oom_level']}, badness {k['badness']}, "
-               f"rules: {', '.join(k['rules']) or '-'}"
-               + (f", {k['crossing_to_kill_ms']} ms after the crossing" if k.get("crossing_to_kill_ms") is not None
-                  else "")]
-        out.append("    badness  oom_score   adj   RSS MiB  growth  rules  comm (pid)")
-        for c in k["candidates"]:
-            out.append(f"    {int(c['badness']):7d}  {int(c['oom_score']):9d}  {int(c['oom_score_adj']):4d}  "
-                       f"{c['rss_kib'] / 1024:8.0f}  {int(c.get('growth_points') or 0):+6d}  "
-                       f"{','.join(c.get('rules', [])) or '-':<5}  {safe(c['comm'])} ({c['pid']})")
-        if "fate" in k:
-            out.append(f"    {k['fate']} at {k['fate_t']:.3f}s" + (f" after {k['exit_ms']} ms" if k.get("exit_ms") else ""))
-        rows.append((k["t"], out))
-    for ev in run_["events"]:
-        if ev["event"] in ("no_candidate", "cgroup_chosen", "user_chosen", "group_kill_refused"):
-            rows.append((ev["t"], [f"{ev['event']} " + ", ".join(f"{a}={b}" for a, b in ev.items()
-                                                                 if a not in ("t", "event"))]))
-    rows.sort(key=lambda r: r[0])
-    lines = []
-    for t, out in rows:
-        lines.append(f"  {t:9.3f}s  {out[0]}")
-        lines += [f"             {x}" for x in out[1:]]
-    return lines or ["  nothing happened"]

@@ -25,7 +25,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from ..settings.load import load_config
     from ..settings.plan import settings_from_plan
     from ..trace import TraceError, read_trace
-    from . import replay
+    from . import replay, replay_report
 
     try:
         trace = read_trace(args.trace)
@@ -48,26 +48,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_CONFIG
     runs.append((label, new_settings, new_policy))
-    live = replay.live_rows(trace)
+    live = replay_report.live_rows(trace)
     doc: dict[str, Any] = {"trace": _trace_summary(trace), "runs": [],
-                           "live": {"kills": live, "levels": replay.live_levels(trace, trace.t0)}}
+                           "live": {"kills": live, "levels": replay_report.live_levels(trace, trace.t0)}}
     first: list[dict[str, Any]] | None = None
     for name, settings, policy in runs:
         t0 = time.perf_counter()
         res = replay.run(trace, settings, policy)
-        r = replay.report(trace, res, name)
+        r = replay_report.report(trace, res, name)
         r["wall_s"] = round(time.perf_counter() - t0, 4)
         ref, ref_name = (first, "the recorded plan") if first is not None else (live, "the live daemon")
         r["compared_to"] = ref_name
-        r["differences"] = replay.differences(ref, r["kills"], ref_name)
-        r["timing"] = replay.timing(ref, r["kills"])
+        r["differences"] = replay_report.differences(ref, r["kills"], ref_name)
+        r["timing"] = replay_report.timing(ref, r["kills"])
         if first is None and args.compare:
             first = r["kills"]
         doc["runs"].append(r)
     if args.json:
         print_json(doc)
     else:
-        print(replay.format_report(doc))
+        print(replay_report.format_report(doc))
     return EXIT_OK
 
 
