@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from pyoomd.act.notify import Message, Notifier, find_sessions, human_kib, kill_message, send_as
+from pyoomd.act.notify import Message, Notifier, find_sessions, kill_message, send_as
 from pyoomd.config import NotifyConfig
 from pyoomd.model import Decision, Level, MemSample
+from pyoomd.units import human_kib
 
 NOBODY = 65534
 KILL_FIELDS = {"pid": 4242, "comm": "firefox", "rss_kib": int(7.1 * (1 << 20)), "swap_kib": 0, "dry_run": False}

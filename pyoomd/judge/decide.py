@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from ..model import Decision, Level, MemSample
 from ..sense.vmstat import VmCounters
+from ..units import human_kib
 from ..values import Thresholds
 from .pressure import PressureJudge, PsiRule
 from .relief import ReliefRule, not_relieving
@@ -49,12 +50,6 @@ WATCH_INTERVAL_S = 0.05
 _MIB = 1024.0
 
 
-def _fmt_kib(kib: int) -> str:
-    if kib >= 1024 * 1024:
-        return f"{kib / 1048576:.2f} GiB"
-    return f"{kib / 1024:.0f} MiB"
-
-
 def memory_level(sample: MemSample, th: Thresholds) -> Level:
     """The level MemAvailable alone reaches (swap not considered)."""
     avail = sample.mem_available_kib
@@ -70,14 +65,14 @@ def level_of(sample: MemSample, th: Thresholds) -> tuple[Level, str]:
     avail = sample.mem_available_kib
     no_swap = sample.swap_total_kib == 0
     swap = sample.swap_free_kib
-    swap_desc = "no swap" if no_swap else f"SwapFree {_fmt_kib(swap)} ({sample.swap_free_pct:.1f}%)"
-    mem_desc = f"MemAvailable {_fmt_kib(avail)} ({sample.mem_available_pct:.1f}%)"
+    swap_desc = "no swap" if no_swap else f"SwapFree {human_kib(swap, 2)} ({sample.swap_free_pct:.1f}%)"
+    mem_desc = f"MemAvailable {human_kib(avail, 2)} ({sample.mem_available_pct:.1f}%)"
     if avail <= th.mem_kill_kib and (no_swap or swap <= th.swap_kill_kib):
-        return Level.KILL, f"{mem_desc} <= kill {_fmt_kib(th.mem_kill_kib)}, {swap_desc}"
+        return Level.KILL, f"{mem_desc} <= kill {human_kib(th.mem_kill_kib, 2)}, {swap_desc}"
     if avail <= th.mem_term_kib and (no_swap or swap <= th.swap_term_kib):
-        return Level.TERM, f"{mem_desc} <= term {_fmt_kib(th.mem_term_kib)}, {swap_desc}"
+        return Level.TERM, f"{mem_desc} <= term {human_kib(th.mem_term_kib, 2)}, {swap_desc}"
     if avail <= th.mem_warn_kib:
-        return Level.WARN, f"{mem_desc} <= warn {_fmt_kib(th.mem_warn_kib)}"
+        return Level.WARN, f"{mem_desc} <= warn {human_kib(th.mem_warn_kib, 2)}"
     return Level.OK, mem_desc
 
 
@@ -204,8 +199,8 @@ class Judge:
                 if why is not None:
                     limit = self.th.mem_term_kib if mem == Level.TERM else self.th.mem_kill_kib
                     level = mem
-                    reason = (f"MemAvailable {_fmt_kib(sample.mem_available_kib)} <= {mem.name.lower()} "
-                              f"{_fmt_kib(limit)}, {why}")
+                    reason = (f"MemAvailable {human_kib(sample.mem_available_kib, 2)} <= {mem.name.lower()} "
+                              f"{human_kib(limit, 2)}, {why}")
         if self.thrash is not None:
             t = self.thrash.rule
             v = self.thrash.judge(self.window.span(t.window_s, t.window_s / 2), sample.mem_available_kib, now)
