@@ -65,6 +65,8 @@ struct pyoomd_idle {
 /* Samples in C while MemAvailable > gate_kib; called with the GIL released
    (cffi's default in API mode), so other threads run meanwhile. */
 int pyoomd_idle_wait(struct pyoomd_reader *r, struct pyoomd_idle *w, struct pyoomd_sample *out);
+/* The sleep between idle samples (pyoomd/interval.py's rule; tests pin the two together). */
+double pyoomd_idle_interval(const struct pyoomd_idle *w, long long avail_kib, double peak_kib_s);
 """
 
 ffibuilder = FFI()

@@ -609,6 +609,20 @@ static int idle_sleep(struct pyoomd_idle *w, double dur_s)
     return 0;
 }
 
+/* The sleep before the next idle sample: pyoomd/interval.py's
+ * next_interval_s with the gate in place of TERM (tests/test_interval.py
+ * holds the two to the same results). */
+double pyoomd_idle_interval(const struct pyoomd_idle *w, long long avail_kib, double peak_kib_s)
+{
+    double rate = peak_kib_s * w->rate_safety, t;
+    if (rate < w->min_rate_kib_s)
+        rate = w->min_rate_kib_s;
+    if (rate > w->max_rate_kib_s)
+        rate = w->max_rate_kib_s;
+    t = (double)(avail_kib - w->gate_kib) / rate;
+    return t < w->min_interval_s ? w->min_interval_s : t > w->max_interval_s ? w->max_interval_s : t;
+}
+
 int pyoomd_idle_wait(struct pyoomd_reader *r, struct pyoomd_idle *w, struct pyoomd_sample *out)
 {
     double start = mono_s(), deadline = start + w->timeout_s, sleep_s = w->first_sleep_s;
@@ -619,7 +633,7 @@ int pyoomd_idle_wait(struct pyoomd_reader *r, struct pyoomd_idle *w, struct pyoo
     w->reason = 0, w->revents = 0, w->samples = 0, w->pings = 0;
     w->prev_age_s = -1, w->prev_available_kib = 0;
     for (;;) {
-        double now = mono_s(), left = deadline - now, rate, t;
+        double now = mono_s(), left = deadline - now;
         reason = idle_sleep(w, sleep_s < left ? sleep_s : left);
         if (reason < 0)
             return reason;
@@ -659,13 +673,7 @@ int pyoomd_idle_wait(struct pyoomd_reader *r, struct pyoomd_idle *w, struct pyoo
             break;
         }
         prev_t = now, prev_avail = out->mem_available;
-        rate = peak * w->rate_safety;
-        if (rate < w->min_rate_kib_s)
-            rate = w->min_rate_kib_s;
-        if (rate > w->max_rate_kib_s)
-            rate = w->max_rate_kib_s;
-        t = (double)(out->mem_available - w->gate_kib) / rate;
-        sleep_s = t < w->min_interval_s ? w->min_interval_s : t > w->max_interval_s ? w->max_interval_s : t;
+        sleep_s = pyoomd_idle_interval(w, out->mem_available, peak);
     }
     w->reason = reason;
     if (reason == IDLE_GATE || reason == IDLE_DEADLINE) {

@@ -26,6 +26,7 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pyoomd.errors import ParseError, StartupError
+from pyoomd.interval import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, next_interval_s
 from pyoomd.model import MemSample, Pressure, PsiLine
 from pyoomd.sense.parse import parse_meminfo, parse_pressure
 from pyoomd.sense.procfs import Procfs
@@ -91,11 +92,10 @@ class IdleParams:
     min_rate_kib_s: float
     max_rate_kib_s: float
     rate_kib_s: float = 0.0  # the caller's measured decline (KiB/s)
-    # judge/decide.py's RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S (passed in:
-    # the sense stage does not import the judge).
-    rate_safety: float = 2.0
-    rate_step_s: float = 0.02
-    rate_window_s: float = 2.0
+    # pyoomd/interval.py's (the daemon passes them in)
+    rate_safety: float = RATE_SAFETY
+    rate_step_s: float = RATE_STEP_S
+    rate_window_s: float = RATE_WINDOW_S
     psi_fd: int | None = None  # polled for POLLPRI (a PSI trigger)
     wake_fd: int | None = None  # polled for POLLIN (signal.set_wakeup_fd's pipe)
     # systemd's watchdog while we wait: a connected datagram socket to
@@ -116,9 +116,10 @@ def _ping(fd: int) -> bool:
 
 def idle_sleep_s(avail_kib: int, p: IdleParams, peak_kib_s: float) -> float:
     """The sleep between idle samples: headroom to the gate over the assumed
-    rate, clamped (the daemon's rule with the gate in place of TERM)."""
-    rate = min(max(peak_kib_s * p.rate_safety, p.min_rate_kib_s), p.max_rate_kib_s)
-    return min(p.max_interval_s, max(p.min_interval_s, (avail_kib - p.gate_kib) / rate))
+    rate, clamped (the daemon's rule with the gate in place of TERM; in C
+    pyoomd_idle_interval)."""
+    return next_interval_s(avail_kib - p.gate_kib, peak_kib_s, p.min_rate_kib_s, p.max_rate_kib_s,
+                           p.min_interval_s, p.max_interval_s, p.rate_safety)
 
 
 def _load_extension() -> ModuleType | None:
