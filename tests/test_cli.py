@@ -3,45 +3,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from helpers import FIXTURE_PROC, run_main
 
-from pyoomd import cli, daemon
+from pyoomd import cli
 from pyoomd.cli import (
     EXIT_CONFIG,
     EXIT_OK,
     EXIT_OSFILE,
     EXIT_USAGE,
     build_parser,
-    main,
     overrides_from,
 )
 from pyoomd.config import Amount, Settings, load_config
 
-FIXTURE_PROC = str(Path(__file__).parent / "fixtures" / "proc")
 GIB_KIB = 1024 * 1024
 
 
-def run_main(argv: Sequence[str]) -> int:
-    """main()'s exit status, whether returned or raised by argparse."""
-    try:
-        return main(list(argv))
-    except SystemExit as e:
-        return int(e.code) if isinstance(e.code, int) else 1
-
-
-@pytest.fixture(autouse=True)
-def no_daemon_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A test that reaches the tick loop is wrong: fail instead of looping."""
-
-    def refuse(self: daemon.Daemon) -> None:
-        pytest.fail("the daemon loop was started")
-
-    monkeypatch.setattr(daemon.Daemon, "run", refuse)
-    # A real /etc/pyoomd/config.yaml on the test host must not leak in.
-    monkeypatch.setattr(cli, "DEFAULT_CONFIG_PATH", "/nonexistent/pyoomd/config.yaml")
+pytestmark = pytest.mark.usefixtures("no_daemon_loop")  # conftest.py: no test reaches the loop
 
 
 def settings_of(*argv: str) -> Settings:

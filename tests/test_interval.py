@@ -8,19 +8,15 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import pytest
 from fuzzing import fuzz
+from helpers import EXT, needs_cffi
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pyoomd.interval import RATE_SAFETY, next_interval_s
 from pyoomd.judge import decide
 from pyoomd.model import MemSample
-from pyoomd.sense import sample as sample_mod
 from pyoomd.sense.sample import IdleParams, idle_sleep_s
-
-EXT = sample_mod._load_extension()
-needs_cffi = pytest.mark.skipif(EXT is None, reason="pyoomd.sense._reader not built (pip install .)")
 
 KIB = st.integers(0, 1 << 46)  # MemAvailable and levels up to 64 TiB
 RATES = st.one_of(st.just(0.0), st.floats(0.0, 1e9), st.sampled_from([1000.0, 6000 * 1024.0]))

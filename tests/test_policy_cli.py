@@ -20,12 +20,13 @@ from pyoomd.sense import snapshot
 from pyoomd.sense.procfs import Procfs
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_snapshot import FakeProc, build
+from helpers import FakeProc, build, run_main
+
+pytestmark = pytest.mark.usefixtures("no_daemon_loop")  # conftest.py: no test reaches the loop
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 
-from test_cli import no_daemon_loop, run_main  # noqa: F401  (autouse fixture: no test reaches the loop)
 
 
 def write(path: Path, text: str) -> Path:
