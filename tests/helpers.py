@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pyoomd.act.hooks import HookRunner
 from pyoomd.model import MemSample
 from pyoomd.sense import sample as sample_mod
 from pyoomd.sense.procfs import Procfs
@@ -138,6 +139,24 @@ class CountingProcfs(Procfs):
     def read_pid(self, pid: int, name: str, limit: int = 1 << 20) -> bytes:
         self.reads.setdefault(name, set()).add(pid)
         return super().read_pid(pid, name, limit)
+
+
+def alive(pid: int) -> bool:
+    """Not gone and not a zombie awaiting its reaper."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+# -- hooks ----------------------------------------------------------------------------
+def hook_runner(**cfg: Any) -> tuple[HookRunner, list[tuple[str, dict[str, Any]]]]:
+    """A HookRunner of ``HooksConfig(**cfg)`` and the (event, fields) it logs."""
+    from pyoomd.config import HooksConfig
+
+    logged: list[tuple[str, dict[str, Any]]] = []
+    return HookRunner(HooksConfig(**cfg), lambda ev, **kw: logged.append((ev, kw))), logged
 
 
 # -- the command line and the real daemon ------------------------------------------------
