@@ -7,12 +7,16 @@ assumed rate is ``RATE_SAFETY`` times the fastest decline measured over the
 last ``RATE_WINDOW_S`` seconds, never below the floor and never above the
 ceiling.
 
-Pure (no imports): judge/decide.py (the ticks) and sense/sample.py (the
-Python idle wait) use it; _reader.c's pyoomd_idle_interval is the same rule
-for the C idle wait, pinned to ``next_interval_s`` by tests/test_interval.py.
+Pure (no I/O, no clock): judge/decide.py (the ticks) and sense/sample.py
+(the Python idle wait) use it.  The C idle wait keeps its own copy on its
+hot path (_reader.c's pyoomd_idle_interval and pyoomd_idle_track, for
+``next_interval_s`` and ``PeakRate``), held to these results bit for bit by
+tests/test_interval.py.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 # Fill rate window: 2 s holds the last burst (a hog at 256 MiB/s shows its
 # rate within 2 samples) yet forgets it soon after memory is freed.
@@ -41,3 +45,33 @@ def next_interval_s(headroom_kib: int, measured_kib_s: float, floor_kib_s: float
     the daemon's ticks add the swap headroom's time: decide.sleep_for)."""
     return clamp_interval(headroom_kib / assumed_rate(measured_kib_s, floor_kib_s, ceil_kib_s, safety),
                           min_s, max_s)
+
+
+@dataclasses.dataclass(slots=True)
+class PeakRate:
+    """The idle wait's measured rate: the fastest decline of MemAvailable
+    (KiB/s) between samples at least ``step_s`` apart, forgotten after
+    ``window_s`` (decide.RateTracker keeps the ticks' own, with swap)."""
+
+    peak: float  # KiB/s, >= 0
+    peak_t: float  # when it was measured
+    anchor_t: float | None = None  # start of the slope being measured
+    anchor_avail: int = 0
+
+    @classmethod
+    def seeded(cls, rate_kib_s: float, now: float) -> PeakRate:
+        """Starting from the caller's own measurement (0: none)."""
+        return cls(max(0.0, rate_kib_s), now)
+
+    def add(self, now: float, avail_kib: int, step_s: float, window_s: float) -> float:
+        """Take the sample ``avail_kib`` read at ``now``; the peak after it."""
+        if self.anchor_t is None or now - self.anchor_t > window_s:
+            self.anchor_t, self.anchor_avail = now, avail_kib
+        elif now - self.anchor_t >= step_s:
+            slope = (self.anchor_avail - avail_kib) / (now - self.anchor_t)
+            if slope >= self.peak or now - self.peak_t > window_s:
+                self.peak, self.peak_t = max(0.0, slope), now
+            self.anchor_t, self.anchor_avail = now, avail_kib
+        if now - self.peak_t > window_s:
+            self.peak = 0.0
+        return self.peak

@@ -26,7 +26,7 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pyoomd.errors import ParseError, StartupError
-from pyoomd.interval import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, next_interval_s
+from pyoomd.interval import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, PeakRate, next_interval_s
 from pyoomd.model import MemSample, Pressure, PsiLine
 from pyoomd.sense.parse import parse_meminfo, parse_pressure
 from pyoomd.sense.procfs import Procfs
@@ -207,9 +207,8 @@ class _PythonReader:
         clock = time.monotonic
         now = clock()
         deadline, sleep_s = now + p.timeout_s, p.first_sleep_s
-        anchor: tuple[float, int] | None = None  # start of the slope being measured
+        rate = PeakRate.seeded(p.rate_kib_s, now)
         prev: tuple[float, int] | None = None  # the last sample before this one
-        peak, peak_t = max(0.0, p.rate_kib_s), now
         samples, revents, reason = 0, 0, ""
         pings, ping_at = 0, p.notify_last_s
         while True:
@@ -229,15 +228,7 @@ class _PythonReader:
             if avail <= p.gate_kib:
                 reason = "gate"
                 break
-            if anchor is None or now - anchor[0] > p.rate_window_s:
-                anchor = (now, avail)
-            elif now - anchor[0] >= p.rate_step_s:
-                slope = (anchor[1] - avail) / (now - anchor[0])
-                if slope >= peak or now - peak_t > p.rate_window_s:
-                    peak, peak_t = max(0.0, slope), now
-                anchor = (now, avail)
-            if now - peak_t > p.rate_window_s:
-                peak = 0.0
+            peak = rate.add(now, avail, p.rate_step_s, p.rate_window_s)
             if now >= deadline - 1e-4:
                 reason = "deadline"
                 break
