@@ -57,8 +57,9 @@ class FakeSampler:
     backend = "python"
 
     def __init__(self, sample: MemSample | None = None, error: Exception | None = None) -> None:
-        self.sample = sample or MemSample(mem_total_kib=16 << 20, mem_available_kib=1 << 10, swap_total_kib=0,
-                                          swap_free_kib=0)
+        if sample is None:
+            sample = MemSample(mem_total_kib=16 << 20, mem_available_kib=1 << 10, swap_total_kib=0, swap_free_kib=0)
+        self.sample = sample
         self.error = error
 
     def read(self) -> MemSample:
