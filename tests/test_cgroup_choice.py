@@ -7,9 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from helpers import FakeProc, FakeSampler, build
 from logcapture import Log
-from test_reliability import Sampler
-from test_snapshot import FakeProc, build
 
 from pyoomd.daemon import Daemon
 from pyoomd.sense.procfs import Procfs
@@ -37,7 +36,7 @@ def _daemon(tmp_path: Path, **choice: Any) -> tuple[Daemon, Log]:
     settings = load_config(None, {"dry_run": True, "cgroup_choice": {"enabled": True, "root": "/user.slice",
                                                                      **choice}})
     log = Log()
-    return Daemon(settings, procfs, Sampler(), log), log
+    return Daemon(settings, procfs, FakeSampler(), log), log
 
 
 def test_worst_process_of_the_most_pressured_leaf_not_the_biggest_overall(tmp_path: Path) -> None:

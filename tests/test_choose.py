@@ -15,12 +15,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_cli import no_daemon_loop, run_main  # noqa: F401  (autouse fixture: no test reaches the loop)
+from helpers import BASE, CountingProcfs, FakeProc, FakeSampler, build, run_main, stat_line
 from logcapture import Log
-from test_reliability import Sampler
-from test_snapshot import BASE, CountingProcfs, FakeProc, build, stat_line
 
-from pyoomd.settings.load import load_config
 from pyoomd.daemon import Daemon
 from pyoomd.judge.choose import Scoring, choose
 from pyoomd.judge.growth import GrowthTracker
@@ -29,6 +26,9 @@ from pyoomd.model import Candidate, ProcInfo
 from pyoomd.sense import snapshot
 from pyoomd.sense.cgroup import XATTR_AVOID, XATTR_OMIT
 from pyoomd.sense.procfs import Procfs
+from pyoomd.settings.load import load_config
+
+pytestmark = pytest.mark.usefixtures("no_daemon_loop")  # conftest.py: no test reaches the loop
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "cgroup", "v2")
 APP = "/user.slice/user-1000.slice/user@1000.service/app.slice"
@@ -172,7 +172,7 @@ def tree(tmp_path: Path) -> tuple[Procfs, str, list[FakeProc]]:
 def test_daemon_rank_explain_and_watch_choose_alike(tree: tuple[Procfs, str, list[FakeProc]],
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     procfs, cg_root, procs = tree
-    d = Daemon(load_config(None, {"dry_run": True}), procfs, Sampler(), Log())
+    d = Daemon(load_config(None, {"dry_run": True}), procfs, FakeSampler(), Log())
     daemon = [(c.proc.pid, c.badness) for c in d.scan(top_n=10)]
     assert daemon[:2] == [(BASE + 5, 720), (BASE + 4, 700)]
     assert sorted(daemon[2:]) == [(BASE + 1, 0), (BASE + 6, 0)]  # avoided: last, badness 0
@@ -203,7 +203,7 @@ def test_preferences_off_is_off_for_every_tool_alike(tree: tuple[Procfs, str, li
     procfs, cg_root, _ = tree
     cfg = tmp_path / "c.yaml"
     cfg.write_text("cgroups: {preferences: false}\n")
-    d = Daemon(load_config(str(cfg), {"dry_run": True}), procfs, Sampler(), Log())
+    d = Daemon(load_config(str(cfg), {"dry_run": True}), procfs, FakeSampler(), Log())
     victim = d.scan(top_n=1)[0]
     assert victim.proc.pid == BASE + 1  # the biggest, no longer avoided
     assert run_main(["--procfs", procfs.root, "--cgroup-root", cg_root, "rank", "--json", "--config", str(cfg)]) == 0
@@ -213,7 +213,7 @@ def test_preferences_off_is_off_for_every_tool_alike(tree: tuple[Procfs, str, li
 def test_the_kill_event_lists_the_top_n_by_final_badness(tmp_path: Path) -> None:
     procs = many(tmp_path, 40)
     procfs = build(tmp_path / "proc", procs)
-    d = Daemon(load_config(None, {"dry_run": True, "report_top": 4}), procfs, Sampler(), Log())
+    d = Daemon(load_config(None, {"dry_run": True, "report_top": 4}), procfs, FakeSampler(), Log())
     cands = d.scan(top_n=d.settings.report_top)
     assert [c.proc.pid for c in cands] == [p.pid for p in procs[:4]]
     assert all(isinstance(c, Candidate) for c in cands)
@@ -229,14 +229,14 @@ def test_the_daemon_ranks_warm_from_a_recent_look_and_cold_after(tmp_path: Path)
     procs = many(tmp_path, 50)
     procfs = CountingProcfs(build(tmp_path / "proc", procs).root)
     now = [100.0]
-    d = Daemon(load_config(None, {"dry_run": True}), procfs, Sampler(), Log(), clock=lambda: now[0])
+    d = Daemon(load_config(None, {"dry_run": True}), procfs, FakeSampler(), Log(), clock=lambda: now[0])
     assert d.warm() is None  # no look yet: a cold scan
     sample = MemSample(16 << 20, 4 << 20, 0, 0)
     d._follow_growth(Level.WARN, now[0], sample)  # one look, as between WARN and TERM
     warm = d.warm()
     assert warm is not None and warm.slack == WARM_SLACK + 1
     assert set(warm.scores) == {p.pid for p in procs}
-    cold = [c.proc.pid for c in Daemon(load_config(None, {"dry_run": True}), procfs, Sampler(), Log()).scan(5)]
+    cold = [c.proc.pid for c in Daemon(load_config(None, {"dry_run": True}), procfs, FakeSampler(), Log()).scan(5)]
     procfs.reads.clear()
     assert [c.proc.pid for c in d.scan(5)][:5] == cold
     assert len(procfs.reads["oom_score"]) <= 10  # not one per process: only those it details

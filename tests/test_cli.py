@@ -3,43 +3,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from helpers import FIXTURE_PROC, run_main
 
-from pyoomd import daemon
 from pyoomd.cli import options
 from pyoomd.cli.arguments import build_parser
-from pyoomd.cli.dispatch import main
 from pyoomd.cli.options import overrides_from
 from pyoomd.errors import EXIT_CONFIG, EXIT_OK, EXIT_OSFILE, EXIT_USAGE
 from pyoomd.settings.amounts import Amount
 from pyoomd.settings.load import load_config
 from pyoomd.settings.schema import Settings
 
-FIXTURE_PROC = str(Path(__file__).parent / "fixtures" / "proc")
 GIB_KIB = 1024 * 1024
 
 
-def run_main(argv: Sequence[str]) -> int:
-    """main()'s exit status, whether returned or raised by argparse."""
-    try:
-        return main(list(argv))
-    except SystemExit as e:
-        return int(e.code) if isinstance(e.code, int) else 1
-
-
-@pytest.fixture(autouse=True)
-def no_daemon_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A test that reaches the tick loop is wrong: fail instead of looping."""
-
-    def refuse(self: daemon.Daemon) -> None:
-        pytest.fail("the daemon loop was started")
-
-    monkeypatch.setattr(daemon.Daemon, "run", refuse)
-    # A real /etc/pyoomd/config.yaml on the test host must not leak in.
-    monkeypatch.setattr(options, "DEFAULT_CONFIG_PATH", "/nonexistent/pyoomd/config.yaml")
+pytestmark = pytest.mark.usefixtures("no_daemon_loop")  # conftest.py: no test reaches the loop
 
 
 def settings_of(*argv: str) -> Settings:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fuzzing import fuzz
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pyoomd import errors

@@ -19,9 +19,8 @@ import psutil
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_cli import no_daemon_loop, run_main  # noqa: F401  (autouse fixture: no test reaches the loop)
-from test_reliability import Log
-from test_snapshot import FakeProc, build
+from helpers import FakeProc, build, run_main
+from logcapture import Log
 
 from pyoomd.cli.watch import watch_fields, watch_line
 from pyoomd.daemon import Daemon
@@ -32,6 +31,8 @@ from pyoomd.sense.facts import DENIED, GONE, Facts, FreesReader, Reading, read_f
 from pyoomd.sense.procfs import Procfs
 from pyoomd.settings.load import load_config
 from pyoomd.textsafe import escape_nonprintable
+
+pytestmark = pytest.mark.usefixtures("no_daemon_loop")  # conftest.py: no test reaches the loop
 
 MIB = 1024
 HOG_MIB = 64

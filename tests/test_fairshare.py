@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from helpers import FakeProc, FakeSampler, build
 from logcapture import Log
-from test_reliability import Sampler
-from test_snapshot import FakeProc, build
 
 from pyoomd.daemon import Daemon
 from pyoomd.judge.fairshare import fair_order, user_shares
@@ -74,7 +73,7 @@ def _daemon(tmp_path: Path, by_user: bool, procs: list[FakeProc]) -> tuple[Daemo
     procfs = build(tmp_path / "proc", procs)
     settings = load_config(None, {"dry_run": True, "choice": {"by_user": by_user}})
     log = Log()
-    return Daemon(settings, procfs, Sampler(), log), log
+    return Daemon(settings, procfs, FakeSampler(), log), log
 
 
 def _many_vs_one() -> list[FakeProc]:

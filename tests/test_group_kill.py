@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import pytest
+from helpers import alive
 
 from pyoomd.act.kill import Guard, Killer, KillPlan
 from pyoomd.judge.choose import Scoring
@@ -46,18 +47,10 @@ def _spare(policy: PolicySet) -> Any:
     return spare
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-
-
 def _wait_gone(pid: int, timeout: float = 3.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not alive(pid):
             return True
         time.sleep(0.01)
     return False
@@ -97,7 +90,7 @@ def test_kill_group_spares_the_protected_member_and_logs_each(monkeypatch: pytes
         assert out.exited and out.signals == ("SIGTERM",), (out, events)
         assert _wait_gone(sleeper)
         time.sleep(0.2)
-        assert _alive(tail), events  # protected by policy: spared
+        assert alive(tail), events  # protected by policy: spared
         spared = [kw for ev, kw in events if ev == "group_member_spared"]
         signalled = [kw for ev, kw in events if ev == "group_member_signalled"]
         assert [(s["pid"], s["signal"]) for s in spared] == [(tail, "SIGTERM")], events
@@ -132,7 +125,7 @@ def test_kill_group_spares_a_minus_1000_member() -> None:
         killer = Killer(procfs, lambda: Level.TERM, lambda ev, **kw: events.append((ev, kw)), guard=Guard(fake))
         out = killer.kill(Candidate(info, badness=1, kill_group=True), KillPlan(2.0, 2.0, False))
         assert out.exited, (out, events)
-        assert _wait_gone(a) and _alive(b)
+        assert _wait_gone(a) and alive(b)
         assert [kw["pid"] for ev, kw in events if ev == "group_member_spared"] == [b]
         assert "-1000" in next(kw["reason"] for ev, kw in events if ev == "group_member_spared")
     finally:
@@ -154,7 +147,7 @@ def test_dry_run_group_kill_names_who_would_go_and_who_is_spared() -> None:
         killer = Killer(procfs, lambda: Level.TERM, lambda ev, **kw: events.append((ev, kw)),
                         guard=Guard(procfs, _spare(_policy())))
         out = killer.kill(Candidate(info, badness=1, kill_group=True), KillPlan(2.0, 2.0, True))
-        assert out.dry_run and _alive(sleeper) and _alive(tail)
+        assert out.dry_run and alive(sleeper) and alive(tail)
         assert [kw["pid"] for ev, kw in events if ev == "group_member_signalled"] == [sleeper]
         assert [kw["pid"] for ev, kw in events if ev == "group_member_spared"] == [tail]
     finally:
@@ -203,7 +196,7 @@ def test_a_victim_that_execs_a_protected_binary_during_its_grace_is_not_sigkille
         assert out.signals == ("SIGTERM",) and out.skipped and "spared before SIGKILL" in out.skipped, (out, events)
         assert "keep-tail" in out.skipped
         time.sleep(0.2)
-        assert _alive(child.pid) and os.readlink(f"/proc/{child.pid}/exe") == TAIL
+        assert alive(child.pid) and os.readlink(f"/proc/{child.pid}/exe") == TAIL
         assert [ev for ev, _ in events] == ["escalate", "kill_spared"]
     finally:
         child.kill()
@@ -225,7 +218,7 @@ def test_a_victim_that_became_minus_1000_or_was_replaced_gets_no_first_signal() 
                         guard=Guard(Adj("/proc")))
         out = killer.kill(Candidate(info, badness=1), KillPlan(1.0, 1.0, False))
         assert out.skipped and "-1000" in out.skipped and not out.signals
-        assert [ev for ev, _ in events] == ["kill_spared"] and _alive(child.pid)
+        assert [ev for ev, _ in events] == ["kill_spared"] and alive(child.pid)
         # identity: a different start time (the pid reused) is never signalled either
         g = Guard(procfs)
         assert g.recheck(child.pid, info.start_time + 1) == (None, "pid reused by another process")

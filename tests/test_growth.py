@@ -98,7 +98,7 @@ def test_bystanders_filling_at_start_lose_to_the_leak() -> None:
         return 0 if s < 3 else int((300 + 100 * (s - 3)) * MIB)
 
     crossing = 11.0
-    for s in range(0, 12):
+    for s in range(12):
         for tab in tabs:
             t.observe(float(s), tab, tab_mem(s), born=-0.5)
         if s >= 3:

@@ -11,11 +11,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers import hook_runner
 
-from pyoomd.act.hooks import HookRunner, hook_env
+from pyoomd.act.hooks import hook_env
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.snapshot import read_proc
 from pyoomd.settings.load import settings_from_dict, validate
@@ -49,11 +49,6 @@ def victim() -> Iterator[subprocess.Popen[bytes]]:
     p.wait()
 
 
-def _runner(**cfg: Any) -> tuple[HookRunner, list[tuple[str, dict[str, Any]]]]:
-    logged: list[tuple[str, dict[str, Any]]] = []
-    return HookRunner(validate(HooksConfig, cfg), lambda ev, **kw: logged.append((ev, kw))), logged
-
-
 def _env(path: Path) -> dict[str, str]:
     items = [kv.split("=", 1) for kv in path.read_bytes().decode().split("\0") if kv]
     return {k: v for k, v in items}
@@ -74,7 +69,7 @@ def test_hostile_victim_name_reaches_the_hook_verbatim_and_runs_nothing(
     assert info is not None and info.comm == HOSTILE_COMM
     fields = {"pid": info.pid, "comm": info.comm, "cmdline": info.cmdline, "uid": info.uid,
               "rss_kib": info.rss_kib, "signal": "SIGTERM", "reason": "test", "dry_run": False, "level": "TERM"}
-    runner, logged = _runner(pre_kill=[[*DUMP, outdir]], post_kill=[[*DUMP, outdir]])
+    runner, logged = hook_runner(pre_kill=[[*DUMP, outdir]], post_kill=[[*DUMP, outdir]])
     runner.on_event("kill", fields)
     victim.kill()
     victim.wait()
@@ -94,7 +89,7 @@ def test_hostile_victim_name_reaches_the_hook_verbatim_and_runs_nothing(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
 def test_hooks_run_as_nobody_without_capabilities(outdir: str) -> None:
-    runner, _ = _runner(pre_kill=[[*DUMP, outdir]])
+    runner, _ = hook_runner(pre_kill=[[*DUMP, outdir]])
     runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": True})
     _wait_file(Path(outdir, "status"))
     status = dict(line.split(":", 1) for line in Path(outdir, "status").read_text().splitlines() if ":" in line)
@@ -106,7 +101,7 @@ def test_hooks_run_as_nobody_without_capabilities(outdir: str) -> None:
 
 
 def test_pre_kill_wait_is_bounded_and_a_slow_hook_is_killed() -> None:
-    runner, logged = _runner(pre_kill=[["/bin/sleep", "30"]], pre_kill_wait="200ms", timeout=0.5)
+    runner, logged = hook_runner(pre_kill=[["/bin/sleep", "30"]], pre_kill_wait="200ms", timeout=0.5)
     t0 = time.monotonic()
     runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": False})
     took = time.monotonic() - t0
@@ -118,7 +113,7 @@ def test_pre_kill_wait_is_bounded_and_a_slow_hook_is_killed() -> None:
 
 
 def test_a_failing_or_missing_hook_is_logged_and_vetoes_nothing() -> None:
-    runner, logged = _runner(pre_kill=[["/bin/false"], ["/nonexistent/hook"]])
+    runner, logged = hook_runner(pre_kill=[["/bin/false"], ["/nonexistent/hook"]])
     runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": False})
     deadline = time.monotonic() + 10
     while len(logged) < 2 and time.monotonic() < deadline:
@@ -127,7 +122,7 @@ def test_a_failing_or_missing_hook_is_logged_and_vetoes_nothing() -> None:
 
 
 def test_dry_run_runs_post_kill_at_once(outdir: str) -> None:
-    runner, _ = _runner(post_kill=[[*DUMP, outdir]])
+    runner, _ = hook_runner(post_kill=[[*DUMP, outdir]])
     runner.on_event("kill", {"pid": 7, "comm": "hog", "dry_run": True, "signal": "SIGTERM"})
     _wait_file(Path(outdir, "env.dry_run"))
     assert _env(Path(outdir, "env.dry_run"))["PYOOMD_DRY_RUN"] == "1"

@@ -20,14 +20,13 @@ from typing import Any
 
 import pytest
 from fuzzing import fuzz
+from helpers import hook_runner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyoomd.act.hooks import ENV_MAX_BYTES, HookCgroups, HookRunner, hook_env
+from pyoomd.act.hooks import ENV_MAX_BYTES, HookCgroups, hook_env
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.snapshot import read_proc
-from pyoomd.settings.load import validate
-from pyoomd.settings.schema import HooksConfig
 
 DUMP = ["/bin/sh", "-c", 'env -0 > "$1/env.tmp" && mv "$1/env.tmp" "$1/env"', "hook"]
 FORGED = '{"event": "kill", "pid": 1, "comm": "systemd", "level": "warning", "timestamp": "2026-01-01T00:00:00Z"}'
@@ -39,11 +38,6 @@ def outdir() -> Iterator[str]:
     os.chmod(d, 0o777)
     yield d
     shutil.rmtree(d, ignore_errors=True)
-
-
-def _runner(**cfg: Any) -> tuple[HookRunner, list[tuple[str, dict[str, Any]]]]:
-    logged: list[tuple[str, dict[str, Any]]] = []
-    return HookRunner(validate(HooksConfig, cfg), lambda ev, **kw: logged.append((ev, kw))), logged
 
 
 def _wait(pred: Any, timeout: float = 10.0) -> None:
@@ -60,7 +54,7 @@ def test_a_64k_cmdline_of_invalid_utf8_still_runs_the_hook_bounded(outdir: str) 
         _wait(lambda: len(Path(f"/proc/{victim.pid}/cmdline").read_bytes()) > 65536)
         info = read_proc(Procfs("/proc"), victim.pid, full=True)
         assert info is not None and len(info.cmdline.encode()) > 128 * 1024  # beyond MAX_ARG_STRLEN
-        runner, logged = _runner(pre_kill=[[*DUMP, outdir]])
+        runner, logged = hook_runner(pre_kill=[[*DUMP, outdir]])
         runner.on_event("kill", {"pid": info.pid, "comm": info.comm, "cmdline": info.cmdline, "uid": info.uid,
                                  "signal": "SIGTERM", "reason": "test", "dry_run": True})
         env_file = Path(outdir, "env")
@@ -124,7 +118,7 @@ def _alive(pid: int) -> bool:
 def test_a_hooks_setsid_child_is_killed_at_the_timeout(outdir: str) -> None:
     child_file = Path(outdir, "child")
     script = 'setsid sleep 60 & echo $! > "$1/child.tmp"; mv "$1/child.tmp" "$1/child"; sleep 30'
-    runner, logged = _runner(pre_kill=[["/bin/sh", "-c", script, "hook", outdir]], timeout=1.0)
+    runner, logged = hook_runner(pre_kill=[["/bin/sh", "-c", script, "hook", outdir]], timeout=1.0)
     assert runner.reaping.startswith("cgroup")
     runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": True})
     _wait(child_file.exists)
@@ -145,7 +139,7 @@ def test_a_hooks_setsid_child_is_killed_at_the_timeout(outdir: str) -> None:
 @pytest.mark.skipif(HookCgroups.probe() is None, reason="no writable cgroup v2 directory below ours")
 def test_a_child_left_behind_by_a_finished_hook_is_killed_at_the_timeout(outdir: str) -> None:
     script = 'setsid sleep 60 & echo $! > "$1/child.tmp"; mv "$1/child.tmp" "$1/child"'
-    runner, logged = _runner(post_kill=[["/bin/sh", "-c", script, "hook", outdir]], timeout=1.0)
+    runner, logged = hook_runner(post_kill=[["/bin/sh", "-c", script, "hook", outdir]], timeout=1.0)
     runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": True})
     _wait(Path(outdir, "child").exists)
     child = int(Path(outdir, "child").read_text())
@@ -191,7 +185,7 @@ def test_without_a_cgroup_the_process_group_is_killed_and_a_setsid_child_is_not(
     captured, and a child that called setsid is not reaped."""
     script = ('echo started; sleep 30 & echo $! > "$1/grp.tmp"; mv "$1/grp.tmp" "$1/grp"; '
               'setsid sleep 60 & echo $! > "$1/child.tmp"; mv "$1/child.tmp" "$1/child"; sleep 30')
-    runner, logged = _runner(pre_kill=[["/bin/sh", "-c", script, "hook", outdir]], timeout=1.0)
+    runner, logged = hook_runner(pre_kill=[["/bin/sh", "-c", script, "hook", outdir]], timeout=1.0)
     runner.cgroups = None
     runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": True})
     _wait(lambda: Path(outdir, "child").exists() and Path(outdir, "grp").exists())

@@ -16,27 +16,20 @@ from typing import Any
 
 import pytest
 from fuzzing import fuzz
-from hypothesis import given, settings
+from helpers import EXT, FIXTURE_PROC, FIXTURES, MEMINFO, PSI, fake_proc, needs_cffi
+from hypothesis import given
 from hypothesis import strategies as st
+from logcapture import Log
 
 from pyoomd import selfprotect
-from pyoomd.settings.load import settings_from_dict
 from pyoomd.daemon import IDLE_HOUSEKEEPING_S, Daemon
 from pyoomd.model import Level, MemSample
-from pyoomd.sense import sample as sample_mod
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.psi import Waiter
 from pyoomd.sense.sample import IdleParams, IdleResult, Sampler, idle_sleep_s, make_memsample
-from test_readers import fake_proc as readers_fake_proc
-from logcapture import Log
+from pyoomd.settings.load import settings_from_dict
 
-FIXTURES = Path(__file__).parent / "fixtures"
-FIXTURE_PROC = str(FIXTURES / "proc")
-EXT = sample_mod._load_extension()
-needs_cffi = pytest.mark.skipif(EXT is None, reason="pyoomd.sense._reader not built (pip install .)")
 BACKENDS = ["python", pytest.param("cffi", marks=needs_cffi)]
-MEMINFO = (FIXTURES / "meminfo" / "modern_6x.txt").read_bytes()
-PSI = (FIXTURES / "pressure" / "modern.txt").read_bytes()
 GIB = 1 << 20
 
 
@@ -54,10 +47,6 @@ def with_avail(data: bytes, kib: int) -> bytes:
             line = b"MemAvailable:   %8d kB\n" % kib
         out.append(line)
     return b"".join(out)
-
-
-def fake_proc(root: Path, meminfo: bytes = MEMINFO, psi: bytes | None = PSI) -> Procfs:
-    return readers_fake_proc(root, meminfo, psi)
 
 
 def params(gate_kib: int, timeout_s: float = 5.0, **kw: Any) -> IdleParams:

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import FIXTURE_PROC
 
 from pyoomd.report import journal, log
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURE_PROC = str(REPO / "tests" / "fixtures" / "proc")
 
 
 def parse(datagram: bytes) -> dict[str, str]:

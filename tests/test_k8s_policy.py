@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import FakeProc, FakeSampler, build
 from logcapture import Log
-from test_reliability import Sampler
-from test_snapshot import FakeProc, build
 
 from pyoomd.daemon import Daemon
 from pyoomd.policy.load import load_policies
@@ -141,7 +140,7 @@ def daemon(tmp_path: Path, procs: list[FakeProc], cgroup_root: Path) -> tuple[Da
     assert not loaded.refused and not loaded.warnings
     settings = load_config(None, {"dry_run": True, "growth": {"enabled": False}})
     log = Log()
-    return Daemon(settings, Procfs(fake.root, cgroup_root=str(cgroup_root)), Sampler(), log,
+    return Daemon(settings, Procfs(fake.root, cgroup_root=str(cgroup_root)), FakeSampler(), log,
                   policy=loaded.policy), log
 
 

@@ -15,19 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_idle import fake_proc
+from helpers import FIXTURE_PROC, fake_proc
+from logcapture import Log
 
 from pyoomd import selfprotect
-from pyoomd.settings.load import settings_from_dict
-from pyoomd.settings.schema import MetricsConfig
 from pyoomd.daemon import Daemon
 from pyoomd.sense import kmsg as kmsg_mod
 from pyoomd.sense.kmsg import KmsgFollower, OomLines, apply_summary, parse_kill_line, parse_record, unescape
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.sample import Sampler
-from logcapture import Log
+from pyoomd.settings.load import settings_from_dict
+from pyoomd.settings.schema import MetricsConfig
 
-FIXTURE_PROC = str(Path(__file__).parent / "fixtures" / "proc")
 CG = "/process_api/9d257cc866c317526f0fe6a36d9f8446/pyoomd-it-probe2964"
 # Recorded here (6.18.44): a memcg OOM of a process named  a) b,(c)\ d  with
 # prctl(PR_SET_NAME); /dev/kmsg escapes the backslash as \x5c.

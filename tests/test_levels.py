@@ -7,28 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pyoomd.settings.load import settings_from_dict
+from helpers import FakeSampler
+from logcapture import Log
+
 from pyoomd.daemon import Daemon
 from pyoomd.model import Level, MemSample, Pressure, PsiLine
 from pyoomd.report.control import format_status, query
 from pyoomd.report.reporters import Reporters
 from pyoomd.sense.procfs import Procfs
-from logcapture import Log
+from pyoomd.settings.load import settings_from_dict
 
 GIB = 1 << 20  # KiB
 
-
-
-class FakeSampler:
-    """Returns ``self.sample``; tests change it between ticks."""
-
-    backend = "python"
-
-    def __init__(self, sample: MemSample) -> None:
-        self.sample = sample
-
-    def read(self) -> MemSample:
-        return self.sample
 
 
 def _daemon(tmp_path: Path, sample: MemSample, **cfg: Any) -> tuple[Daemon, FakeSampler, Log]:
@@ -109,8 +99,8 @@ def test_sizes_stay_and_a_level_pair_that_no_longer_compiles_keeps_the_old_level
 
 
 def test_status_shows_the_current_levels(tmp_path: Path) -> None:
-    d, sampler, log = _daemon(tmp_path, MemSample(16 * GIB, 8 * GIB, 0, 0),
-                              status={"socket": str(tmp_path / "run" / "status.sock")})
+    d, sampler, _log = _daemon(tmp_path, MemSample(16 * GIB, 8 * GIB, 0, 0),
+                               status={"socket": str(tmp_path / "run" / "status.sock")})
     reporters = Reporters(d, [])
     d.observers.append(reporters)
     try:

@@ -16,26 +16,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import ENV, FIXTURE_PROC, json_events, wait_for_event
+from logcapture import Log
 
-from pyoomd.settings.load import settings_from_dict
-from pyoomd.settings.schema import Settings
-from pyoomd.daemon import Daemon
+from pyoomd.cli.earlyoom_flags import with_flag_rules
 from pyoomd.cli.entry import subcommand
+from pyoomd.daemon import Daemon
 from pyoomd.errors import ConfigError
 from pyoomd.judge.decide import Judge
 from pyoomd.judge.pressure import compile_rule
 from pyoomd.loop import compile_plan
-from pyoomd.cli.earlyoom_flags import with_flag_rules
 from pyoomd.model import MemSample, ProcInfo
 from pyoomd.policy.load import load_policies
 from pyoomd.policy.rules import loaded_from_plan, loaded_to_plan
-from pyoomd.settings.plan import settings_from_plan, settings_to_plan
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.sample import Sampler
-from logcapture import Log
+from pyoomd.settings.load import settings_from_dict
+from pyoomd.settings.plan import settings_from_plan, settings_to_plan
+from pyoomd.settings.schema import Settings
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURE_PROC = str(REPO / "tests" / "fixtures" / "proc")
 # structlog is the loop's logging pipeline (report/log.py), and it imports
 # asyncio and ssl: what that costs is measured in the README.  psutil: not in
 # the idle loop; it comes with the first read of a likely victim's
@@ -48,7 +48,6 @@ HEAVY = ("pydantic", "pydantic_core", "yaml", "argparse", "psutil",
          "pyoomd.cli.rank", "pyoomd.cli.explain", "pyoomd.cli.watch", "pyoomd.cli.traces", "pyoomd.cli.output",
          # the flight recorder's file side: only when a trace is written (or replayed)
          "pyoomd.trace", "pyoomd.cli.replay", "gzip")
-ENV = {k: v for k, v in os.environ.items() if k != "PYOOMD_READER"} | {"PYTHONPATH": str(REPO)}
 
 
 def _config(tmp_path: Path, text: str) -> Path:
@@ -274,26 +273,6 @@ def test_policies_round_trip_through_the_plan(tmp_path: Path) -> None:
 
 
 # -- SIGHUP ----------------------------------------------------------------------------------
-def _events(path: Path) -> list[dict[str, Any]]:
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass
-    return out
-
-
-def _wait_for(path: Path, event: str, n: int = 1, timeout: float = 30.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [e for e in _events(path) if e.get("event") == event]
-        if len(found) >= n:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"no {event} event in {path.read_text()[-3000:]}")
-
-
 def _dry_run(cfg: Path, err: Path) -> subprocess.Popen[bytes]:
     """The real `python -m pyoomd run --dry-run` on the fixture /proc, its log to ``err``."""
     with err.open("w") as f:
@@ -320,23 +299,23 @@ def test_sighup_recompiles_and_a_bad_config_keeps_the_running_plan(tmp_path: Pat
     err = tmp_path / "stderr"
     proc = _dry_run(cfg, err)
     try:
-        (startup,) = _wait_for(err, "startup")
+        (startup,) = wait_for_event(err, "startup")
         assert startup["grace_s"] == 2.0 and startup["policy_rules"] == ["old"]
         cfg.write_text(base + "kill:\n  grace: soon\n")
         proc.send_signal(signal.SIGHUP)
-        (failed,) = _wait_for(err, "reload_failed")
+        (failed,) = wait_for_event(err, "reload_failed")
         assert failed["error"].startswith(f"{cfg}:5: kill.grace: not a duration")
         assert failed["policy_rules"] == ["old"]
         cfg.write_text(base + "kill: {grace: 3s}\n")
         (pol / "a.yaml").write_text('version: 1\nrules:\n  - name: new\n    match: {comm: "^x$"}\n    adjust: 7\n')
         proc.send_signal(signal.SIGHUP)
-        (reloaded,) = _wait_for(err, "reloaded")
+        (reloaded,) = wait_for_event(err, "reloaded")
         assert reloaded["grace_s"] == 3.0 and reloaded["policy_rules"] == ["new"]
-        assert [e["event"] for e in _events(err)].count("reloading") == 2
+        assert [e["event"] for e in json_events(err)].count("reloading") == 2
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    assert _events(err)[-1]["event"] == "shutdown"
+    assert json_events(err)[-1]["event"] == "shutdown"
 
 
 def test_sighup_rebuilds_the_reporters_whose_settings_changed(tmp_path: Path) -> None:
@@ -350,11 +329,11 @@ def test_sighup_rebuilds_the_reporters_whose_settings_changed(tmp_path: Path) ->
     err = tmp_path / "stderr"
     proc = _dry_run(cfg, err)
     try:
-        _wait_for(err, "startup")
+        wait_for_event(err, "startup")
         assert not prom.exists() and not sock.exists()
         cfg.write_text(BASE_CONFIG % (sock, pol) + f"metrics: {{textfile: {prom}}}\n")
         proc.send_signal(signal.SIGHUP)
-        (rebuilt,) = _wait_for(err, "reporters_rebuilt")
+        (rebuilt,) = wait_for_event(err, "reporters_rebuilt")
         assert rebuilt["reporters"] == ["metrics", "status"]
         _wait_until(lambda: prom.exists() and sock.exists())
         assert "pyoomd_level " in prom.read_text() and "pyoomd_kills" in prom.read_text()
@@ -362,19 +341,19 @@ def test_sighup_rebuilds_the_reporters_whose_settings_changed(tmp_path: Path) ->
         # a reload that changes nothing of theirs leaves them be
         cfg.write_text(BASE_CONFIG % (sock, pol) + f"metrics: {{textfile: {prom}}}\nkill: {{grace: 4s}}\n")
         proc.send_signal(signal.SIGHUP)
-        _wait_for(err, "reloaded", n=2)
-        assert len(_wait_for(err, "reporters_rebuilt")) == 1
+        wait_for_event(err, "reloaded", n=2)
+        assert len(wait_for_event(err, "reporters_rebuilt")) == 1
         # and one that turns them off stops them
         cfg.write_text(base)
         proc.send_signal(signal.SIGHUP)
-        second = _wait_for(err, "reporters_rebuilt", n=2)[1]
+        second = wait_for_event(err, "reporters_rebuilt", n=2)[1]
         assert second["reporters"] == ["metrics", "status"]
         _wait_until(lambda: not sock.exists())
         assert not sock.exists()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    assert not [e for e in _events(err) if e.get("level") == "error"], _events(err)
+    assert not [e for e in json_events(err) if e.get("level") == "error"], json_events(err)
 
 
 def test_a_status_request_gets_a_fresh_sample_from_the_idle_loop(tmp_path: Path) -> None:
@@ -390,7 +369,7 @@ def test_a_status_request_gets_a_fresh_sample_from_the_idle_loop(tmp_path: Path)
     err = tmp_path / "stderr"
     proc = _dry_run(cfg, err)
     try:
-        _wait_for(err, "startup")
+        wait_for_event(err, "startup")
         _wait_until(sock.exists)
         times = []
         for _ in range(2):

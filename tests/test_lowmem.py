@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_for_bus
 
 from pyoomd.act.lowmem import NAME, LowMemoryMonitor, socket_missing
 from pyoomd.model import Decision, Level, MemSample
-from tests.test_notify import _wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY_FILE = REPO / "packaging" / "dbus" / "pyoomd-lowmemory.conf"
@@ -46,7 +46,7 @@ def dbus(config: str | None = None) -> Iterator[str]:
         argv.insert(1, f"--config-file={cfg}")
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for(lambda: os.path.exists(path), p)
+        wait_for_bus(lambda: os.path.exists(path), p)
         yield f"unix:path={path}"
     finally:
         p.kill()

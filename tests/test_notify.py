@@ -3,12 +3,10 @@ jeepney service that owns org.freedesktop.Notifications and records calls."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -17,10 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from helpers import bus_with_service
 
-from pyoomd.act.notify import Message, Notifier, find_sessions, human_kib, kill_message, send_as
+from pyoomd.act.notify import Message, Notifier, find_sessions, kill_message, send_as
 from pyoomd.model import Decision, Level, MemSample
 from pyoomd.settings.schema import NotifyConfig
+from pyoomd.units import human_kib
 
 NOBODY = 65534
 KILL_FIELDS = {"pid": 4242, "comm": "firefox", "rss_kib": int(7.1 * (1 << 20)), "swap_kib": 0, "dry_run": False}
@@ -79,44 +79,10 @@ def _start_bus(uid: int) -> Iterator[Bus]:
     bus_path = os.path.join(user_dir, "bus")
     record, ready = os.path.join(user_dir, "calls.jsonl"), os.path.join(user_dir, "ready")
     try:
-        with _bus_with_service(bus_path, ready, lambda: _service(bus_path, record, ready, uid), uid):
+        with bus_with_service(bus_path, ready, lambda: _service(bus_path, record, ready, uid), uid):
             yield Bus(run_dir, uid, bus_path, record)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _bus_with_service(bus_path: str, ready: str, service: Any, uid: int | None = None) -> Iterator[None]:
-    """A dbus-daemon on ``bus_path`` (as ``uid``) and ``service()`` in a fork,
-    which creates ``ready`` once it owns its name; both ended on exit."""
-    daemon = subprocess.Popen(
-        ["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address=unix:path={bus_path}"],
-        user=uid if uid is not None and uid != os.geteuid() else None, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE)
-    svc = None
-    try:
-        _wait_for(lambda: os.path.exists(bus_path), daemon)
-        svc = os.fork()
-        if svc == 0:  # pragma: no cover
-            service()
-        _wait_for(lambda: os.path.exists(ready), daemon)
-        yield
-    finally:
-        if svc:
-            os.kill(svc, 9)
-            os.waitpid(svc, 0)
-        daemon.kill()
-        daemon.wait()
-
-
-def _wait_for(cond: Any, daemon: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if daemon.poll() is not None:
-            pytest.fail(f"dbus-daemon exited: {daemon.stderr.read().decode() if daemon.stderr else ''}")
-        if time.monotonic() > deadline:
-            pytest.fail("timed out waiting for the test bus")
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -266,7 +232,7 @@ def _fake_logind(bus_path: str, ready: str) -> None:  # pragma: no cover - child
                         for sid, uid, user, seat, *_ in LOGIND_SESSIONS]
                 conn.send(new_method_return(msg, "a(susso)", (rows,)))
             elif member == "GetAll" and path in paths and msg.body[0] == "org.freedesktop.login1.Session":
-                uid, user, seat, typ, active, cls = paths[path]
+                uid, _user, _seat, typ, active, cls = paths[path]
                 props = {"Type": ("s", typ), "Active": ("b", active), "Class": ("s", cls), "User": ("(uo)", (uid, "/"))}
                 conn.send(new_method_return(msg, "a{sv}", (props,)))
             else:
@@ -283,7 +249,7 @@ def fake_system_bus() -> Iterator[str]:
     d = tempfile.mkdtemp(prefix="pyoomd-logind-")
     bus_path, ready = os.path.join(d, "system_bus_socket"), os.path.join(d, "ready")
     try:
-        with _bus_with_service(bus_path, ready, lambda: _fake_logind(bus_path, ready)):
+        with bus_with_service(bus_path, ready, lambda: _fake_logind(bus_path, ready)):
             yield f"unix:path={bus_path}"
     finally:
         shutil.rmtree(d, ignore_errors=True)
@@ -309,7 +275,7 @@ def test_only_active_graphical_users_are_told(fake_system_bus: str) -> None:
     with tempfile.TemporaryDirectory() as d:
         _user_buses(d, [1000, 1001, 1002, 1003, 113])
         sent: list[int] = []
-        n, logged = _notifier(d, system_bus=fake_system_bus, min_interval=0.0, sessions="graphical")
+        n, _logged = _notifier(d, system_bus=fake_system_bus, min_interval=0.0, sessions="graphical")
         n.send = lambda uid, bus, msg: sent.append(uid)
         assert n.deliver(kill_message(KILL_FIELDS)) == 2
         assert sorted(sent) == [1000, 1003]

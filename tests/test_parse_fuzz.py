@@ -6,15 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from fuzzing import fuzz
-from hypothesis import given, settings
+from helpers import EXT, needs_cffi
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pyoomd.errors import ParseError
 from pyoomd.model import MemSample, Pressure, PsiLine
 from pyoomd.sense import parse
-from pyoomd.sense import sample as sample_mod
 
 # dev: fast enough for every test run; ci (tests/fuzzing.py): 10,000.
 FUZZ = fuzz(100)
@@ -129,8 +128,6 @@ def test_stat_with_any_comm(pid: int, comm: bytes, tail: list[bytes]) -> None:
 
 
 # -- C and Python agree ----------------------------------------------------------
-EXT = sample_mod._load_extension()
-needs_cffi = pytest.mark.skipif(EXT is None, reason="pyoomd.sense._reader not built (pip install .)")
 
 
 def c_meminfo(data: bytes) -> MemSample | None:

@@ -9,6 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import FakeSampler
+from logcapture import Log
 
 from pyoomd.errors import ConfigError
 from pyoomd.judge.rank import BADNESS_MAX, score
@@ -534,14 +536,8 @@ def test_server_policy_batch_jobs_go_first_as_a_group() -> None:
 
 
 # -- the daemon: start-up report and reload keeping the last good set ----------------
-from logcapture import Log
-
-
-class FixedSampler:
-    backend = "python"
-
-    def read(self) -> MemSample:
-        return MemSample(mem_total_kib=16 << 20, mem_available_kib=8 << 20, swap_total_kib=0, swap_free_kib=0)
+# memory far from any level: the ticks act on nothing
+HALF_FREE = MemSample(mem_total_kib=16 << 20, mem_available_kib=8 << 20, swap_total_kib=0, swap_free_kib=0)
 
 
 def test_reload_keeps_the_last_good_policy(tmp_path: Path) -> None:
@@ -551,7 +547,7 @@ def test_reload_keeps_the_last_good_policy(tmp_path: Path) -> None:
     f = write(tmp_path / "p.yaml", "version: 1\nrules: [{name: old, match: {comm: hog}, adjust: 500}]\n")
     load = lambda s: load_policies([str(tmp_path)], hostname="h", euid=1000)
     log = Log()
-    d = Daemon(Settings(), Procfs(str(tmp_path / "noproc")), FixedSampler(), log)  # type: ignore[arg-type]
+    d = Daemon(Settings(), Procfs(str(tmp_path / "noproc")), FakeSampler(HALF_FREE), log)  # type: ignore[arg-type]
     d.use_policies(load(None))
     d.reloader = Settings
     d.policy_loader = load
@@ -585,7 +581,7 @@ def test_startup_lists_loaded_skipped_and_refused(tmp_path: Path) -> None:
     log = Log()
     proc_root = tmp_path / "proc"
     proc_root.mkdir()
-    d = Daemon(Settings(), Procfs(str(proc_root)), FixedSampler(), log)  # type: ignore[arg-type]
+    d = Daemon(Settings(), Procfs(str(proc_root)), FakeSampler(HALF_FREE), log)  # type: ignore[arg-type]
     d.use_policies(load_policies([str(tmp_path)], hostname="h", euid=1000))
     d.startup()
     (start,) = log.named("startup")
@@ -603,7 +599,7 @@ def test_startup_says_when_there_is_no_policy(tmp_path: Path) -> None:
     log = Log()
     proc_root = tmp_path / "proc"
     proc_root.mkdir()
-    d = Daemon(Settings(), Procfs(str(proc_root)), FixedSampler(), log)  # type: ignore[arg-type]
+    d = Daemon(Settings(), Procfs(str(proc_root)), FakeSampler(HALF_FREE), log)  # type: ignore[arg-type]
     d.use_policies(load_policies([str(tmp_path / "policies.d")], hostname="h", euid=1000, missing_ok=True))
     d.startup()
     (start,) = log.named("startup")

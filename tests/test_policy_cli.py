@@ -20,12 +20,13 @@ from pyoomd.sense import snapshot
 from pyoomd.sense.procfs import Procfs
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_snapshot import FakeProc, build
+from helpers import FakeProc, alive, build, run_main
+
+pytestmark = pytest.mark.usefixtures("no_daemon_loop")  # conftest.py: no test reaches the loop
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 
-from test_cli import no_daemon_loop, run_main  # noqa: F401  (autouse fixture: no test reaches the loop)
 
 
 def write(path: Path, text: str) -> Path:
@@ -162,22 +163,13 @@ def test_kill_group_signals_the_whole_group_of_the_verified_victim() -> None:
         out = killer.kill(victim, KillPlan(grace_s=2.0, kill_timeout_s=2.0, dry_run=False))
         assert out.exited and out.signals == ("SIGTERM",), (out, events)
         deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and _alive(member):
+        while time.monotonic() < deadline and alive(member):
             time.sleep(0.01)
-        assert not _alive(member)  # the group member got the SIGTERM too
+        assert not alive(member)  # the group member got the SIGTERM too
     finally:
         if leader.poll() is None:
             os.killpg(leader.pid, signal.SIGKILL)
         leader.wait()
-
-
-def _alive(pid: int) -> bool:
-    """Not gone and not a zombie awaiting its reaper."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
 
 
 def test_kill_group_refuses_our_own_group() -> None:

@@ -218,7 +218,7 @@ def test_a_plan_written_before_cwd_existed_still_loads() -> None:
 
 # -- the fuzz strategy takes its keys from the registry ---------------------------------------
 def test_the_policy_fuzz_strategy_draws_every_registered_matcher() -> None:
-    import test_policy_fuzz as fuzz
+    import policy_strategies as fuzz
 
     assert {m.name for m in MATCHERS} <= set(fuzz.KEYS)
     for m in MATCHERS:

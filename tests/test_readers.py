@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import EXT, FIXTURES, fake_proc, needs_cffi
 
 from pyoomd.errors import ParseError, StartupError
 from pyoomd.model import MemSample
@@ -15,21 +16,10 @@ from pyoomd.sense.parse import parse_pressure
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.sample import ENV_VAR, Sampler, choose_backend
 
-FIXTURES = Path(__file__).parent / "fixtures"
 MEMINFO = sorted((FIXTURES / "meminfo").glob("*.txt"))
 PRESSURE = sorted((FIXTURES / "pressure").glob("*.txt"))
-HAVE_CFFI = sample_mod._load_extension() is not None
-needs_cffi = pytest.mark.skipif(not HAVE_CFFI, reason="pyoomd.sense._reader not built (pip install .)")
+HAVE_CFFI = EXT is not None
 BACKENDS = ["python", pytest.param("cffi", marks=needs_cffi)]
-
-
-def fake_proc(root: Path, meminfo: bytes, psi: bytes | None) -> Procfs:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "meminfo").write_bytes(meminfo)
-    if psi is not None:
-        (root / "pressure").mkdir(exist_ok=True)
-        (root / "pressure" / "memory").write_bytes(psi)
-    return Procfs(str(root))
 
 
 def read_with(procfs: Procfs, backend: str) -> object:

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import BASE, ENV, FIXTURE_PROC, FakeProc, build, stat_line, status_text, wait_for_event
 from logcapture import Log
-from test_snapshot import BASE, FakeProc, build
 
 from pyoomd.cli import replay, replay_model, replay_report
 from pyoomd.daemon import Daemon
@@ -185,8 +185,6 @@ def _hand_trace(tmp_path: Path, settings: dict[str, Any]) -> str:
     exited at 4.05 and its memory came back."""
     procs = {11: ("db", 700, 2500), 12: ("leak", 400, 1500), 13: ("tab", 300, 300)}
     e: list[tuple[Any, ...]] = []
-    from test_snapshot import stat_line, status_text
-
     for t in (0.0, 2.0, 4.0, 6.0):
         alive = [p for p in procs if not (p == 11 and t > 4.05)]
         e.append(("l", t, "/proc", tuple(alive)))
@@ -388,8 +386,6 @@ def test_status_dump_trace_has_the_running_daemon_write_its_ring(tmp_path: Path)
     import sys
     import time
 
-    from test_loop import ENV, FIXTURE_PROC, _wait_for
-
     sock, traces, out = tmp_path / "status.sock", tmp_path / "traces", tmp_path / "out.trace.gz"
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"psi: {{wakeup: {{enabled: false}}}}\nstatus: {{socket: {sock}}}\npolicy_dirs: []\n"
@@ -399,7 +395,7 @@ def test_status_dump_trace_has_the_running_daemon_write_its_ring(tmp_path: Path)
         proc = subprocess.Popen([sys.executable, "-m", "pyoomd", "--procfs", FIXTURE_PROC, "run", "--dry-run",
                                  "--log-format", "json", "--config", str(cfg)], stderr=f, env=ENV, cwd="/")
     try:
-        _wait_for(err, "startup")
+        wait_for_event(err, "startup")
         deadline = time.monotonic() + 10
         while not sock.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -407,7 +403,7 @@ def test_status_dump_trace_has_the_running_daemon_write_its_ring(tmp_path: Path)
                             "--dump-trace", str(out)], capture_output=True, text=True, env=ENV, timeout=30,
                            check=False)
         assert r.returncode == 0, r.stderr
-        (written,) = _wait_for(err, "trace_written")
+        (written,) = wait_for_event(err, "trace_written")
         assert written["path"].endswith("-dump.trace.gz")
         trace = read_trace(str(out))
         assert trace.header["reason"] == "dump" and trace.header["pid"] == proc.pid
@@ -435,8 +431,6 @@ def test_replay_with_another_config_lower_levels_no_kill(tmp_path: Path, capsys:
 
 
 def test_record_without_a_daemon_then_replay(tmp_path: Path, capsys: Any) -> None:
-    from test_loop import FIXTURE_PROC
-
     from pyoomd.cli.dispatch import main
 
     cfg = tmp_path / "c.yaml"

@@ -17,8 +17,8 @@ import pytest
 
 from pyoomd.model import ProcInfo
 from pyoomd.policy.load import check_text
-from pyoomd.regex import MATCH_CMDLINE_MAX, RegexError, compile_policy_regex
 from pyoomd.policy.rules import Loaded, PolicySet, loaded_from_plan, loaded_to_plan
+from pyoomd.regex import MATCH_CMDLINE_MAX, RegexError, compile_policy_regex
 
 EVIL = r"^(\w+\s?)*$"
 

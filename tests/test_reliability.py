@@ -16,41 +16,27 @@ from typing import Any
 import pytest
 import yaml
 from fuzzing import fuzz
-from hypothesis import HealthCheck, given, settings
+from helpers import BASE, FakeProc, FakeSampler, build, stat_line, status_text
+from hypothesis import given
 from hypothesis import strategies as st
-from test_snapshot import BASE, FakeProc, build, stat_line, status_text
+from logcapture import Log
 
 from pyoomd import errors
 from pyoomd.cli import dispatch
-from pyoomd.settings.load import load_config, settings_from_dict, settings_from_text
-from pyoomd.settings.schema import Settings
 from pyoomd.daemon import Daemon
 from pyoomd.errors import ConfigError, ParseError
 from pyoomd.judge.rank import NoPolicy, score
-from pyoomd.model import Level, MemSample
+from pyoomd.model import Level
 from pyoomd.policy.load import load_policies
 from pyoomd.sense import snapshot
 from pyoomd.sense.procfs import Procfs
-from logcapture import Log
+from pyoomd.settings.load import load_config, settings_from_dict, settings_from_text
+from pyoomd.settings.schema import Settings
 
 # Events a tick may log; anything else (an "observer_failed", a traceback) is a bug.
 TICK_EVENTS = {"low_memory", "kill", "kill_skipped", "no_candidate", "victim_exited", "victim_stuck",
                "escalate", "killed_process", "memory_recovered", "sample_error", "cgroup_choice_empty"}
 
-
-
-class Sampler:
-    """Memory at the KILL level (so every tick acts), or an error to raise."""
-
-    backend = "python"
-
-    def __init__(self, error: Exception | None = None) -> None:
-        self.error = error
-
-    def read(self) -> MemSample:
-        if self.error is not None:
-            raise self.error
-        return MemSample(mem_total_kib=16 << 20, mem_available_kib=1 << 10, swap_total_kib=0, swap_free_kib=0)
 
 
 class HostileProcfs(Procfs):
@@ -75,7 +61,7 @@ class HostileProcfs(Procfs):
 
 def dry_daemon(procfs: Procfs, sampler: Any = None, log: Log | None = None) -> Daemon:
     s = settings_from_dict({"dry_run": True})
-    return Daemon(s, procfs, sampler or Sampler(), log or Log())
+    return Daemon(s, procfs, sampler or FakeSampler(), log or Log())
 
 
 # -- the tick survives hostile and broken /proc ---------------------------------------
@@ -142,7 +128,7 @@ def test_tick_survives_any_proc_tree(tree: tuple[list[Any], dict[Any, Any]]) -> 
                                    PermissionError(13, "Permission denied")])
 def test_a_failing_sample_is_logged_once_and_the_loop_goes_on(tmp_path: Path, error: Exception) -> None:
     build(tmp_path / "proc", [FakeProc(BASE + 1, 500)])
-    sampler = Sampler()
+    sampler = FakeSampler()
     log = Log()
     d = dry_daemon(Procfs(str(tmp_path / "proc")), sampler, log)
     sampler.error = error
@@ -262,7 +248,7 @@ def test_config_file_deleted_during_reload_keeps_the_old_settings(tmp_path: Path
     cfg = tmp_path / "config.yaml"
     cfg.write_text("kill: {grace: 2s}\n")
     log = Log()
-    d = Daemon(load_config(str(cfg)), Procfs(str(tmp_path / "noproc")), Sampler(), log)
+    d = Daemon(load_config(str(cfg)), Procfs(str(tmp_path / "noproc")), FakeSampler(), log)
     d.reloader = lambda: load_config(str(cfg))
     cfg.unlink()
     d.reload()
@@ -374,9 +360,9 @@ def test_no_second_victim_while_the_first_ones_memory_comes_back(tmp_path: Path)
     procfs = build(tmp_path / "proc", [FakeProc(pid=4242, oom_score=900)])
     now = [100.0]
     log = Log()
-    d = Daemon(load_config(None, {"dry_run": True}), procfs, Sampler(), log, clock=lambda: now[0])
+    d = Daemon(load_config(None, {"dry_run": True}), procfs, FakeSampler(), log, clock=lambda: now[0])
     d.state.release = (now[0] + 1.0, 1 << 10, 512 << 10)  # 512 MiB still expected back
-    acted = lambda: log.named("kill") + log.named("kill_skipped")  # noqa: E731  (pid 4242 is not real)
+    acted = lambda: log.named("kill") + log.named("kill_skipped")  # (pid 4242 is not real)
     d.tick()
     assert acted() == []  # still within the release timeout: no new victim is chosen
     now[0] += 1.5

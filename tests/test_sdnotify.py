@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -9,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import FIXTURE_PROC
+from logcapture import Log
 
 from pyoomd import selfprotect
-from pyoomd.settings.load import load_config
-from pyoomd.settings.schema import Settings
 from pyoomd.daemon import Daemon
 from pyoomd.model import Decision, Level, MemSample
 from pyoomd.report.sdnotify import (
@@ -24,9 +25,9 @@ from pyoomd.report.sdnotify import (
 )
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.sample import Sampler
-from logcapture import Log
+from pyoomd.settings.load import load_config
+from pyoomd.settings.schema import Settings
 
-FIXTURE_PROC = str(Path(__file__).parent / "fixtures" / "proc")
 GIB = 1024 * 1024
 
 
@@ -272,7 +273,7 @@ def test_daemon_loop_notifies_and_reloads(listener: tuple[Listener, str], tmp_pa
     i = keys.index(["MONOTONIC_USEC", "RELOADING"])
     # the loop ticks on while the reload runs (in a thread): watchdog pings
     # may come between; the next state change is READY
-    assert [k for k in keys[i + 1:] if k != ["WATCHDOG"]][0] == ["READY"]
+    assert next(k for k in keys[i + 1:] if k != ["WATCHDOG"]) == ["READY"]
     assert keys[-1] == ["STOPPING"]
     assert d.settings.memory.term.pct == 2.0  # the SIGHUP re-read the file
 
@@ -337,7 +338,7 @@ def test_the_idle_wait_pings_the_watchdog_without_python_ticks(listener: tuple[L
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, err.read_text()[-2000:]
-    assert '"reader": "%s"' % reader in err.read_text()
+    assert f'"reader": "{reader}"' in err.read_text()
     pings = [t for t, m in got if m.get("WATCHDOG") == "1"]
     assert len(pings) >= 4, (got, err.read_text()[-2000:])
     # every half of the watchdog timeout (4 s, or what the daemon raised it
@@ -345,7 +346,7 @@ def test_the_idle_wait_pings_the_watchdog_without_python_ticks(listener: tuple[L
     # interval (1 s) late
     raised = [int(m["WATCHDOG_USEC"]) for _, m in got if "WATCHDOG_USEC" in m]
     half = (raised[-1] if raised else 4_000_000) / 2e6
-    gaps = [b - a for a, b in zip(pings[1:], pings[2:])]
+    gaps = [b - a for a, b in itertools.pairwise(pings[1:])]
     assert all(half - 0.2 <= g <= half + 1.2 for g in gaps), (gaps, half)
     # STATUS rides on Python's ticks: the idle wait kept them away
     assert sum("STATUS" in m for _, m in got) <= 2, got

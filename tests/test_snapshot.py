@@ -9,82 +9,12 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from helpers import BASE, CountingProcfs, FakeProc, build
 
 from pyoomd.judge.rank import NoPolicy, Verdict, order, score
 from pyoomd.model import Candidate, Excluded, ProcInfo
 from pyoomd.sense.procfs import Procfs
 from pyoomd.sense.snapshot import PF_KTHREAD, Warm, read_proc, read_scores, scan
-
-# Above the kernel's largest pid_max (4194304): never our own pid or our parent's.
-BASE = 5_000_000
-PF_NORMAL = 0x00400000  # PF_RANDOMIZE: what a user process usually shows
-
-
-def stat_line(pid: int, comm: bytes, state: str = "S", ppid: int = 1, flags: int = PF_NORMAL,
-              start: int | None = None, rss_pages: int = 100) -> bytes:
-    start = 1000 + pid % 100000 if start is None else start
-    # state ppid pgid session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime
-    # priority nice num_threads itrealvalue starttime vsize rss ...
-    rest = (f"{state} {ppid} {pid} {pid} 0 -1 {flags} 120 0 0 0 3 2 0 0 20 0 1 0 {start} "
-            f"4096000 {rss_pages} 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 3 0 0 0 0 0 0 0 0 0 0 0 0 0\n")
-    return f"{pid} (".encode() + comm + b") " + rest.encode()
-
-
-def status_text(pid: int, comm: str, uid: int = 1000, rss_kib: int = 4000, swap_kib: int = 0) -> bytes:
-    return (f"Name:\t{comm}\nState:\tS (sleeping)\nTgid:\t{pid}\nPid:\t{pid}\nPPid:\t1\n"
-            f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}\nVmRSS:\t{rss_kib:>10} kB\nVmSwap:\t{swap_kib:>10} kB\n"
-            "Threads:\t1\n").encode()
-
-
-@dataclass
-class FakeProc:
-    pid: int
-    oom_score: int
-    comm: bytes = b"proc"
-    state: str = "S"
-    flags: int = PF_NORMAL
-    adj: int = 0
-    rss_kib: int = 4000
-    swap_kib: int = 0
-    uid: int = 1000
-    cmdline: bytes = b"/usr/bin/proc\0--flag\0"
-    exe: str = "/usr/bin/proc"
-    cgroup: bytes = b"0::/user.slice/user-1000.slice/app.scope\n"
-    omit: tuple[str, ...] = ()  # files missing (the process vanished while we listed it)
-
-
-def build(root: Path, procs: list[FakeProc]) -> Procfs:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "meminfo").write_text("MemTotal: 16000000 kB\nMemAvailable: 8000000 kB\n")
-    for p in procs:
-        d = root / str(p.pid)
-        d.mkdir()
-        files = {
-            "stat": stat_line(p.pid, p.comm, p.state, flags=p.flags),
-            "status": status_text(p.pid, p.comm.decode(errors="replace"), p.uid, p.rss_kib, p.swap_kib),
-            "oom_score": f"{p.oom_score}\n".encode(),
-            "oom_score_adj": f"{p.adj}\n".encode(),
-            "cmdline": p.cmdline,
-            "cgroup": p.cgroup,
-        }
-        for name, data in files.items():
-            if name not in p.omit:
-                (d / name).write_bytes(data)
-        if "exe" not in p.omit:
-            os.symlink(p.exe, d / "exe")  # dangling is fine: only readlink is used
-    return Procfs(str(root))
-
-
-class CountingProcfs(Procfs):
-    """Counts per-process file reads: what the lazy bound saves."""
-
-    def __init__(self, root: str) -> None:
-        super().__init__(root)
-        self.reads: dict[str, set[int]] = {}
-
-    def read_pid(self, pid: int, name: str, limit: int = 1 << 20) -> bytes:
-        self.reads.setdefault(name, set()).add(pid)
-        return super().read_pid(pid, name, limit)
 
 
 def plain(p: ProcInfo) -> Candidate | Excluded:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import bus_with_service
 
 from pyoomd.act.soft import action_env, restart_unit, unit_of_cgroup
 from pyoomd.cli.explain import _action_of
@@ -22,7 +23,6 @@ from pyoomd.judge.rank import score
 from pyoomd.model import Candidate, ProcInfo
 from pyoomd.policy.load import check_text, load_policies
 from pyoomd.policy.rules import PolicySet, loaded_from_plan, loaded_to_plan
-from tests.test_notify import _bus_with_service
 
 
 def proc(comm: str = "java", cgroup: str | None = "/system.slice/app.service", uid: int = 1000) -> ProcInfo:
@@ -217,7 +217,7 @@ def systemd_bus() -> Iterator[tuple[str, str]]:
     d = tempfile.mkdtemp(prefix="pyoomd-systemd-")
     bus_path, ready, record = os.path.join(d, "bus"), os.path.join(d, "ready"), os.path.join(d, "calls.jsonl")
     try:
-        with _bus_with_service(bus_path, ready, lambda: fake_systemd(bus_path, ready, record)):
+        with bus_with_service(bus_path, ready, lambda: fake_systemd(bus_path, ready, record)):
             yield f"unix:path={bus_path}", record
     finally:
         shutil.rmtree(d, ignore_errors=True)
@@ -254,9 +254,8 @@ class _Daemonish:
     def __init__(self, tmp_path: Path, levels: list[Any], dry_run: bool = False, grace: float = 0.3) -> None:
         import subprocess
 
+        from helpers import FakeProc, FakeSampler, build
         from logcapture import Log
-        from test_reliability import Sampler
-        from test_snapshot import FakeProc, build
 
         from pyoomd.daemon import Daemon
         from pyoomd.settings.load import load_config
@@ -264,7 +263,7 @@ class _Daemonish:
         self.child = subprocess.Popen(["sleep", "30"])
         procfs = build(tmp_path / "proc", [FakeProc(pid=4242, oom_score=500, uid=os.geteuid(), rss_kib=1 << 20)])
         self.log = Log()
-        self.d = Daemon(load_config(None, {"dry_run": dry_run, "kill": {"grace": grace}}), procfs, Sampler(),
+        self.d = Daemon(load_config(None, {"dry_run": dry_run, "kill": {"grace": grace}}), procfs, FakeSampler(),
                         self.log)
         real = self.child.pid
         self.d.killer.open_verified = lambda pid, st: os.pidfd_open(real)  # type: ignore[method-assign]

@@ -42,7 +42,7 @@ class Recording:
         self.avail = max(0, int(self.avail + d_avail_kib))
         self.full_us += int(stall * STEP * 1e6)
         self.some_us += int(min(1.0, stall * 1.5) * STEP * 1e6)
-        pages = lambda mib_s: int(mib_s * 256 * STEP)  # noqa: E731 - MiB/s -> 4 KiB pages per step
+        pages = lambda mib_s: int(mib_s * 256 * STEP)  # MiB/s -> 4 KiB pages per step
         self.vm = VmCounters(self.vm.pswpin + pages(swapin_mib_s), self.vm.pswpout + pages(swapout_mib_s),
                              self.vm.refault_file + pages(refault_mib_s), self.vm.refault_anon)
         psi = Pressure(PsiLine(0, 0, 0, self.some_us), PsiLine(0, 0, 0, self.full_us))

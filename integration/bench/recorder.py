@@ -102,7 +102,7 @@ def replay_time() -> dict[str, object]:
                                     "tests"))
     from pathlib import Path
 
-    from test_snapshot import BASE, FakeProc, build  # type: ignore[import-not-found]
+    from helpers import BASE, FakeProc, build  # type: ignore[import-not-found]
 
     from pyoomd.cli import replay
     from pyoomd.daemon import Daemon

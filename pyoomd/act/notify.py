@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..model import Decision, Level, MemSample
 from ..textsafe import markup_escape
+from ..units import human_kib
 
 if TYPE_CHECKING:  # annotations only
     from ..settings.schema import NotifyConfig
@@ -75,15 +76,6 @@ class Session:
 class _Budget:
     last: float = -1e9
     suppressed: int = 0
-
-
-def human_kib(kib: int) -> str:
-    """``7.1 GiB``, ``512 MiB``, ``900 KiB``."""
-    for unit, div in (("GiB", 1 << 20), ("MiB", 1 << 10)):
-        if kib >= div:
-            value = kib / div
-            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
-    return f"{kib} KiB"
 
 
 def kill_message(fields: dict[str, Any]) -> Message:

@@ -6,10 +6,10 @@ Levels follow earlyoom, so its users get what they know: act when available
 memory is low AND free swap is low (no swap at all counts as low).
 
 Sleep: time until the TERM level could be reached at the fill rate we assume,
-``headroom / rate``, clamped to [min_interval, max_interval].  The assumed rate
-is twice the fastest fill rate measured over the last ``RATE_WINDOW_S``
-seconds, never below the configured floor (earlyoom's 6000 MiB/s) and never
-above the ceiling.  So a quiet system is sampled once a second, a system near
+``headroom / rate``, clamped to [min_interval, max_interval] (the rule is
+pyoomd/interval.py's).  The assumed rate is twice the fastest fill rate
+measured over the last ``RATE_WINDOW_S`` seconds, never below the configured
+floor (earlyoom's 6000 MiB/s) and never above the ceiling.  So a quiet system is sampled once a second, a system near
 its threshold every few milliseconds, and a burst faster than earlyoom's
 constant is followed at its own measured speed instead of being outrun.
 """
@@ -21,9 +21,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .. import interval
+from ..interval import assumed_rate, clamp_interval
 from ..model import Decision, Level, MemSample
 from ..sense.vmstat import VmCounters
 from ..settings.amounts import Thresholds
+from ..units import human_kib
 from .pressure import PressureJudge, PsiRule
 from .relief import ReliefRule, not_relieving
 from .thrash import ThrashJudge, ThrashRule
@@ -32,27 +35,17 @@ from .window import Window, point_of
 if TYPE_CHECKING:  # annotations only
     from ..settings.schema import SamplingConfig
 
-# Fill rate window: 2 s holds the last burst (a hog at 256 MiB/s shows its
-# rate within 2 samples) yet forgets it soon after memory is freed.
-RATE_WINDOW_S = 2.0
-# Slopes over at least 20 ms: a hog allocating in 1 MiB steps every 4 ms
-# shows its rate, not the size of its steps; at most 100 slopes in a window.
-RATE_STEP_S = 0.02
-# Headroom is divided by twice the measured rate: the next sample then comes
-# when at most half the headroom can be gone, even if the rate doubles.
-RATE_SAFETY = 2.0
+# The fill rate's window, slope step and safety factor: pyoomd/interval.py's
+# (the daemon hands them to the idle wait from here).
+RATE_WINDOW_S = interval.RATE_WINDOW_S
+RATE_STEP_S = interval.RATE_STEP_S
+RATE_SAFETY = interval.RATE_SAFETY
 # While the relief or thrash rule is watching (memory at a level whose swap
 # condition is not met, or memory stalls seen below WARN), sample at least
 # this often: their windows are 1 s, and a 150 MiB/s leak takes ~1.3 s from
 # a 400 MiB TERM level to a 200 MiB KILL level.
 WATCH_INTERVAL_S = 0.05
 _MIB = 1024.0
-
-
-def _fmt_kib(kib: int) -> str:
-    if kib >= 1024 * 1024:
-        return f"{kib / 1048576:.2f} GiB"
-    return f"{kib / 1024:.0f} MiB"
 
 
 def memory_level(sample: MemSample, th: Thresholds) -> Level:
@@ -70,14 +63,14 @@ def level_of(sample: MemSample, th: Thresholds) -> tuple[Level, str]:
     avail = sample.mem_available_kib
     no_swap = sample.swap_total_kib == 0
     swap = sample.swap_free_kib
-    swap_desc = "no swap" if no_swap else f"SwapFree {_fmt_kib(swap)} ({sample.swap_free_pct:.1f}%)"
-    mem_desc = f"MemAvailable {_fmt_kib(avail)} ({sample.mem_available_pct:.1f}%)"
+    swap_desc = "no swap" if no_swap else f"SwapFree {human_kib(swap, 2)} ({sample.swap_free_pct:.1f}%)"
+    mem_desc = f"MemAvailable {human_kib(avail, 2)} ({sample.mem_available_pct:.1f}%)"
     if avail <= th.mem_kill_kib and (no_swap or swap <= th.swap_kill_kib):
-        return Level.KILL, f"{mem_desc} <= kill {_fmt_kib(th.mem_kill_kib)}, {swap_desc}"
+        return Level.KILL, f"{mem_desc} <= kill {human_kib(th.mem_kill_kib, 2)}, {swap_desc}"
     if avail <= th.mem_term_kib and (no_swap or swap <= th.swap_term_kib):
-        return Level.TERM, f"{mem_desc} <= term {_fmt_kib(th.mem_term_kib)}, {swap_desc}"
+        return Level.TERM, f"{mem_desc} <= term {human_kib(th.mem_term_kib, 2)}, {swap_desc}"
     if avail <= th.mem_warn_kib:
-        return Level.WARN, f"{mem_desc} <= warn {_fmt_kib(th.mem_warn_kib)}"
+        return Level.WARN, f"{mem_desc} <= warn {human_kib(th.mem_warn_kib, 2)}"
     return Level.OK, mem_desc
 
 
@@ -132,17 +125,12 @@ class RateTracker:
 
 def sleep_for(sample: MemSample, th: Thresholds, rates: Rates, cfg: SamplingConfig) -> float:
     """Seconds until the next sample: time for the TERM level to be reachable."""
-    mem_rate = _assumed_rate(rates.mem_kib_s, cfg.min_rate_mib_s, cfg.max_rate_mib_s)
+    mem_rate = assumed_rate(rates.mem_kib_s, cfg.min_rate_mib_s * _MIB, cfg.max_rate_mib_s * _MIB)
     t = max(0, sample.mem_available_kib - th.mem_term_kib) / mem_rate
     if sample.swap_total_kib:
-        swap_rate = _assumed_rate(rates.swap_kib_s, cfg.swap_min_rate_mib_s, cfg.max_rate_mib_s)
+        swap_rate = assumed_rate(rates.swap_kib_s, cfg.swap_min_rate_mib_s * _MIB, cfg.max_rate_mib_s * _MIB)
         t += max(0, sample.swap_free_kib - th.swap_term_kib) / swap_rate
-    return min(cfg.max_interval, max(cfg.min_interval, t))
-
-
-def _assumed_rate(measured_kib_s: float, floor_mib_s: float, ceil_mib_s: float) -> float:
-    rate = max(measured_kib_s * RATE_SAFETY, floor_mib_s * _MIB)
-    return min(rate, ceil_mib_s * _MIB)
+    return clamp_interval(t, cfg.min_interval, cfg.max_interval)
 
 
 class Judge:
@@ -204,8 +192,8 @@ class Judge:
                 if why is not None:
                     limit = self.th.mem_term_kib if mem == Level.TERM else self.th.mem_kill_kib
                     level = mem
-                    reason = (f"MemAvailable {_fmt_kib(sample.mem_available_kib)} <= {mem.name.lower()} "
-                              f"{_fmt_kib(limit)}, {why}")
+                    reason = (f"MemAvailable {human_kib(sample.mem_available_kib, 2)} <= {mem.name.lower()} "
+                              f"{human_kib(limit, 2)}, {why}")
         if self.thrash is not None:
             t = self.thrash.rule
             v = self.thrash.judge(self.window.span(t.window_s, t.window_s / 2), sample.mem_available_kib, now)

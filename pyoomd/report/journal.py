@@ -29,6 +29,8 @@ import socket
 import struct
 from typing import Any
 
+from ..units import human_kib
+
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 # syslog priorities (sd-daemon.h: LOG_CRIT 2 ... LOG_DEBUG 7)
@@ -61,8 +63,7 @@ def stderr_is_journal(stream_fd: int = 2, environ: dict[str, str] | None = None)
 
 
 def _mib(kib: Any) -> str:
-    return f"{kib / 1048576:.1f} GiB" if isinstance(kib, int) and kib >= 1048576 else (
-        f"{kib / 1024:.0f} MiB" if isinstance(kib, int) else "?")
+    return human_kib(kib, 1) if isinstance(kib, int) else "?"
 
 
 def message(fields: dict[str, Any]) -> str:

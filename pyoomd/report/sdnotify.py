@@ -26,6 +26,7 @@ from typing import Any
 
 from ..model import Decision, Level, MemSample
 from ..textsafe import cell
+from ..units import human_kib
 
 ENV_SOCKET = "NOTIFY_SOCKET"
 ENV_WATCHDOG_USEC = "WATCHDOG_USEC"
@@ -128,18 +129,12 @@ class Notifier:
         self._sock = self._ping_sock = None
 
 
-def _size(kib: int) -> str:
-    if kib >= 1024 * 1024:
-        return f"{kib / (1024 * 1024):.1f} GiB"
-    return f"{kib / 1024:.0f} MiB"
-
-
 def status_text(level: Level, sample: MemSample, last_kill: str | None = None, dry_run: bool = False) -> str:
     """One line for ``systemctl status``: level, MemAvailable, SwapFree."""
-    text = (f"{level.name}: MemAvailable {_size(sample.mem_available_kib)} "
+    text = (f"{level.name}: MemAvailable {human_kib(sample.mem_available_kib, 1)} "
             f"({sample.mem_available_pct:.1f}%)")
     if sample.swap_total_kib:
-        text += f", SwapFree {_size(sample.swap_free_kib)} ({sample.swap_free_pct:.1f}%)"
+        text += f", SwapFree {human_kib(sample.swap_free_kib, 1)} ({sample.swap_free_pct:.1f}%)"
     else:
         text += ", no swap"
     if dry_run:

@@ -65,6 +65,14 @@ struct pyoomd_idle {
 /* Samples in C while MemAvailable > gate_kib; called with the GIL released
    (cffi's default in API mode), so other threads run meanwhile. */
 int pyoomd_idle_wait(struct pyoomd_reader *r, struct pyoomd_idle *w, struct pyoomd_sample *out);
+/* The idle wait's rule (pyoomd/interval.py's PeakRate and next_interval_s;
+   tests/test_interval.py holds the two together). */
+struct pyoomd_rate {
+    double peak, peak_t, anchor_t;
+    long long anchor_avail;
+};
+double pyoomd_idle_track(const struct pyoomd_idle *w, struct pyoomd_rate *s, double now, long long avail_kib);
+double pyoomd_idle_interval(const struct pyoomd_idle *w, long long avail_kib, double peak_kib_s);
 """
 
 ffibuilder = FFI()

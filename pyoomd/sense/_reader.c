@@ -609,17 +609,55 @@ static int idle_sleep(struct pyoomd_idle *w, double dur_s)
     return 0;
 }
 
+/* The sleep before the next idle sample: pyoomd/interval.py's
+ * next_interval_s with the gate in place of TERM (tests/test_interval.py
+ * holds the two to the same results). */
+double pyoomd_idle_interval(const struct pyoomd_idle *w, long long avail_kib, double peak_kib_s)
+{
+    double rate = peak_kib_s * w->rate_safety, t;
+    if (rate < w->min_rate_kib_s)
+        rate = w->min_rate_kib_s;
+    if (rate > w->max_rate_kib_s)
+        rate = w->max_rate_kib_s;
+    t = (double)(avail_kib - w->gate_kib) / rate;
+    return t < w->min_interval_s ? w->min_interval_s : t > w->max_interval_s ? w->max_interval_s : t;
+}
+
+/* The measured rate: pyoomd/interval.py's PeakRate (anchor_t < 0: no
+ * anchor yet).  Slopes over at least rate_step_s; the fastest within the
+ * window. */
+struct pyoomd_rate {
+    double peak, peak_t, anchor_t;
+    long long anchor_avail;
+};
+
+double pyoomd_idle_track(const struct pyoomd_idle *w, struct pyoomd_rate *s, double now, long long avail_kib)
+{
+    if (s->anchor_t < 0 || now - s->anchor_t > w->rate_window_s) {
+        s->anchor_t = now, s->anchor_avail = avail_kib;
+    } else if (now - s->anchor_t >= w->rate_step_s) {
+        double slope = (double)(s->anchor_avail - avail_kib) / (now - s->anchor_t);
+        if (slope >= s->peak || now - s->peak_t > w->rate_window_s)
+            s->peak = slope > 0 ? slope : 0, s->peak_t = now;
+        s->anchor_t = now, s->anchor_avail = avail_kib;
+    }
+    if (now - s->peak_t > w->rate_window_s)
+        s->peak = 0;
+    return s->peak;
+}
+
 int pyoomd_idle_wait(struct pyoomd_reader *r, struct pyoomd_idle *w, struct pyoomd_sample *out)
 {
     double start = mono_s(), deadline = start + w->timeout_s, sleep_s = w->first_sleep_s;
-    double anchor_t = -1, prev_t = -1, peak = w->rate_kib_s > 0 ? w->rate_kib_s : 0, peak_t = start;
-    long long anchor_avail = 0, prev_avail = 0;
+    double prev_t = -1;
+    struct pyoomd_rate rate = { w->rate_kib_s > 0 ? w->rate_kib_s : 0, start, -1, 0 };
+    long long prev_avail = 0;
     int rc, reason = 0;
 
     w->reason = 0, w->revents = 0, w->samples = 0, w->pings = 0;
     w->prev_age_s = -1, w->prev_available_kib = 0;
     for (;;) {
-        double now = mono_s(), left = deadline - now, rate, t;
+        double now = mono_s(), left = deadline - now, peak;
         reason = idle_sleep(w, sleep_s < left ? sleep_s : left);
         if (reason < 0)
             return reason;
@@ -643,29 +681,13 @@ int pyoomd_idle_wait(struct pyoomd_reader *r, struct pyoomd_idle *w, struct pyoo
             reason = IDLE_GATE;
             break;
         }
-        /* Slopes over at least rate_step_s; the fastest within the window. */
-        if (anchor_t < 0 || now - anchor_t > w->rate_window_s) {
-            anchor_t = now, anchor_avail = out->mem_available;
-        } else if (now - anchor_t >= w->rate_step_s) {
-            double slope = (double)(anchor_avail - out->mem_available) / (now - anchor_t);
-            if (slope >= peak || now - peak_t > w->rate_window_s)
-                peak = slope > 0 ? slope : 0, peak_t = now;
-            anchor_t = now, anchor_avail = out->mem_available;
-        }
-        if (now - peak_t > w->rate_window_s)
-            peak = 0;
+        peak = pyoomd_idle_track(w, &rate, now, out->mem_available);
         if (now >= deadline - 1e-4) {
             reason = IDLE_DEADLINE;
             break;
         }
         prev_t = now, prev_avail = out->mem_available;
-        rate = peak * w->rate_safety;
-        if (rate < w->min_rate_kib_s)
-            rate = w->min_rate_kib_s;
-        if (rate > w->max_rate_kib_s)
-            rate = w->max_rate_kib_s;
-        t = (double)(out->mem_available - w->gate_kib) / rate;
-        sleep_s = t < w->min_interval_s ? w->min_interval_s : t > w->max_interval_s ? w->max_interval_s : t;
+        sleep_s = pyoomd_idle_interval(w, out->mem_available, peak);
     }
     w->reason = reason;
     if (reason == IDLE_GATE || reason == IDLE_DEADLINE) {

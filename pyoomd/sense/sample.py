@@ -26,6 +26,7 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pyoomd.errors import ParseError, StartupError
+from pyoomd.interval import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, PeakRate, next_interval_s
 from pyoomd.model import MemSample, Pressure, PsiLine
 from pyoomd.sense.parse import parse_meminfo, parse_pressure
 from pyoomd.sense.procfs import Procfs
@@ -91,11 +92,10 @@ class IdleParams:
     min_rate_kib_s: float
     max_rate_kib_s: float
     rate_kib_s: float = 0.0  # the caller's measured decline (KiB/s)
-    # judge/decide.py's RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S (passed in:
-    # the sense stage does not import the judge).
-    rate_safety: float = 2.0
-    rate_step_s: float = 0.02
-    rate_window_s: float = 2.0
+    # pyoomd/interval.py's (the daemon passes them in)
+    rate_safety: float = RATE_SAFETY
+    rate_step_s: float = RATE_STEP_S
+    rate_window_s: float = RATE_WINDOW_S
     psi_fd: int | None = None  # polled for POLLPRI (a PSI trigger)
     wake_fd: int | None = None  # polled for POLLIN (signal.set_wakeup_fd's pipe)
     # systemd's watchdog while we wait: a connected datagram socket to
@@ -116,9 +116,10 @@ def _ping(fd: int) -> bool:
 
 def idle_sleep_s(avail_kib: int, p: IdleParams, peak_kib_s: float) -> float:
     """The sleep between idle samples: headroom to the gate over the assumed
-    rate, clamped (the daemon's rule with the gate in place of TERM)."""
-    rate = min(max(peak_kib_s * p.rate_safety, p.min_rate_kib_s), p.max_rate_kib_s)
-    return min(p.max_interval_s, max(p.min_interval_s, (avail_kib - p.gate_kib) / rate))
+    rate, clamped (the daemon's rule with the gate in place of TERM; in C
+    pyoomd_idle_interval)."""
+    return next_interval_s(avail_kib - p.gate_kib, peak_kib_s, p.min_rate_kib_s, p.max_rate_kib_s,
+                           p.min_interval_s, p.max_interval_s, p.rate_safety)
 
 
 def _load_extension() -> ModuleType | None:
@@ -206,9 +207,8 @@ class _PythonReader:
         clock = time.monotonic
         now = clock()
         deadline, sleep_s = now + p.timeout_s, p.first_sleep_s
-        anchor: tuple[float, int] | None = None  # start of the slope being measured
+        rate = PeakRate.seeded(p.rate_kib_s, now)
         prev: tuple[float, int] | None = None  # the last sample before this one
-        peak, peak_t = max(0.0, p.rate_kib_s), now
         samples, revents, reason = 0, 0, ""
         pings, ping_at = 0, p.notify_last_s
         while True:
@@ -228,15 +228,7 @@ class _PythonReader:
             if avail <= p.gate_kib:
                 reason = "gate"
                 break
-            if anchor is None or now - anchor[0] > p.rate_window_s:
-                anchor = (now, avail)
-            elif now - anchor[0] >= p.rate_step_s:
-                slope = (anchor[1] - avail) / (now - anchor[0])
-                if slope >= peak or now - peak_t > p.rate_window_s:
-                    peak, peak_t = max(0.0, slope), now
-                anchor = (now, avail)
-            if now - peak_t > p.rate_window_s:
-                peak = 0.0
+            peak = rate.add(now, avail, p.rate_step_s, p.rate_window_s)
             if now >= deadline - 1e-4:
                 reason = "deadline"
                 break
