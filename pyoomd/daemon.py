@@ -810,7 +810,8 @@ class Daemon:
         ended below TERM, or the KILL level was reached.  One event,
         ``soft_action``, with the outcome."""
         from .act import soft
-        from .act.kill import WAIT_STEP_S, _wait_readable
+        from .act.escalate import WAIT_STEP_S
+        from .act.escalate import wait_readable as _wait_readable
 
         p, action = victim.proc, victim.action
         assert action is not None
