@@ -149,6 +149,10 @@ class Daemon:
         # gets every event as (name, fields) after it is logged, and the
         # per-tick (sample, decision) for gauges.  They must not block.
         self.observers: list[Observer] = []
+        # The act stage's pre-kill step: each gets the kill event's fields
+        # just before the first signal, after the event is reported, and may
+        # wait (bounded: hooks.pre_kill_wait).  Observers never block.
+        self.pre_kill: list[Callable[[dict[str, Any]], None]] = []
         self.last_tick_s: float | None = None  # how long the last tick() took (run() measures)
         # SIGHUP (systemctl reload) calls this for fresh Settings; None: SIGHUP
         # is logged and ignored.  The reader and log format are not reopened.
@@ -946,7 +950,7 @@ class Daemon:
         p = victim.proc
         dry = self.settings.dry_run
         top = [_cand_row(c) for c in cands[: self.settings.report_top]]
-        self.emit("warning", "kill", pid=p.pid, comm=p.comm, cmdline=p.cmdline, uid=p.uid, exe=p.exe, cgroup=p.cgroup,
+        fields: dict[str, Any] = dict(pid=p.pid, comm=p.comm, cmdline=p.cmdline, uid=p.uid, exe=p.exe, cgroup=p.cgroup,
             signal=sig, dry_run=dry, oom_level=level.name, oom_score=p.oom_score,
             oom_score_adj=p.oom_score_adj, badness=victim.badness, rules=list(victim.rules),
             kill_group=victim.kill_group, pgid=p.pgid,
@@ -957,6 +961,9 @@ class Daemon:
                     "rate_kib_s": victim.growth_rate_kib_s, "window_s": self.settings.growth.window,
                     "weight": self.settings.growth.weight, "enabled": self.settings.growth.enabled},
         )
+        self.emit("warning", "kill", **fields)
+        for step in self.pre_kill:
+            step(dict(fields))
         mem = None if dry else snapshot.read_kernel_mem(self.procfs, p.pid)
         if mem is not None:
             vm, anon, file, shmem = mem  # the log's killed_process_line adds the kernel-style line

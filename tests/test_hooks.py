@@ -48,6 +48,13 @@ def victim() -> Iterator[subprocess.Popen[bytes]]:
     p.wait()
 
 
+def _kill(runner: HookRunner, fields: dict[str, Any]) -> None:
+    """As the daemon does: the kill event to the observers, then the act
+    stage's pre-kill step (Daemon.pre_kill)."""
+    runner.on_event("kill", fields)
+    runner.pre_kill(fields)
+
+
 def _runner(**cfg: Any) -> tuple[HookRunner, list[tuple[str, dict[str, Any]]]]:
     logged: list[tuple[str, dict[str, Any]]] = []
     return HookRunner(HooksConfig(**cfg), lambda ev, **kw: logged.append((ev, kw))), logged
@@ -74,7 +81,7 @@ def test_hostile_victim_name_reaches_the_hook_verbatim_and_runs_nothing(
     fields = {"pid": info.pid, "comm": info.comm, "cmdline": info.cmdline, "uid": info.uid,
               "rss_kib": info.rss_kib, "signal": "SIGTERM", "reason": "test", "dry_run": False, "level": "TERM"}
     runner, logged = _runner(pre_kill=[[*DUMP, outdir]], post_kill=[[*DUMP, outdir]])
-    runner.on_event("kill", fields)
+    _kill(runner, fields)
     victim.kill()
     victim.wait()
     runner.on_event("victim_exited", {"pid": info.pid, "comm": info.comm})
@@ -94,7 +101,7 @@ def test_hostile_victim_name_reaches_the_hook_verbatim_and_runs_nothing(
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
 def test_hooks_run_as_nobody_without_capabilities(outdir: str) -> None:
     runner, _ = _runner(pre_kill=[[*DUMP, outdir]])
-    runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": True})
+    _kill(runner, {"pid": 1, "comm": "x", "dry_run": True})
     _wait_file(Path(outdir, "status"))
     status = dict(line.split(":", 1) for line in Path(outdir, "status").read_text().splitlines() if ":" in line)
     assert status["Uid"].split()[0] == "65534"
@@ -107,7 +114,7 @@ def test_hooks_run_as_nobody_without_capabilities(outdir: str) -> None:
 def test_pre_kill_wait_is_bounded_and_a_slow_hook_is_killed() -> None:
     runner, logged = _runner(pre_kill=[["/bin/sleep", "30"]], pre_kill_wait="200ms", timeout=0.5)
     t0 = time.monotonic()
-    runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": False})
+    _kill(runner, {"pid": 1, "comm": "x", "dry_run": False})
     took = time.monotonic() - t0
     assert 0.15 < took < 1.0
     deadline = time.monotonic() + 10
@@ -118,7 +125,7 @@ def test_pre_kill_wait_is_bounded_and_a_slow_hook_is_killed() -> None:
 
 def test_a_failing_or_missing_hook_is_logged_and_vetoes_nothing() -> None:
     runner, logged = _runner(pre_kill=[["/bin/false"], ["/nonexistent/hook"]])
-    runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": False})
+    _kill(runner, {"pid": 1, "comm": "x", "dry_run": False})
     deadline = time.monotonic() + 10
     while len(logged) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -127,7 +134,7 @@ def test_a_failing_or_missing_hook_is_logged_and_vetoes_nothing() -> None:
 
 def test_dry_run_runs_post_kill_at_once(outdir: str) -> None:
     runner, _ = _runner(post_kill=[[*DUMP, outdir]])
-    runner.on_event("kill", {"pid": 7, "comm": "hog", "dry_run": True, "signal": "SIGTERM"})
+    _kill(runner, {"pid": 7, "comm": "hog", "dry_run": True, "signal": "SIGTERM"})
     _wait_file(Path(outdir, "env.dry_run"))
     assert _env(Path(outdir, "env.dry_run"))["PYOOMD_DRY_RUN"] == "1"
 

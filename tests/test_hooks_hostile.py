@@ -40,6 +40,13 @@ def outdir() -> Iterator[str]:
     shutil.rmtree(d, ignore_errors=True)
 
 
+def _kill(runner: HookRunner, fields: dict[str, Any]) -> None:
+    """As the daemon does: the kill event to the observers, then the act
+    stage's pre-kill step (Daemon.pre_kill)."""
+    runner.on_event("kill", fields)
+    runner.pre_kill(fields)
+
+
 def _runner(**cfg: Any) -> tuple[HookRunner, list[tuple[str, dict[str, Any]]]]:
     logged: list[tuple[str, dict[str, Any]]] = []
     return HookRunner(HooksConfig(**cfg), lambda ev, **kw: logged.append((ev, kw))), logged
@@ -60,7 +67,7 @@ def test_a_64k_cmdline_of_invalid_utf8_still_runs_the_hook_bounded(outdir: str) 
         info = read_proc(Procfs("/proc"), victim.pid, full=True)
         assert info is not None and len(info.cmdline.encode()) > 128 * 1024  # beyond MAX_ARG_STRLEN
         runner, logged = _runner(pre_kill=[[*DUMP, outdir]])
-        runner.on_event("kill", {"pid": info.pid, "comm": info.comm, "cmdline": info.cmdline, "uid": info.uid,
+        _kill(runner, {"pid": info.pid, "comm": info.comm, "cmdline": info.cmdline, "uid": info.uid,
                                  "signal": "SIGTERM", "reason": "test", "dry_run": True})
         env_file = Path(outdir, "env")
         _wait(env_file.exists)
@@ -84,7 +91,9 @@ DAEMON_LIKE = textwrap.dedent("""
     logger = log.get_logger()
     cfg = HooksConfig(pre_kill=[["/bin/sh", "-c", sys.argv[1]]], post_kill=[["/bin/sh", "-c", sys.argv[1]]])
     r = HookRunner(cfg, lambda ev, **kw: logger.warning(ev, **kw))
-    r.on_event("kill", {"pid": 4242, "comm": "hog", "cmdline": sys.argv[2], "dry_run": True})
+    kill = {"pid": 4242, "comm": "hog", "cmdline": sys.argv[2], "dry_run": True}
+    r.on_event("kill", kill)
+    r.pre_kill(kill)  # the act stage's pre-kill step
     deadline = time.monotonic() + 20
     time.sleep(0.2)  # the post_kill worker picks its job up
     while any(t.name == "pyoomd-hook-reap" for t in threading.enumerate()) and time.monotonic() < deadline:
@@ -123,7 +132,7 @@ def test_a_hooks_setsid_child_is_killed_at_the_timeout(outdir: str) -> None:
     script = 'setsid sleep 60 & echo $! > "$1/child.tmp"; mv "$1/child.tmp" "$1/child"; sleep 30'
     runner, logged = _runner(pre_kill=[["/bin/sh", "-c", script, "hook", outdir]], timeout=1.0)
     assert runner.reaping.startswith("cgroup")
-    runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": True})
+    _kill(runner, {"pid": 1, "comm": "x", "dry_run": True})
     _wait(child_file.exists)
     child = int(child_file.read_text())
     try:
@@ -143,7 +152,7 @@ def test_a_hooks_setsid_child_is_killed_at_the_timeout(outdir: str) -> None:
 def test_a_child_left_behind_by_a_finished_hook_is_killed_at_the_timeout(outdir: str) -> None:
     script = 'setsid sleep 60 & echo $! > "$1/child.tmp"; mv "$1/child.tmp" "$1/child"'
     runner, logged = _runner(post_kill=[["/bin/sh", "-c", script, "hook", outdir]], timeout=1.0)
-    runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": True})
+    _kill(runner, {"pid": 1, "comm": "x", "dry_run": True})
     _wait(Path(outdir, "child").exists)
     child = int(Path(outdir, "child").read_text())
     try:
@@ -190,7 +199,7 @@ def test_without_a_cgroup_the_process_group_is_killed_and_a_setsid_child_is_not(
               'setsid sleep 60 & echo $! > "$1/child.tmp"; mv "$1/child.tmp" "$1/child"; sleep 30')
     runner, logged = _runner(pre_kill=[["/bin/sh", "-c", script, "hook", outdir]], timeout=1.0)
     runner.cgroups = None
-    runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": True})
+    _kill(runner, {"pid": 1, "comm": "x", "dry_run": True})
     _wait(lambda: Path(outdir, "child").exists() and Path(outdir, "grp").exists())
     child, grp = int(Path(outdir, "child").read_text()), int(Path(outdir, "grp").read_text())
     try:
@@ -217,6 +226,7 @@ def test_hooks_still_running_when_the_daemon_exits_are_killed_and_their_cgroups_
         script = 'setsid sleep 60 & echo $! > "$1/child.tmp"; mv "$1/child.tmp" "$1/child"; sleep 60'
         r = HookRunner(HooksConfig(pre_kill=[["/bin/sh", "-c", script, "hook", sys.argv[1]]]), lambda *a, **k: None)
         r.on_event("kill", {"pid": 1, "comm": "x", "dry_run": True})
+        r.pre_kill({"pid": 1, "comm": "x", "dry_run": True})  # the act stage's pre-kill step
         while not Path(sys.argv[1], "child").exists():
             time.sleep(0.02)
         print(r.cgroups.base, os.getpid())

@@ -33,6 +33,7 @@ def attach(daemon: Any, settings: Settings, config_files: list[str]) -> list[Cal
         daemon.emit("info", "priority_raised", **raise_priority())
     reporters = Reporters(daemon, config_files)
     daemon.observers.append(reporters)
+    daemon.pre_kill.append(reporters.pre_kill)
     return [reporters.stop]
 
 
@@ -100,6 +101,14 @@ class Reporters:
         elif event == "levels_changed":  # swapon, hotplug: the gauges show the new levels
             for obs in self._parts["metrics"][0]:
                 obs.thresholds = self.daemon.thresholds
+
+    def pre_kill(self, fields: dict[str, Any]) -> None:
+        """The act stage's pre-kill step (the hooks' pre_kill programs)."""
+        for obs in self._parts["hooks"][0]:
+            try:
+                obs.pre_kill(fields)
+            except Exception as e:  # noqa: BLE001 - a hook must never stop the kill
+                self.daemon.log.error("observer_failed", observer=type(obs).__name__, error=repr(e))
 
     def on_tick(self, sample: MemSample, decision: Decision) -> None:
         for obs in self.observers:
