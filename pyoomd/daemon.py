@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import selfprotect
+from .act import selfprotect
 from .act.cgroup_kill import GroupKiller
 from .act.kill import Guard, Killer, KillPlan
 from .errors import ConfigError, ParseError

@@ -19,7 +19,7 @@ from fuzzing import fuzz
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyoomd import selfprotect
+from pyoomd.act import selfprotect
 from pyoomd.config import Settings
 from pyoomd.daemon import IDLE_HOUSEKEEPING_S, Daemon
 from pyoomd.model import Level, MemSample

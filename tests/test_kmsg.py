@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from test_idle import fake_proc
 
-from pyoomd import selfprotect
+from pyoomd.act import selfprotect
 from pyoomd.config import MetricsConfig, Settings
 from pyoomd.daemon import Daemon
 from pyoomd.sense import kmsg as kmsg_mod

@@ -402,7 +402,7 @@ def test_a_status_request_gets_a_fresh_sample_from_the_idle_loop(tmp_path: Path)
 def test_the_loop_keeps_ticking_while_a_slow_reload_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """A compile child that takes its time (a slow disk) must not stop the
     sampling: the reload runs in a thread, ticks go on, then it lands."""
-    from pyoomd import selfprotect
+    from pyoomd.act import selfprotect
 
     monkeypatch.setattr(selfprotect, "lock_memory", lambda: "skipped in tests")
     monkeypatch.setattr(selfprotect, "set_oom_score_adj", lambda procfs: "skipped in tests")

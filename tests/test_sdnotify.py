@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pyoomd import selfprotect
+from pyoomd.act import selfprotect
 from pyoomd.config import Settings, load_config
 from pyoomd.daemon import Daemon
 from pyoomd.model import Decision, Level, MemSample
