@@ -384,7 +384,7 @@ class Daemon:
             gate_kib=self.idle_gate_kib(), timeout_s=self.idle_timeout_s(), first_sleep_s=pause,
             min_interval_s=s.min_interval, max_interval_s=s.max_interval,
             min_rate_kib_s=s.min_rate_mib_s * 1024.0, max_rate_kib_s=s.max_rate_mib_s * 1024.0,
-            rate_kib_s=self.judge.rates.rates().mem_kib_s, rate_safety=RATE_SAFETY,
+            rate_kib_s=self.judge.mem_rate_kib_s(), rate_safety=RATE_SAFETY,
             rate_step_s=RATE_STEP_S, rate_window_s=RATE_WINDOW_S, psi_fd=psi_fd, wake_fd=wake_fd,
             notify_fd=ping[0] if ping else None, notify_every_s=ping[1] if ping else 0.0,
             notify_last_s=ping[2] if ping else 0.0)
@@ -551,7 +551,7 @@ class Daemon:
         self.last_sample = sample
         if before is not None:
             # Swap as now: the idle wait follows MemAvailable only.
-            self.judge.rates.add(now - before[0], sample._replace(mem_available_kib=before[1]))
+            self.judge.note_earlier(now - before[0], sample._replace(mem_available_kib=before[1]))
         decision = self.judge.judge(sample, now, self.vmstat.read())
         for obs in self.observers:
             try:

@@ -448,7 +448,7 @@ def test_the_loop_keeps_ticking_while_a_slow_reload_runs(monkeypatch: pytest.Mon
 
 def test_set_ioprio_without_psutil() -> None:
     psutil = pytest.importorskip("psutil")
-    code = ("import sys; from pyoomd.report.reporters import set_ioprio, IOPRIO_CLASS_BE; "
+    code = ("import sys; from pyoomd.act.priority import set_ioprio, IOPRIO_CLASS_BE; "
             "set_ioprio(IOPRIO_CLASS_BE, 7); print('psutil' in sys.modules); sys.stdout.flush(); input()")
     p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                          env=ENV)
