@@ -19,16 +19,15 @@ from .act.cgroup_kill import GroupKiller
 from .act.kill import Guard, Killer, KillPlan
 from .errors import ConfigError, ParseError
 from .judge import fairshare
+from .judge.cgroupchoice import choose_leaf
 from .judge.choose import Scoring, choose
-from .judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, Judge
+from .judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S
 from .judge.growth import NO_ATTRIBUTION, Attribution, GrowthTracker
-from .judge.pressure import compile_rule
+from .judge.make import make_judge
 from .judge.rank import NoPolicy, Policy
-from .judge.relief import compile_relief
-from .judge.thrash import compile_thrash
 from .model import Candidate, Decision, Excluded, KillOutcome, Level, MemSample, ProcInfo
 from .sense import snapshot
-from .sense.cgroup import CgroupRef, Cgroups, LeafStat, choose_leaf
+from .sense.cgroup import CgroupRef, Cgroups, LeafStat
 from .sense.facts import FreesReader
 from .sense.kmsg import KmsgFollower
 from .sense.procfs import Procfs
@@ -129,7 +128,7 @@ class Daemon:
         # (MemTotal, SwapTotal) the levels were resolved against: a swapon,
         # swapoff, memory hotplug or balloon changes them (see _check_totals).
         self.levels_totals: tuple[int, int] = (first.mem_total_kib, first.swap_total_kib)
-        self.judge = _make_judge(settings, self.thresholds)
+        self.judge = make_judge(settings, self.thresholds)
         self.cgroups = Cgroups(procfs)
         # The last look before every signal (victim, group and cgroup members).
         self.guard = Guard(procfs, self._spare_now)
@@ -509,7 +508,7 @@ class Daemon:
             self.use_policies(loaded)
         old_kernel_log = getattr(self.settings, "kernel_log", None)
         self.settings, self.thresholds = settings, thresholds
-        self.judge = _make_judge(settings, thresholds)
+        self.judge = make_judge(settings, thresholds)
         if getattr(settings, "kernel_log", None) != old_kernel_log and self.kernel_log_state != "not started":
             self.stop_kernel_log()
             self.start_kernel_log()
@@ -998,15 +997,6 @@ def _drain(fd: int | None) -> None:
             pass
     except OSError:  # BlockingIOError: empty
         pass
-
-
-def _make_judge(settings: Settings, th: Thresholds) -> Judge:
-    """The judge with the PSI and thrash rules gated on the WARN level."""
-    relief = getattr(settings, "swap_relief", None)  # absent from plans of older versions
-    thrash = getattr(settings, "thrash", None)
-    return Judge(th, settings.sampling, compile_rule(settings.psi, th.mem_warn_kib),
-                 compile_relief(relief) if relief is not None else None,
-                 compile_thrash(thrash, th.mem_warn_kib) if thrash is not None else None)
 
 
 def _relief_desc(s: Settings) -> str:
