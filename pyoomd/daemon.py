@@ -14,21 +14,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import selfprotect
+from .act import selfprotect
 from .act.cgroup_kill import GroupKiller
 from .act.kill import Guard, Killer, KillPlan
 from .errors import ConfigError, ParseError
 from .judge import fairshare
+from .judge.cgroupchoice import choose_leaf
 from .judge.choose import Scoring, choose
-from .judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S, Judge
+from .judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S
 from .judge.growth import NO_ATTRIBUTION, Attribution, GrowthTracker
-from .judge.pressure import compile_rule
+from .judge.make import make_judge
 from .judge.rank import NoPolicy, Policy
-from .judge.relief import compile_relief
-from .judge.thrash import compile_thrash
 from .model import Candidate, Decision, Excluded, KillOutcome, Level, MemSample, ProcInfo
 from .sense import snapshot
-from .sense.cgroup import CgroupRef, Cgroups, LeafStat, choose_leaf
+from .sense.cgroup import CgroupRef, Cgroups, LeafStat
 from .sense.facts import FreesReader
 from .sense.kmsg import KmsgFollower
 from .sense.procfs import Procfs
@@ -130,7 +129,7 @@ class Daemon:
         # (MemTotal, SwapTotal) the levels were resolved against: a swapon,
         # swapoff, memory hotplug or balloon changes them (see _check_totals).
         self.levels_totals: tuple[int, int] = (first.mem_total_kib, first.swap_total_kib)
-        self.judge = _make_judge(settings, self.thresholds)
+        self.judge = make_judge(settings, self.thresholds)
         self.cgroups = Cgroups(procfs)
         # The last look before every signal (victim, group and cgroup members).
         self.guard = Guard(procfs, self._spare_now)
@@ -150,6 +149,10 @@ class Daemon:
         # gets every event as (name, fields) after it is logged, and the
         # per-tick (sample, decision) for gauges.  They must not block.
         self.observers: list[Observer] = []
+        # The act stage's pre-kill step: each gets the kill event's fields
+        # just before the first signal, after the event is reported, and may
+        # wait (bounded: hooks.pre_kill_wait).  Observers never block.
+        self.pre_kill: list[Callable[[dict[str, Any]], None]] = []
         self.last_tick_s: float | None = None  # how long the last tick() took (run() measures)
         # SIGHUP (systemctl reload) calls this for fresh Settings; None: SIGHUP
         # is logged and ignored.  The reader and log format are not reopened.
@@ -381,7 +384,7 @@ class Daemon:
             gate_kib=self.idle_gate_kib(), timeout_s=self.idle_timeout_s(), first_sleep_s=pause,
             min_interval_s=s.min_interval, max_interval_s=s.max_interval,
             min_rate_kib_s=s.min_rate_mib_s * 1024.0, max_rate_kib_s=s.max_rate_mib_s * 1024.0,
-            rate_kib_s=self.judge.rates.rates().mem_kib_s, rate_safety=RATE_SAFETY,
+            rate_kib_s=self.judge.mem_rate_kib_s(), rate_safety=RATE_SAFETY,
             rate_step_s=RATE_STEP_S, rate_window_s=RATE_WINDOW_S, psi_fd=psi_fd, wake_fd=wake_fd,
             notify_fd=ping[0] if ping else None, notify_every_s=ping[1] if ping else 0.0,
             notify_last_s=ping[2] if ping else 0.0)
@@ -506,7 +509,7 @@ class Daemon:
             self.use_policies(loaded)
         old_kernel_log = getattr(self.settings, "kernel_log", None)
         self.settings, self.thresholds = settings, thresholds
-        self.judge = _make_judge(settings, thresholds)
+        self.judge = make_judge(settings, thresholds)
         if getattr(settings, "kernel_log", None) != old_kernel_log and self.kernel_log_state != "not started":
             self.stop_kernel_log()
             self.start_kernel_log()
@@ -548,7 +551,7 @@ class Daemon:
         self.last_sample = sample
         if before is not None:
             # Swap as now: the idle wait follows MemAvailable only.
-            self.judge.rates.add(now - before[0], sample._replace(mem_available_kib=before[1]))
+            self.judge.note_earlier(now - before[0], sample._replace(mem_available_kib=before[1]))
         decision = self.judge.judge(sample, now, self.vmstat.read())
         for obs in self.observers:
             try:
@@ -811,7 +814,8 @@ class Daemon:
         ended below TERM, or the KILL level was reached.  One event,
         ``soft_action``, with the outcome."""
         from .act import soft
-        from .act.kill import WAIT_STEP_S, _wait_readable
+        from .act.escalate import WAIT_STEP_S
+        from .act.escalate import wait_readable as _wait_readable
 
         p, action = victim.proc, victim.action
         assert action is not None
@@ -946,7 +950,7 @@ class Daemon:
         p = victim.proc
         dry = self.settings.dry_run
         top = [_cand_row(c) for c in cands[: self.settings.report_top]]
-        self.emit("warning", "kill", pid=p.pid, comm=p.comm, cmdline=p.cmdline, uid=p.uid, exe=p.exe, cgroup=p.cgroup,
+        fields: dict[str, Any] = dict(pid=p.pid, comm=p.comm, cmdline=p.cmdline, uid=p.uid, exe=p.exe, cgroup=p.cgroup,
             signal=sig, dry_run=dry, oom_level=level.name, oom_score=p.oom_score,
             oom_score_adj=p.oom_score_adj, badness=victim.badness, rules=list(victim.rules),
             kill_group=victim.kill_group, pgid=p.pgid,
@@ -957,6 +961,9 @@ class Daemon:
                     "rate_kib_s": victim.growth_rate_kib_s, "window_s": self.settings.growth.window,
                     "weight": self.settings.growth.weight, "enabled": self.settings.growth.enabled},
         )
+        self.emit("warning", "kill", **fields)
+        for step in self.pre_kill:
+            step(dict(fields))
         mem = None if dry else snapshot.read_kernel_mem(self.procfs, p.pid)
         if mem is not None:
             vm, anon, file, shmem = mem  # the log's killed_process_line adds the kernel-style line
@@ -991,15 +998,6 @@ def _drain(fd: int | None) -> None:
             pass
     except OSError:  # BlockingIOError: empty
         pass
-
-
-def _make_judge(settings: Settings, th: Thresholds) -> Judge:
-    """The judge with the PSI and thrash rules gated on the WARN level."""
-    relief = getattr(settings, "swap_relief", None)  # absent from plans of older versions
-    thrash = getattr(settings, "thrash", None)
-    return Judge(th, settings.sampling, compile_rule(settings.psi, th.mem_warn_kib),
-                 compile_relief(relief) if relief is not None else None,
-                 compile_thrash(thrash, th.mem_warn_kib) if thrash is not None else None)
 
 
 def _relief_desc(s: Settings) -> str:

@@ -161,6 +161,13 @@ def hook_runner(**cfg: Any) -> tuple[HookRunner, list[tuple[str, dict[str, Any]]
     return HookRunner(validate(HooksConfig, cfg), lambda ev, **kw: logged.append((ev, kw))), logged
 
 
+def hook_kill(runner: HookRunner, fields: dict[str, Any]) -> None:
+    """As the daemon does: the kill event to the observers, then the act
+    stage's pre-kill step (Daemon.pre_kill)."""
+    runner.on_event("kill", fields)
+    runner.pre_kill(fields)
+
+
 # -- the command line and the real daemon ------------------------------------------------
 def run_main(argv: Sequence[str]) -> int:
     """main()'s exit status, whether returned or raised by argparse.  With

@@ -10,6 +10,7 @@ import pytest
 
 from pyoomd.act.cgroup_kill import GroupKiller
 from pyoomd.errors import ParseError
+from pyoomd.judge.cgroupchoice import choose_leaf
 from pyoomd.model import Level, Pressure, PsiLine
 from pyoomd.sense import parse
 from pyoomd.sense.cgroup import (
@@ -18,7 +19,6 @@ from pyoomd.sense.cgroup import (
     CgroupRef,
     Cgroups,
     LeafStat,
-    choose_leaf,
     parse_flag,
     parse_procs,
 )

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import hook_runner
+from helpers import hook_kill, hook_runner
 
 from pyoomd.act.hooks import hook_env
 from pyoomd.sense.procfs import Procfs
@@ -70,7 +70,7 @@ def test_hostile_victim_name_reaches_the_hook_verbatim_and_runs_nothing(
     fields = {"pid": info.pid, "comm": info.comm, "cmdline": info.cmdline, "uid": info.uid,
               "rss_kib": info.rss_kib, "signal": "SIGTERM", "reason": "test", "dry_run": False, "level": "TERM"}
     runner, logged = hook_runner(pre_kill=[[*DUMP, outdir]], post_kill=[[*DUMP, outdir]])
-    runner.on_event("kill", fields)
+    hook_kill(runner, fields)
     victim.kill()
     victim.wait()
     runner.on_event("victim_exited", {"pid": info.pid, "comm": info.comm})
@@ -90,7 +90,7 @@ def test_hostile_victim_name_reaches_the_hook_verbatim_and_runs_nothing(
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
 def test_hooks_run_as_nobody_without_capabilities(outdir: str) -> None:
     runner, _ = hook_runner(pre_kill=[[*DUMP, outdir]])
-    runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": True})
+    hook_kill(runner, {"pid": 1, "comm": "x", "dry_run": True})
     _wait_file(Path(outdir, "status"))
     status = dict(line.split(":", 1) for line in Path(outdir, "status").read_text().splitlines() if ":" in line)
     assert status["Uid"].split()[0] == "65534"
@@ -103,7 +103,7 @@ def test_hooks_run_as_nobody_without_capabilities(outdir: str) -> None:
 def test_pre_kill_wait_is_bounded_and_a_slow_hook_is_killed() -> None:
     runner, logged = hook_runner(pre_kill=[["/bin/sleep", "30"]], pre_kill_wait="200ms", timeout=0.5)
     t0 = time.monotonic()
-    runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": False})
+    hook_kill(runner, {"pid": 1, "comm": "x", "dry_run": False})
     took = time.monotonic() - t0
     assert 0.15 < took < 1.0
     deadline = time.monotonic() + 10
@@ -114,7 +114,7 @@ def test_pre_kill_wait_is_bounded_and_a_slow_hook_is_killed() -> None:
 
 def test_a_failing_or_missing_hook_is_logged_and_vetoes_nothing() -> None:
     runner, logged = hook_runner(pre_kill=[["/bin/false"], ["/nonexistent/hook"]])
-    runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": False})
+    hook_kill(runner, {"pid": 1, "comm": "x", "dry_run": False})
     deadline = time.monotonic() + 10
     while len(logged) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -123,7 +123,7 @@ def test_a_failing_or_missing_hook_is_logged_and_vetoes_nothing() -> None:
 
 def test_dry_run_runs_post_kill_at_once(outdir: str) -> None:
     runner, _ = hook_runner(post_kill=[[*DUMP, outdir]])
-    runner.on_event("kill", {"pid": 7, "comm": "hog", "dry_run": True, "signal": "SIGTERM"})
+    hook_kill(runner, {"pid": 7, "comm": "hog", "dry_run": True, "signal": "SIGTERM"})
     _wait_file(Path(outdir, "env.dry_run"))
     assert _env(Path(outdir, "env.dry_run"))["PYOOMD_DRY_RUN"] == "1"
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from fuzzing import fuzz
-from helpers import hook_runner
+from helpers import hook_kill, hook_runner
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -55,7 +55,7 @@ def test_a_64k_cmdline_of_invalid_utf8_still_runs_the_hook_bounded(outdir: str) 
         info = read_proc(Procfs("/proc"), victim.pid, full=True)
         assert info is not None and len(info.cmdline.encode()) > 128 * 1024  # beyond MAX_ARG_STRLEN
         runner, logged = hook_runner(pre_kill=[[*DUMP, outdir]])
-        runner.on_event("kill", {"pid": info.pid, "comm": info.comm, "cmdline": info.cmdline, "uid": info.uid,
+        hook_kill(runner, {"pid": info.pid, "comm": info.comm, "cmdline": info.cmdline, "uid": info.uid,
                                  "signal": "SIGTERM", "reason": "test", "dry_run": True})
         env_file = Path(outdir, "env")
         _wait(env_file.exists)
@@ -81,7 +81,9 @@ DAEMON_LIKE = textwrap.dedent("""
     cfg = validate(HooksConfig, {"pre_kill": [["/bin/sh", "-c", sys.argv[1]]],
                                  "post_kill": [["/bin/sh", "-c", sys.argv[1]]]})
     r = HookRunner(cfg, lambda ev, **kw: logger.warning(ev, **kw))
-    r.on_event("kill", {"pid": 4242, "comm": "hog", "cmdline": sys.argv[2], "dry_run": True})
+    kill = {"pid": 4242, "comm": "hog", "cmdline": sys.argv[2], "dry_run": True}
+    r.on_event("kill", kill)
+    r.pre_kill(kill)  # the act stage's pre-kill step
     deadline = time.monotonic() + 20
     time.sleep(0.2)  # the post_kill worker picks its job up
     while any(t.name == "pyoomd-hook-reap" for t in threading.enumerate()) and time.monotonic() < deadline:
@@ -120,7 +122,7 @@ def test_a_hooks_setsid_child_is_killed_at_the_timeout(outdir: str) -> None:
     script = 'setsid sleep 60 & echo $! > "$1/child.tmp"; mv "$1/child.tmp" "$1/child"; sleep 30'
     runner, logged = hook_runner(pre_kill=[["/bin/sh", "-c", script, "hook", outdir]], timeout=1.0)
     assert runner.reaping.startswith("cgroup")
-    runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": True})
+    hook_kill(runner, {"pid": 1, "comm": "x", "dry_run": True})
     _wait(child_file.exists)
     child = int(child_file.read_text())
     try:
@@ -140,7 +142,7 @@ def test_a_hooks_setsid_child_is_killed_at_the_timeout(outdir: str) -> None:
 def test_a_child_left_behind_by_a_finished_hook_is_killed_at_the_timeout(outdir: str) -> None:
     script = 'setsid sleep 60 & echo $! > "$1/child.tmp"; mv "$1/child.tmp" "$1/child"'
     runner, logged = hook_runner(post_kill=[["/bin/sh", "-c", script, "hook", outdir]], timeout=1.0)
-    runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": True})
+    hook_kill(runner, {"pid": 1, "comm": "x", "dry_run": True})
     _wait(Path(outdir, "child").exists)
     child = int(Path(outdir, "child").read_text())
     try:
@@ -187,7 +189,7 @@ def test_without_a_cgroup_the_process_group_is_killed_and_a_setsid_child_is_not(
               'setsid sleep 60 & echo $! > "$1/child.tmp"; mv "$1/child.tmp" "$1/child"; sleep 30')
     runner, logged = hook_runner(pre_kill=[["/bin/sh", "-c", script, "hook", outdir]], timeout=1.0)
     runner.cgroups = None
-    runner.on_event("kill", {"pid": 1, "comm": "x", "dry_run": True})
+    hook_kill(runner, {"pid": 1, "comm": "x", "dry_run": True})
     _wait(lambda: Path(outdir, "child").exists() and Path(outdir, "grp").exists())
     child, grp = int(Path(outdir, "child").read_text()), int(Path(outdir, "grp").read_text())
     try:
@@ -216,6 +218,7 @@ def test_hooks_still_running_when_the_daemon_exits_are_killed_and_their_cgroups_
         cfg = validate(HooksConfig, {"pre_kill": [["/bin/sh", "-c", script, "hook", sys.argv[1]]]})
         r = HookRunner(cfg, lambda *a, **k: None)
         r.on_event("kill", {"pid": 1, "comm": "x", "dry_run": True})
+        r.pre_kill({"pid": 1, "comm": "x", "dry_run": True})  # the act stage's pre-kill step
         while not Path(sys.argv[1], "child").exists():
             time.sleep(0.02)
         print(r.cgroups.base, os.getpid())

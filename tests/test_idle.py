@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from logcapture import Log
 
-from pyoomd import selfprotect
+from pyoomd.act import selfprotect
 from pyoomd.daemon import IDLE_HOUSEKEEPING_S, Daemon
 from pyoomd.model import Level, MemSample
 from pyoomd.sense.procfs import Procfs

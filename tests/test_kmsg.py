@@ -18,7 +18,7 @@ import pytest
 from helpers import FIXTURE_PROC, fake_proc
 from logcapture import Log
 
-from pyoomd import selfprotect
+from pyoomd.act import selfprotect
 from pyoomd.daemon import Daemon
 from pyoomd.sense import kmsg as kmsg_mod
 from pyoomd.sense.kmsg import KmsgFollower, OomLines, apply_summary, parse_kill_line, parse_record, unescape

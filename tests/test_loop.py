@@ -388,7 +388,7 @@ def test_a_status_request_gets_a_fresh_sample_from_the_idle_loop(tmp_path: Path)
 def test_the_loop_keeps_ticking_while_a_slow_reload_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """A compile child that takes its time (a slow disk) must not stop the
     sampling: the reload runs in a thread, ticks go on, then it lands."""
-    from pyoomd import selfprotect
+    from pyoomd.act import selfprotect
 
     monkeypatch.setattr(selfprotect, "lock_memory", lambda: "skipped in tests")
     monkeypatch.setattr(selfprotect, "set_oom_score_adj", lambda procfs: "skipped in tests")
@@ -434,7 +434,7 @@ def test_the_loop_keeps_ticking_while_a_slow_reload_runs(monkeypatch: pytest.Mon
 
 def test_set_ioprio_without_psutil() -> None:
     psutil = pytest.importorskip("psutil")
-    code = ("import sys; from pyoomd.report.reporters import set_ioprio, IOPRIO_CLASS_BE; "
+    code = ("import sys; from pyoomd.act.priority import set_ioprio, IOPRIO_CLASS_BE; "
             "set_ioprio(IOPRIO_CLASS_BE, 7); print('psutil' in sys.modules); sys.stdout.flush(); input()")
     p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                          env=ENV)

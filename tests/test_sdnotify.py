@@ -13,7 +13,7 @@ import pytest
 from helpers import FIXTURE_PROC
 from logcapture import Log
 
-from pyoomd import selfprotect
+from pyoomd.act import selfprotect
 from pyoomd.daemon import Daemon
 from pyoomd.model import Decision, Level, MemSample
 from pyoomd.report.sdnotify import (

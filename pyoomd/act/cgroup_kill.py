@@ -37,7 +37,8 @@ from ..model import Candidate, KillOutcome, Level
 from ..sense import parse, snapshot
 from ..sense.cgroup import CgroupRef, Cgroups
 from ..sense.procfs import Procfs
-from .kill import OOM_SCORE_ADJ_MIN, WAIT_STEP_S, Guard, KillPlan, process_mrelease
+from .escalate import Resample, first_signal, grace_of, wait_term
+from .kill import OOM_SCORE_ADJ_MIN, Guard, KillPlan, process_mrelease
 
 Sender = Callable[[int, int], None]
 _ADJ_WHY = "oom_score_adj is -1000 (never killed)"
@@ -60,7 +61,7 @@ class Member:
 class GroupKiller:
     """``send(pidfd, sig)`` and ``write_kill(path)`` are the I/O seams tests replace."""
 
-    def __init__(self, procfs: Procfs, cgroups: Cgroups, resample: Callable[[], Level],
+    def __init__(self, procfs: Procfs, cgroups: Cgroups, resample: Resample,
                  events: Callable[..., None], clock: Callable[[], float] = time.monotonic,
                  send: Sender = signal.pidfd_send_signal,
                  write_kill: Callable[[str], None] | None = None, guard: Guard | None = None) -> None:
@@ -127,7 +128,7 @@ class GroupKiller:
             level = self.resample()
             if level < Level.TERM:
                 return KillOutcome(proc.pid, proc.comm, skipped="memory recovered", dry_run=plan.dry_run)
-            first = signal.SIGKILL if level >= Level.KILL or victim.signal == "SIGKILL" else signal.SIGTERM
+            first = first_signal(level, victim)
             spared = [m.pid for m in members if m.spared]
             mode = "cgroup.kill" if not spared and self.cgroups.kill_file(cg) else "pidfd each"
             if on_first is not None:
@@ -155,8 +156,8 @@ class GroupKiller:
         sent = [first.name]
         if first == signal.SIGTERM:
             targets = self._signal(targets, signal.SIGTERM, cg, proc.pid)
-            grace = victim.grace_s if victim.grace_s is not None else plan.grace_s
-            why = self._wait_term(targets, t0 + grace)
+            why = wait_term(lambda t: _wait_all(targets, t, self.clock), t0 + grace_of(victim, plan.grace_s),
+                            self.clock, self.resample)
             if why is None:
                 return self._done(proc.pid, proc.comm, sent, t0, True, extra)
             self.events("escalate", pid=proc.pid, comm=proc.comm, cgroup=cg.path, reason=why,
@@ -223,16 +224,6 @@ class GroupKiller:
                         signal=sig.name, via="pidfd", dry_run=False)
             out.append(m)
         return out
-
-    def _wait_term(self, targets: list[Member], deadline: float) -> str | None:
-        while True:
-            now = self.clock()
-            if now >= deadline:
-                return "grace period over"
-            if _wait_all(targets, min(WAIT_STEP_S, deadline - now), self.clock):
-                return None
-            if self.resample() >= Level.KILL:
-                return "KILL level reached"
 
     def _done(self, pid: int, comm: str, sent: list[str], t0: float, exited: bool,
               extra: dict[str, object]) -> KillOutcome:

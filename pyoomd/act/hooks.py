@@ -369,6 +369,8 @@ class HookRunner:
         pass
 
     def on_event(self, event: str, fields: dict[str, Any]) -> None:
+        """Never blocks: a kill is only noted for post_kill (pre_kill is the
+        act stage's own step, ``pre_kill``)."""
         if event == "kill":
             self._on_kill(fields)
         elif event in KILL_EVENTS_DONE:
@@ -376,13 +378,19 @@ class HookRunner:
             if kill is not None:
                 self._post(kill, KILL_EVENTS_DONE[event])
 
-    def _on_kill(self, fields: dict[str, Any]) -> None:
+    # -- the act stage's pre-kill step --------------------------------------
+    def pre_kill(self, fields: dict[str, Any]) -> None:
+        """Run the pre_kill hooks for the victim the ``kill`` event describes
+        and wait for them at most ``pre_kill_wait``: the act stage calls this
+        just before the first signal (Daemon.pre_kill)."""
         if self.cfg.pre_kill:
             env = hook_env(fields)
             procs = [p for p in (self.spawn(argv, env) for argv in self.cfg.pre_kill) if p is not None]
             deadline = time.monotonic() + self.cfg.pre_kill_wait
             for p in procs:
                 self._wait_bounded(p, deadline)
+
+    def _on_kill(self, fields: dict[str, Any]) -> None:
         if self.cfg.post_kill:
             if fields.get("dry_run"):
                 self._post(fields, "dry_run")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import select
 import signal
 import time
 from collections.abc import Callable
@@ -35,14 +34,14 @@ from ..errors import ParseError
 from ..model import Candidate, KillOutcome, Level, ProcInfo
 from ..sense import parse, snapshot
 from ..sense.procfs import Procfs
+from .escalate import WAIT_STEP_S, Resample, first_signal, grace_of, wait_term
+from .escalate import wait_readable as _wait_readable
+
+__all__ = ["WAIT_STEP_S", "Guard", "KillPlan", "Killer", "_wait_readable", "process_mrelease"]
 
 # process_mrelease(2), Linux 5.15; 448 on every architecture that has it
 # (the unified syscall table from 424 on).
 SYS_PROCESS_MRELEASE = 448
-# While waiting for a victim, re-sample memory this often to escalate at once
-# when the KILL level is reached: 5 ms costs < 1 % CPU during the grace.
-WAIT_STEP_S = 0.005
-
 Events = Callable[..., None]
 OOM_SCORE_ADJ_MIN = -1000
 # Why a process must be spared now (policy protect, omitted cgroup), or None.
@@ -115,7 +114,7 @@ def process_mrelease(pidfd: int) -> int:
 class Killer:
     """Acts on victims.  ``resample`` returns the current level (re-reads memory)."""
 
-    def __init__(self, procfs: Procfs, resample: Callable[[], Level], events: Events,
+    def __init__(self, procfs: Procfs, resample: Resample, events: Events,
                  clock: Callable[[], float] = time.monotonic, guard: Guard | None = None) -> None:
         self.procfs = procfs
         self.resample = resample
@@ -155,7 +154,7 @@ class Killer:
             level = self.resample()
             if level < Level.TERM:
                 return KillOutcome(proc.pid, proc.comm, skipped="memory recovered", dry_run=plan.dry_run)
-            first = signal.SIGKILL if level >= Level.KILL or victim.signal == "SIGKILL" else signal.SIGTERM
+            first = first_signal(level, victim)
             _, why = self.guard.recheck(proc.pid, proc.start_time)
             if why == "gone":
                 return KillOutcome(proc.pid, proc.comm, skipped="gone before the signal", dry_run=plan.dry_run)
@@ -285,8 +284,8 @@ class Killer:
         self._signal_group(group, proc.pid, first, members)
         sent = [first.name]
         if first == signal.SIGTERM:
-            grace = victim.grace_s if victim.grace_s is not None else plan.grace_s
-            why = self._wait_term(pidfd, t0 + grace)
+            why = wait_term(lambda t: _wait_readable(pidfd, t), t0 + grace_of(victim, plan.grace_s),
+                            self.clock, self.resample)
             if why is None:
                 return self._exited(proc.pid, proc.comm, sent, t0, {"level": level.name})
             self.events("escalate", pid=proc.pid, comm=proc.comm, reason=why,
@@ -312,24 +311,7 @@ class Killer:
             return KillOutcome(proc.pid, proc.comm, signals=tuple(sent), exited=False, extra=extra)
         return self._exited(proc.pid, proc.comm, sent, t0, extra)
 
-    def _wait_term(self, pidfd: int, deadline: float) -> str | None:
-        """Wait for exit after SIGTERM.  None if it exited; else why we escalate."""
-        while True:
-            now = self.clock()
-            if now >= deadline:
-                return "grace period over"
-            if _wait_readable(pidfd, min(WAIT_STEP_S, deadline - now)):
-                return None
-            if self.resample() >= Level.KILL:
-                return "KILL level reached"
-
     def _exited(self, pid: int, comm: str, sent: list[str], t0: float, extra: dict[str, object]) -> KillOutcome:
         ms = round((self.clock() - t0) * 1000, 1)
         return KillOutcome(pid, comm, signals=tuple(sent), exited=True, ms_to_exit=ms, extra=extra)
 
-
-def _wait_readable(pidfd: int, timeout_s: float) -> bool:
-    """True when the process behind pidfd has exited (the pidfd polls readable)."""
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    return bool(poller.poll(max(0, int(timeout_s * 1000 + 0.999))))

@@ -222,3 +222,11 @@ class Judge:
         """After a kill freed memory the old slope says nothing about the next one."""
         self.rates.reset()
         self.window.clear()
+
+    def mem_rate_kib_s(self) -> float:
+        """MemAvailable's fill rate now (KiB/s, 0 when not shrinking): the idle wait starts from it."""
+        return self.rates.rates().mem_kib_s
+
+    def note_earlier(self, now: float, sample: MemSample) -> None:
+        """A sample taken between ticks (the idle wait's last one), for the rate history only."""
+        self.rates.add(now, sample)

@@ -10,29 +10,54 @@ on without it: reporting must never keep the killer from starting.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..model import Decision, MemSample
 
 if TYPE_CHECKING:  # annotations only
+    from ..settings.amounts import Thresholds
     from ..settings.schema import Settings
 
-# earlyoom's -p: niceness -20 (its value); I/O class realtime, level 4 (the
-# middle of 0..7), falling back to best-effort 0 where CAP_SYS_ADMIN is missing.
-NICENESS = -20
+
+class Reported(Protocol):
+    """What the report observers need of the daemon, and no more: its
+    settings and levels (rebuilt on reload), its event stream and logger,
+    the last tick's duration (metrics), the observer and pre-kill lists to
+    join, and ``wake`` (the status socket asks for a fresh sample).  The
+    status socket also shows ``policy_loaded``, ``waiter``,
+    ``levels_totals`` and ``kernel_log_state`` where the daemon has them."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def thresholds(self) -> Thresholds: ...
+    @property
+    def log(self) -> Any: ...
+    @property
+    def last_tick_s(self) -> float | None: ...
+    @property
+    def observers(self) -> list[Any]: ...
+    @property
+    def pre_kill(self) -> list[Callable[[dict[str, Any]], None]]: ...
+
+    def emit(self, severity: str, event: str, **fields: Any) -> None: ...
+
+    def wake(self) -> None: ...
 
 
-def attach(daemon: Any, settings: Settings, config_files: list[str]) -> list[Callable[[], None]]:
+def attach(daemon: Reported, settings: Settings, config_files: list[str]) -> list[Callable[[], None]]:
     """Add the configured observers to ``daemon.observers`` (as one
     ``Reporters``, which rebuilds them when a reload changes their
     settings); returns stop functions."""
     if settings.raise_priority:
+        from ..act.priority import raise_priority
+
         daemon.emit("info", "priority_raised", **raise_priority())
     reporters = Reporters(daemon, config_files)
     daemon.observers.append(reporters)
+    daemon.pre_kill.append(reporters.pre_kill)
     return [reporters.stop]
 
 
@@ -57,7 +82,7 @@ class Reporters:
     notifications on, moves the metrics port, changes hooks.  A part that
     cannot start is logged and left out; the killer runs on."""
 
-    def __init__(self, daemon: Any, config_files: list[str]) -> None:
+    def __init__(self, daemon: Reported, config_files: list[str]) -> None:
         self.daemon = daemon
         self.config_files = config_files
         self._keys: dict[str, Any] = {}
@@ -82,7 +107,7 @@ class Reporters:
         stops: list[Callable[[], None]] = []
         try:
             _BUILDERS[name](self.daemon, self.daemon.settings, self.config_files, obs, stops)
-        except Exception as e:  # noqa: BLE001 - on reload: e.g. a hook made writable by others since
+        except Exception as e:  # on reload: e.g. a hook made writable by others since (re-raised at start-up)
             if strict:
                 raise
             self.daemon.emit("error", "reporter_failed", reporter=name, error=str(e) or repr(e))
@@ -100,6 +125,14 @@ class Reporters:
         elif event == "levels_changed":  # swapon, hotplug: the gauges show the new levels
             for obs in self._parts["metrics"][0]:
                 obs.thresholds = self.daemon.thresholds
+
+    def pre_kill(self, fields: dict[str, Any]) -> None:
+        """The act stage's pre-kill step (the hooks' pre_kill programs)."""
+        for obs in self._parts["hooks"][0]:
+            try:
+                obs.pre_kill(fields)
+            except Exception as e:  # noqa: BLE001 - a hook must never stop the kill
+                self.daemon.log.error("observer_failed", observer=type(obs).__name__, error=repr(e))
 
     def on_tick(self, sample: MemSample, decision: Decision) -> None:
         for obs in self.observers:
@@ -125,7 +158,7 @@ class Reporters:
                 stop()
 
 
-def _hooks(daemon: Any, settings: Settings, config_files: list[str], obs: list[Any],
+def _hooks(daemon: Reported, settings: Settings, config_files: list[str], obs: list[Any],
            stops: list[Callable[[], None]]) -> None:
     if settings.hooks.pre_kill or settings.hooks.post_kill:
         from ..act.hooks import HookRunner
@@ -135,7 +168,7 @@ def _hooks(daemon: Any, settings: Settings, config_files: list[str], obs: list[A
         stops.append(h.stop)
 
 
-def _notify(daemon: Any, settings: Settings, config_files: list[str], obs: list[Any],
+def _notify(daemon: Reported, settings: Settings, config_files: list[str], obs: list[Any],
             stops: list[Callable[[], None]]) -> None:
     if settings.notify.enabled:
         from ..act.notify import Notifier
@@ -145,7 +178,7 @@ def _notify(daemon: Any, settings: Settings, config_files: list[str], obs: list[
         stops.append(n.stop)
 
 
-def _lowmem(daemon: Any, settings: Settings, config_files: list[str], obs: list[Any],
+def _lowmem(daemon: Reported, settings: Settings, config_files: list[str], obs: list[Any],
             stops: list[Callable[[], None]]) -> None:
     cfg = getattr(settings, "low_memory_monitor", None)  # absent from plans of older versions
     if cfg is not None and cfg.enabled:
@@ -157,7 +190,7 @@ def _lowmem(daemon: Any, settings: Settings, config_files: list[str], obs: list[
         stops.append(m.stop)
 
 
-def _metrics(daemon: Any, settings: Settings, config_files: list[str], obs: list[Any],
+def _metrics(daemon: Reported, settings: Settings, config_files: list[str], obs: list[Any],
              stops: list[Callable[[], None]]) -> None:
     if settings.metrics.listen or settings.metrics.textfile:
         from .metrics import Metrics
@@ -172,13 +205,13 @@ def _metrics(daemon: Any, settings: Settings, config_files: list[str], obs: list
         stops.append(m.stop)
 
 
-def _status(daemon: Any, settings: Settings, config_files: list[str], obs: list[Any],
+def _status(daemon: Reported, settings: Settings, config_files: list[str], obs: list[Any],
             stops: list[Callable[[], None]]) -> None:
     if settings.status.socket:
         _attach_status(daemon, settings.status.socket, config_files, obs, stops)
 
 
-def _report(daemon: Any, settings: Settings, config_files: list[str], obs: list[Any],
+def _report(daemon: Reported, settings: Settings, config_files: list[str], obs: list[Any],
             stops: list[Callable[[], None]]) -> None:
     if settings.report_interval > 0:
         obs.append(MemoryReport(settings.report_interval, lambda ev, **kw: daemon.log.info(ev, **kw)))
@@ -195,7 +228,7 @@ def _recorder_status(daemon: Any) -> dict[str, Any] | None:
     return {"enabled": bool(rec.enabled and on), "dir": rec.dir, "seconds": rec.seconds}
 
 
-def _attach_status(daemon: Any, path: str, config_files: list[str], observers: list[Any],
+def _attach_status(daemon: Reported, path: str, config_files: list[str], observers: list[Any],
                    stops: list[Callable[[], None]]) -> None:
     from .control import StatusObserver, StatusServer
 
@@ -224,50 +257,6 @@ def _attach_status(daemon: Any, path: str, config_files: list[str], observers: l
         return
     observers.append(obs)
     stops.append(server.stop)
-
-
-def raise_priority() -> dict[str, str]:
-    """earlyoom's -p: niceness -20 and a high I/O priority; what we got."""
-    out = {}
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, NICENESS)
-        out["nice"] = str(NICENESS)
-    except OSError as e:
-        out["nice"] = f"refused: {e.strerror}"
-    for cls, value, name in ((IOPRIO_CLASS_RT, 4, "realtime/4"), (IOPRIO_CLASS_BE, 0, "best-effort/0")):
-        try:
-            set_ioprio(cls, value)
-            out["ionice"] = name
-            break
-        except OSError as e:
-            out["ionice"] = f"refused: {e}"
-    return out
-
-
-# <linux/ioprio.h>; ioprio_set(2) has no wrapper in libc nor in os: the
-# syscall by number (the loop does not import psutil, ~1 MiB, for this).
-IOPRIO_CLASS_RT, IOPRIO_CLASS_BE, IOPRIO_WHO_PROCESS, IOPRIO_CLASS_SHIFT = 1, 2, 1, 13
-_SYS_IOPRIO_SET = {"x86_64": 251, "i386": 289, "i686": 289, "aarch64": 30, "riscv64": 30, "loongarch64": 30,
-                   "armv7l": 314, "armv6l": 314, "ppc64le": 273, "ppc64": 273, "s390x": 282}
-
-
-def set_ioprio(cls: int, value: int) -> None:
-    """ioprio_set(IOPRIO_WHO_PROCESS, self, class/value); OSError if refused."""
-    import ctypes
-
-    nr = _SYS_IOPRIO_SET.get(os.uname().machine)
-    if nr is None:  # an architecture not in the table: psutil knows them all
-        import psutil
-
-        try:
-            psutil.Process().ionice(cls, value)
-        except psutil.Error as e:
-            raise OSError(str(e)) from None
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(nr, IOPRIO_WHO_PROCESS, 0, (cls << IOPRIO_CLASS_SHIFT) | value) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 class MemoryReport:

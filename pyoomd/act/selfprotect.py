@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-from .sense.procfs import Procfs
+from ..sense.procfs import Procfs
 
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4  # <sys/mman.h>
 
