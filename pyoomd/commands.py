@@ -10,7 +10,7 @@ from typing import Any
 from .cli import EXIT_FAILURE, EXIT_OK, print_json, settings_for
 from .config import Settings
 from .judge.choose import Choice, Scoring, choose
-from .loop import open_sampler
+from .daemon.launch import open_sampler
 from .model import Candidate, MemSample
 from .policy.load import Loaded, load_policies
 from .policy.matchers import MATCHERS
@@ -28,7 +28,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import json
 
     from .compile import build_plan
-    from .loop import serve
+    from .daemon.launch import serve
 
     def plan() -> dict[str, Any]:  # invalid: ConfigError, exit 78 before anything runs
         return dict(json.loads(json.dumps(build_plan(args))))
@@ -569,7 +569,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     import time
 
     from .daemon import Daemon
-    from .loop import trace_header
+    from .daemon.launch import trace_header
     from .report import recorder
     from .report.log import configure, get_logger
     from .runtime import settings_from_plan, settings_to_plan

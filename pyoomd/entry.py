@@ -38,7 +38,7 @@ def subcommand(argv: Sequence[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if subcommand(argv) == "run":
-        from .loop import main as run_loop
+        from .daemon.launch import main as run_loop
 
         return run_loop(argv)
     from .cli import main as cli_main

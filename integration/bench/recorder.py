@@ -107,7 +107,7 @@ def replay_time() -> dict[str, object]:
     from pyoomd import replay
     from pyoomd.config import Settings
     from pyoomd.daemon import Daemon
-    from pyoomd.loop import trace_header
+    from pyoomd.daemon.launch import trace_header
     from pyoomd.runtime import settings_from_plan
     from pyoomd.trace import read_trace
 

@@ -25,11 +25,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import EXIT_FAILURE, EXIT_OK, EXIT_OSFILE, ConfigError, ParseError, StartupError, exit_code_of
-from .policy.rules import loaded_from_plan
-from .runtime import PLAN_VERSION, settings_from_plan
-from .sense.procfs import Procfs
-from .sense.sample import Sampler
+from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_OSFILE, ConfigError, ParseError, StartupError, exit_code_of
+from ..policy.rules import loaded_from_plan
+from ..runtime import PLAN_VERSION, settings_from_plan
+from ..sense.procfs import Procfs
+from ..sense.sample import Sampler
 
 # The fd the compile child writes its plan to (the pipe is dup2'd there).
 PLAN_FD = 3
@@ -185,8 +185,8 @@ def serve(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> int:
 
 def build(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> tuple[Any, list[Callable[[], None]]]:
     """The daemon for ``plan``, its observers attached; and their stop functions."""
-    from .daemon import Daemon
-    from .report.log import configure, get_logger, install_excepthooks
+    from .core import Daemon
+    from ..report.log import configure, get_logger, install_excepthooks
 
     settings = settings_from_plan(plan["settings"])
     loaded = loaded_from_plan(plan["policy"])
@@ -197,13 +197,13 @@ def build(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> tupl
     wake = settings.psi.wakeup
     waiter = None
     if wake.enabled:
-        from .sense.psi import open_waiter
+        from ..sense.psi import open_waiter
 
         waiter = open_waiter(procfs, wake.kind, wake.stall, wake.window)
     rec_cfg = getattr(settings, "recorder", None)  # absent from plans of older versions
     ring = None
     if rec_cfg is not None and rec_cfg.enabled:
-        from .report import recorder
+        from ..report import recorder
 
         ring, procfs, recording = recorder.recording(procfs, sampler, rec_cfg)
         sampler = recording  # type: ignore[assignment]  # the Sampler's face, pass-through
@@ -226,12 +226,12 @@ def build(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> tupl
 
     daemon.reloader = reloader
     daemon.policy_loader = lambda s: loaded_from_plan(fresh.pop("policy"))
-    from .report.sdnotify import observer_for
+    from ..report.sdnotify import observer_for
 
     sd = observer_for(settings, daemon.last_sample)  # None unless started by systemd
     if sd is not None:
         daemon.observers.append(sd)
-    from .report.reporters import attach
+    from ..report.reporters import attach
 
     return daemon, stops + attach(daemon, settings, list(plan["config_files"]))
 
@@ -241,10 +241,10 @@ def trace_header(daemon: Any, procfs_root: str) -> dict[str, Any]:
     plan in force, its levels, and whom it never kills (itself, its parent)."""
     import dataclasses
 
-    from .policy.rules import loaded_to_plan
-    from .runtime import settings_to_plan
-    from .sense.snapshot import default_skip
-    from .trace import make_header
+    from ..policy.rules import loaded_to_plan
+    from ..runtime import settings_to_plan
+    from ..sense.snapshot import default_skip
+    from ..trace import make_header
 
     policy = loaded_to_plan(daemon.policy_loaded) if daemon.policy_loaded is not None else None
     return make_header(settings_to_plan(daemon.settings), policy, procfs=procfs_root,
