@@ -101,7 +101,7 @@ def test_contents(contents: dict[str, tuple[str, str]]) -> None:
         "./etc/pyoomd/config.yaml": "-rw-r--r--",
         "./etc/pyoomd/policies.d/": "drwxr-xr-x",
         "./usr/lib/pyoomd/pyoomd/__init__.py": "-rw-r--r--",
-        "./usr/lib/pyoomd/pyoomd/daemon.py": "-rw-r--r--",
+        "./usr/lib/pyoomd/pyoomd/daemon/core.py": "-rw-r--r--",
         "./usr/lib/pyoomd/pyoomd/report/sdnotify.py": "-rw-r--r--",
         "./usr/share/doc/pyoomd/copyright": "-rw-r--r--",
         "./usr/share/man/man1/pyoomd.1.gz": "-rw-r--r--",

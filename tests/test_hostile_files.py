@@ -164,7 +164,7 @@ def test_deep_nesting_and_many_aliases_are_refused() -> None:
 # -- the start-up compile child has a time limit -----------------------------------------
 def test_startup_compile_has_a_time_limit(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                           ) -> None:
-    from pyoomd import loop
+    from pyoomd.daemon import launch as loop
 
     monkeypatch.setattr(loop, "_CHILD", "import time; time.sleep(30)")
     monkeypatch.setattr(loop, "STARTUP_TIMEOUT_S", 1.0)

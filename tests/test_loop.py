@@ -22,10 +22,10 @@ from logcapture import Log
 from pyoomd.cli.earlyoom_flags import with_flag_rules
 from pyoomd.cli.entry import subcommand
 from pyoomd.daemon import Daemon
+from pyoomd.daemon.launch import compile_plan
 from pyoomd.errors import ConfigError
 from pyoomd.judge.decide import Judge
 from pyoomd.judge.pressure import compile_rule
-from pyoomd.loop import compile_plan
 from pyoomd.model import MemSample, ProcInfo
 from pyoomd.policy.load import load_policies
 from pyoomd.policy.rules import loaded_from_plan, loaded_to_plan
@@ -67,7 +67,7 @@ def test_the_loop_imports_no_heavy_library(tmp_path: Path) -> None:
     cfg = _config(tmp_path, BASE_CONFIG % (tmp_path / "status.sock", REPO / "policies"))
     code = f"""
 import json, sys
-from pyoomd import loop
+from pyoomd.daemon import launch as loop
 plan = loop.compile_plan(["--procfs", {FIXTURE_PROC!r}, "run", "--dry-run", "--log-format", "json",
                           "--config", {str(cfg)!r}, "--prefer", "^hog$"], capture_stderr=True)
 daemon, stops = loop.build(plan, lambda: plan)
@@ -98,7 +98,7 @@ def test_psutil_comes_with_the_first_frees_read_not_before(tmp_path: Path) -> No
     cfg = _config(tmp_path, BASE_CONFIG % (tmp_path / "status.sock", REPO / "policies"))
     code = f"""
 import os, sys, threading, time
-from pyoomd import loop
+from pyoomd.daemon import launch as loop
 from pyoomd.sense import snapshot
 plan = loop.compile_plan(["run", "--dry-run", "--log-format", "json", "--config", {str(cfg)!r}],
                          capture_stderr=True)
@@ -166,7 +166,7 @@ def test_run_errors_found_by_the_loop_keep_their_exit_codes(tmp_path: Path) -> N
 
 
 def test_compile_plan_reports_a_config_error_as_file_line(tmp_path: Path) -> None:
-    from pyoomd.loop import CompileFailed
+    from pyoomd.daemon.launch import CompileFailed
 
     cfg = _config(tmp_path, "kill:\n  grace: soon\n")
     with pytest.raises(CompileFailed) as exc:

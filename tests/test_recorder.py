@@ -16,7 +16,7 @@ from logcapture import Log
 
 from pyoomd.cli import replay, replay_model, replay_report
 from pyoomd.daemon import Daemon
-from pyoomd.loop import trace_header
+from pyoomd.daemon.launch import trace_header
 from pyoomd.model import MemSample
 from pyoomd.policy.load import load_policies
 from pyoomd.report import recorder
@@ -276,7 +276,7 @@ def test_bad_recorder_settings_name_file_and_line(tmp_path: Path, text: str, wha
 
 
 def test_recorder_off_builds_no_ring(tmp_path: Path) -> None:
-    from pyoomd import loop
+    from pyoomd.daemon import launch as loop
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("recorder: {enabled: false}\nstatus: {socket: null}\npsi: {wakeup: {enabled: false}}\n"

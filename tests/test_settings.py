@@ -158,7 +158,8 @@ def test_every_section_refuses_an_unknown_key_and_validates_to_its_defaults(cls:
 def test_the_loops_modules_do_not_import_pydantic() -> None:
     code = """
 import json, sys
-from pyoomd import daemon, loop
+from pyoomd import daemon
+from pyoomd.daemon import launch
 from pyoomd.settings import amounts, plan, schema, trust
 s = plan.settings_from_plan(plan.settings_to_plan(schema.Settings()))
 s.compile(16 << 20, 8 << 20)
@@ -168,5 +169,5 @@ print(json.dumps(sorted(sys.modules)))
                        cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
     modules = set(json.loads(r.stdout.splitlines()[-1]))
-    assert "pyoomd.settings.schema" in modules and "pyoomd.loop" in modules
+    assert "pyoomd.settings.schema" in modules and "pyoomd.daemon.launch" in modules
     assert {"pydantic", "pydantic_core", "yaml", "pyoomd.settings.load"} & modules == set()

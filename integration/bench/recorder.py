@@ -106,7 +106,7 @@ def replay_time() -> dict[str, object]:
 
     from pyoomd.cli import replay
     from pyoomd.daemon import Daemon
-    from pyoomd.loop import trace_header
+    from pyoomd.daemon.launch import trace_header
     from pyoomd.settings.load import settings_from_dict
     from pyoomd.settings.plan import settings_from_plan
     from pyoomd.trace import read_trace

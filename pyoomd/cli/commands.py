@@ -9,8 +9,8 @@ import dataclasses
 import sys
 from typing import Any
 
+from ..daemon.launch import open_sampler
 from ..errors import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE
-from ..loop import open_sampler
 from ..model import MemSample
 from ..sense.facts import read_facts
 from ..sense.procfs import Procfs
@@ -21,11 +21,11 @@ from .traces import dump_trace
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``run`` in this process (``pyoomd.cli.dispatch.main``); the ``pyoomd`` command
-    itself compiles in a child instead (``pyoomd.loop``).  Both build the
+    itself compiles in a child instead (``pyoomd.daemon.launch``).  Both build the
     daemon from the same JSON plan."""
     import json
 
-    from ..loop import serve
+    from ..daemon.launch import serve
     from .compile_child import build_plan
 
     def plan() -> dict[str, Any]:  # invalid: ConfigError, exit 78 before anything runs

@@ -4,7 +4,7 @@
 
 parses the flags (argparse), loads and validates the config (pydantic, YAML)
 and the policies, and writes the compiled plan (``pyoomd.settings.plan``) as one
-JSON document to FD (default: stdout).  The running loop (``pyoomd.loop``)
+JSON document to FD (default: stdout).  The running loop (``pyoomd.daemon.launch``)
 starts this at start-up and on SIGHUP, so it never imports the ~30 MiB
 these libraries take (README, "Memory of the running daemon").
 

@@ -3,7 +3,7 @@
 ``pyoomd run`` must not import what cli/dispatch.py imports (argparse, pydantic,
 YAML): the loop lives for days and keeps every page it ever touched
 (mlockall).  So the sub-command is found here without argparse; ``run``
-goes to ``pyoomd.loop`` (which has a child process parse and validate the
+goes to ``pyoomd.daemon.launch`` (which has a child process parse and validate the
 whole argv), anything else to ``pyoomd.cli.dispatch.main``.  Should this guess ever
 be wrong, the command still works: dispatch.main runs ``run`` in-process too.
 """
@@ -38,7 +38,7 @@ def subcommand(argv: Sequence[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if subcommand(argv) == "run":
-        from ..loop import main as run_loop
+        from ..daemon.launch import main as run_loop
 
         return run_loop(argv)
     from .dispatch import main as cli_main

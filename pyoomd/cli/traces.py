@@ -7,8 +7,8 @@ import argparse
 import sys
 from typing import Any, cast
 
+from ..daemon.launch import open_sampler
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE
-from ..loop import open_sampler
 from ..policy.load import load_policies
 from ..sense.sample import Sampler
 from .options import load_policies_for, settings_for
@@ -88,7 +88,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     import time
 
     from ..daemon import Daemon
-    from ..loop import trace_header
+    from ..daemon.launch import trace_header
     from ..report import recorder
     from ..report.log import configure, get_logger
     from ..settings.plan import settings_from_plan, settings_to_plan

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..daemon.launch import open_sampler
 from ..errors import EXIT_OK
 from ..judge.choose import Scoring, choose
-from ..loop import open_sampler
 from ..model import Candidate, MemSample
 from ..sense import snapshot
 from ..sense.facts import Facts, kib_cell, read_facts

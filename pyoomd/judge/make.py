@@ -11,8 +11,8 @@ from .relief import compile_relief
 from .thrash import compile_thrash
 
 if TYPE_CHECKING:
-    from ..config import Settings
-    from ..values import Thresholds
+    from ..settings.amounts import Thresholds
+    from ..settings.schema import Settings
 
 
 def make_judge(settings: Settings, th: Thresholds) -> Judge:

@@ -4,7 +4,7 @@ The loop process never imports argparse, pydantic, YAML, structlog or
 psutil (together ~30 MiB of RSS that would stay for the daemon's lifetime,
 locked by mlockall; psutil comes only with the first read of a likely
 victim's USS during an approach to TERM, sense/facts.py).  Validation runs in a short-lived child,
-``pyoomd.compile``, started with the same argv at start-up and on SIGHUP; it
+``pyoomd.cli.compile_child``, started with the same argv at start-up and on SIGHUP; it
 hands back a compiled plan (``pyoomd.settings.plan``) as JSON on a pipe.
 
 At start-up the child shares our stdout and stderr, so ``--help``, a bad
@@ -25,11 +25,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import EXIT_FAILURE, EXIT_OK, EXIT_OSFILE, ConfigError, ParseError, StartupError, exit_code_of
-from .policy.rules import loaded_from_plan
-from .sense.procfs import Procfs
-from .sense.sample import Sampler
-from .settings.plan import PLAN_VERSION, settings_from_plan
+from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_OSFILE, ConfigError, ParseError, StartupError, exit_code_of
+from ..policy.rules import loaded_from_plan
+from ..sense.procfs import Procfs
+from ..sense.sample import Sampler
+from ..settings.plan import PLAN_VERSION, settings_from_plan
 
 # The fd the compile child writes its plan to (the pipe is dup2'd there).
 PLAN_FD = 3
@@ -79,7 +79,7 @@ def _high_fd(fd: int) -> int:
 
 def compile_plan(argv: Sequence[str], capture_stderr: bool, timeout_s: float | None = None,
                  what: str = "<reload>") -> dict[str, Any] | None:
-    """Run ``pyoomd.compile`` on ``argv``: the plan, or None when the child
+    """Run ``pyoomd.cli.compile_child`` on ``argv``: the plan, or None when the child
     printed something else and exited 0 (``--help``, ``--version``).
     Raises CompileFailed (non-zero exit; ConfigError inside)."""
     r, w = os.pipe()
@@ -185,8 +185,8 @@ def serve(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> int:
 
 def build(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> tuple[Any, list[Callable[[], None]]]:
     """The daemon for ``plan``, its observers attached; and their stop functions."""
-    from .daemon import Daemon
-    from .report.log import configure, get_logger, install_excepthooks
+    from ..report.log import configure, get_logger, install_excepthooks
+    from .core import Daemon
 
     settings = settings_from_plan(plan["settings"])
     loaded = loaded_from_plan(plan["policy"])
@@ -197,13 +197,13 @@ def build(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> tupl
     wake = settings.psi.wakeup
     waiter = None
     if wake.enabled:
-        from .sense.psi import open_waiter
+        from ..sense.psi import open_waiter
 
         waiter = open_waiter(procfs, wake.kind, wake.stall, wake.window)
     rec_cfg = getattr(settings, "recorder", None)  # absent from plans of older versions
     ring = None
     if rec_cfg is not None and rec_cfg.enabled:
-        from .report import recorder
+        from ..report import recorder
 
         ring, procfs, recording = recorder.recording(procfs, sampler, rec_cfg)
         sampler = recording  # type: ignore[assignment]  # the Sampler's face, pass-through
@@ -226,12 +226,12 @@ def build(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> tupl
 
     daemon.reloader = reloader
     daemon.policy_loader = lambda s: loaded_from_plan(fresh.pop("policy"))
-    from .report.sdnotify import observer_for
+    from ..report.sdnotify import observer_for
 
     sd = observer_for(settings, daemon.last_sample)  # None unless started by systemd
     if sd is not None:
         daemon.observers.append(sd)
-    from .report.reporters import attach
+    from ..report.reporters import attach
 
     return daemon, stops + attach(daemon, settings, list(plan["config_files"]))
 
@@ -241,10 +241,10 @@ def trace_header(daemon: Any, procfs_root: str) -> dict[str, Any]:
     plan in force, its levels, and whom it never kills (itself, its parent)."""
     import dataclasses
 
-    from .policy.rules import loaded_to_plan
-    from .sense.snapshot import default_skip
-    from .settings.plan import settings_to_plan
-    from .trace import make_header
+    from ..policy.rules import loaded_to_plan
+    from ..sense.snapshot import default_skip
+    from ..settings.plan import settings_to_plan
+    from ..trace import make_header
 
     policy = loaded_to_plan(daemon.policy_loaded) if daemon.policy_loaded is not None else None
     return make_header(settings_to_plan(daemon.settings), policy, procfs=procfs_root,

@@ -14,33 +14,33 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .act import selfprotect
-from .act.cgroup_kill import GroupKiller
-from .act.kill import Guard, Killer, KillPlan
-from .errors import ConfigError, ParseError
-from .judge import fairshare
-from .judge.cgroupchoice import choose_leaf
-from .judge.choose import Scoring, choose
-from .judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S
-from .judge.growth import NO_ATTRIBUTION, Attribution, GrowthTracker
-from .judge.make import make_judge
-from .judge.rank import NoPolicy, Policy
-from .model import Candidate, Decision, Excluded, KillOutcome, Level, MemSample, ProcInfo
-from .sense import snapshot
-from .sense.cgroup import CgroupRef, Cgroups, LeafStat
-from .sense.facts import FreesReader
-from .sense.kmsg import KmsgFollower
-from .sense.procfs import Procfs
-from .sense.psi import Waiter
-from .sense.sample import IdleParams, IdleResult, Sampler
-from .sense.vmstat import Vmstat
-from .sense.zram import Zram
-from .settings.amounts import Thresholds
-from .settings.trust import program_problem
+from ..act import selfprotect
+from ..act.cgroup_kill import GroupKiller
+from ..act.kill import Guard, Killer, KillPlan
+from ..errors import ConfigError, ParseError
+from ..judge import fairshare
+from ..judge.cgroupchoice import choose_leaf
+from ..judge.choose import Scoring, choose
+from ..judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S
+from ..judge.growth import NO_ATTRIBUTION, Attribution, GrowthTracker
+from ..judge.make import make_judge
+from ..judge.rank import NoPolicy, Policy
+from ..model import Candidate, Decision, Excluded, KillOutcome, Level, MemSample, ProcInfo
+from ..sense import snapshot
+from ..sense.cgroup import CgroupRef, Cgroups, LeafStat
+from ..sense.facts import FreesReader
+from ..sense.kmsg import KmsgFollower
+from ..sense.procfs import Procfs
+from ..sense.psi import Waiter
+from ..sense.sample import IdleParams, IdleResult, Sampler
+from ..sense.vmstat import Vmstat
+from ..sense.zram import Zram
+from ..settings.amounts import Thresholds
+from ..settings.trust import program_problem
 
 if TYPE_CHECKING:  # annotations only
-    from .policy.rules import Loaded
-    from .settings.schema import Settings
+    from ..policy.rules import Loaded
+    from ..settings.schema import Settings
 
 # A victim that did not exit within kill_timeout is left alone for this long
 # (frozen cgroup, D state): re-trying it at once would loop forever.
@@ -463,7 +463,7 @@ class Daemon:
 
     def _start_reload(self) -> bool:
         """SIGHUP: ask ``reloader`` for fresh settings in a thread.  It runs
-        the compile child (pyoomd.loop: ~0.2 s, as long as a slow disk makes
+        the compile child (pyoomd.daemon.launch: ~0.2 s, as long as a slow disk makes
         it, killed after 30 s); meanwhile the loop goes on sampling and
         killing with what it has, and the thread wakes it when done.  False
         when nothing was started."""
@@ -813,9 +813,9 @@ class Daemon:
         kill); False when the kill must follow: the action failed, the grace
         ended below TERM, or the KILL level was reached.  One event,
         ``soft_action``, with the outcome."""
-        from .act import soft
-        from .act.escalate import WAIT_STEP_S
-        from .act.escalate import wait_readable as _wait_readable
+        from ..act import soft
+        from ..act.escalate import WAIT_STEP_S
+        from ..act.escalate import wait_readable as _wait_readable
 
         p, action = victim.proc, victim.action
         assert action is not None
