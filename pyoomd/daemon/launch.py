@@ -185,8 +185,8 @@ def serve(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> int:
 
 def build(plan: dict[str, Any], recompile: Callable[[], dict[str, Any]]) -> tuple[Any, list[Callable[[], None]]]:
     """The daemon for ``plan``, its observers attached; and their stop functions."""
-    from .core import Daemon
     from ..report.log import configure, get_logger, install_excepthooks
+    from .core import Daemon
 
     settings = settings_from_plan(plan["settings"])
     loaded = loaded_from_plan(plan["policy"])
