@@ -1,4 +1,5 @@
-"""The tick loop: the only module that wires sense, judge, act and report."""
+"""The Daemon: wiring only.  Builds the stages (sense, judge, act, report) and runs the loop; each
+part of it is one concept in its own module of this package (see Daemon)."""
 
 from __future__ import annotations
 
@@ -133,7 +134,7 @@ class Daemon(Startup, KernelLog, Idle, Reload, Tick, Follow, Act, Soft, KillRepo
         for obs in self.observers:
             try:
                 obs.on_event(event, fields)
-            except Exception as e:  # an observer must never stop the loop
+            except Exception as e:  # noqa: BLE001 - an observer must never stop the loop
                 self.log.error("observer_failed", observer=type(obs).__name__, error=repr(e))
 
     # -- start-up --------------------------------------------------------------

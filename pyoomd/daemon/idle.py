@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
+from typing import Protocol, cast
 
 from ..errors import ParseError
 from ..judge.decide import RATE_SAFETY, RATE_STEP_S, RATE_WINDOW_S
@@ -22,6 +23,14 @@ from .base import DaemonParts
 # periodic to do; each such tick costs ~300 us of CPU (cold caches), so a
 # short period would cost more than the sampling (README, Sampling).
 IDLE_HOUSEKEEPING_S = 60.0
+
+
+class _Pinger(Protocol):
+    """An observer that pings the watchdog (report/sdnotify.py ``idle_ping``)."""
+
+    def idle_ping(self) -> tuple[int, float, float] | None: ...
+
+    def pinged(self, at: float) -> None: ...
 
 
 class Idle(DaemonParts):
@@ -87,7 +96,7 @@ class Idle(DaemonParts):
         if got.reason == "psi" and waiter is not None:
             waiter.note(got.revents)
         if got.pings and pinger is not None:
-            pinger.pinged(got.notify_last_s)
+            cast("_Pinger", pinger).pinged(got.notify_last_s)
         return got
 
     @staticmethod

@@ -120,9 +120,10 @@ def compile_plan(argv: Sequence[str], capture_stderr: bool, timeout_s: float | N
         except ValueError:
             doc = None
     if code != 0:
-        e = (doc or {}).get("error")
-        if e is not None:
-            raise CompileFailed(code, ConfigError(e["file"], e["message"], e["line"], e["column"]))
+        failure = (doc or {}).get("error")
+        if failure is not None:
+            raise CompileFailed(code, ConfigError(failure["file"], failure["message"], failure["line"],
+                                                  failure["column"]))
         why = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         raise CompileFailed(code if code > 0 else EXIT_FAILURE,
                             ConfigError("<reload>", f"the configuration check failed ({why})"

@@ -4,6 +4,7 @@ the loop puts them in force once they are back, or keeps the running ones."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from ..errors import ConfigError
 from ..judge.make import make_judge
@@ -25,7 +26,7 @@ class Reload(DaemonParts):
 
     def _start_reload(self) -> bool:
         """SIGHUP: ask ``reloader`` for fresh settings in a thread.  It runs
-        the compile child (pyoomd.loop: ~0.2 s, as long as a slow disk makes
+        the compile child (daemon/launch.py: ~0.2 s, as long as a slow disk makes
         it, killed after 30 s); meanwhile the loop goes on sampling and
         killing with what it has, and the thread wakes it when done.  False
         when nothing was started."""
@@ -34,7 +35,8 @@ class Reload(DaemonParts):
             self.emit("warning", "reload_unsupported")
             return False
         self.emit("info", "reloading")
-        reloader, box = self.reloader, {}
+        reloader = self.reloader
+        box: dict[str, Any] = {}
 
         def work() -> None:
             try:

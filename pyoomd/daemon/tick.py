@@ -43,7 +43,7 @@ class Tick(DaemonParts):
         for obs in self.observers:
             try:
                 obs.on_tick(sample, decision)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - an observer must never stop the loop
                 self.log.error("observer_failed", observer=type(obs).__name__, error=repr(e))
         self._track_level(decision.level, decision.reason, sample)
         self._follow_growth(decision.level, now, sample, before)
