@@ -162,8 +162,17 @@ def test_every_policy_regex_matches_hostile_names_in_bounded_time(pattern: str, 
     base = ProcInfo(pid=10, start_time=1, comm="x", ppid=1, state="S", uid=1000, rss_kib=1, swap_kib=0,
                     oom_score=1, oom_score_adj=0)
     p = dataclasses.replace(base, **{m.fact: texts[i % 3] for i, m in enumerate(regex_matchers)})
-    t = time.process_time()  # CPU time: a busy CI machine's scheduling delays do not count
-    for r in rules:
-        r.matches(p)
+    # This thread's CPU time (time.thread_time): neither a busy machine's scheduling delays nor
+    # another thread of the test process count. The best of three: a garbage collection of the
+    # whole suite's heap can land inside one measurement (CI saw 0.33 s once, on a pattern that
+    # takes 0.1 ms); a backtracking engine would be slow every time.
+    best = float("inf")
+    for _ in range(3):
+        t = time.thread_time()
+        for r in rules:
+            r.matches(p)
+        best = min(best, time.thread_time() - t)
+        if best < 0.2:
+            break
     # RE2 on <= 4 KiB: tens of microseconds; a backtracking engine: minutes.
-    assert time.process_time() - t < 0.2, (pattern, len(cmdline))
+    assert best < 0.2, (pattern, len(cmdline), best)
