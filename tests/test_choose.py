@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -245,3 +246,43 @@ def test_the_daemon_ranks_warm_from_a_recent_look_and_cold_after(tmp_path: Path)
     procfs.reads.clear()
     assert [c.proc.pid for c in d.scan(5)][:5] == cold
     assert len(procfs.reads["oom_score"]) == len(procs)
+
+
+def test_watch_judges_with_the_daemons_judge(tree: tuple[Procfs, str, list[FakeProc]], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # Issue 15: watch built a judge of its own (memory and PSI only): a swap relief or thrash
+    # rule the daemon acts on never showed in its LEVEL.  It now builds the daemon's
+    # (judge/make.py, from the same settings) and feeds it /proc/vmstat as the daemon does.
+    from pyoomd.judge import make
+
+    procfs, cg_root, _ = tree
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("thrash: {enabled: true}\nswap_relief: {enabled: true}\n")
+    built: list[Any] = []
+    fed: list[Any] = []
+    real = make.make_judge
+
+    def spy(settings: Any, th: Any) -> Any:
+        judge = real(settings, th)
+        built.append((settings, judge))
+        orig = judge.judge
+
+        def judged(sample: Any, now: float, vm: Any = None) -> Any:
+            fed.append(vm)
+            return orig(sample, now, vm)
+
+        judge.judge = judged  # type: ignore[method-assign]
+        return judge
+
+    monkeypatch.setattr(make, "make_judge", spy)
+    (Path(procfs.root) / "vmstat").write_text("pswpin 10\npswpout 20\nworkingset_refault_anon 3\n"
+                                              "workingset_refault_file 4\n")
+    assert run_main(["--procfs", procfs.root, "--cgroup-root", cg_root, "watch", "--json", "--count", "2",
+                     "--interval", "0", "--config", str(cfg)]) == 0
+    assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])) > 0
+    assert len(built) == 1
+    settings, judge = built[0]
+    assert settings.thrash.enabled and settings.swap_relief.enabled
+    assert judge.thrash is not None and judge.relief is not None
+    assert len(fed) == 2 and all(vm is not None for vm in fed)

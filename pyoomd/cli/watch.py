@@ -101,8 +101,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from ..judge.decide import Judge
-    from ..judge.pressure import compile_rule
+    from ..judge.make import make_judge
+    from ..sense.vmstat import Vmstat
     from ..sense.zram import Zram
 
     settings = settings_for(args)
@@ -111,7 +111,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     zram = Zram(procfs)
     first = sampler.read()
     th = settings.compile(first.mem_total_kib, first.swap_total_kib)
-    judge = Judge(th, settings.sampling, compile_rule(settings.psi, th.mem_warn_kib))
+    judge = make_judge(settings, th)  # the daemon's judge: PSI, swap relief and thrash rules included
+    vmstat = Vmstat(procfs)  # their swap and refault counters, read as the daemon reads them
     chooser = WatchChoice(args, settings, procfs, first) if not getattr(args, "no_victim", False) else None
     if not args.json:
         print(f"{'AVAILABLE':>16} {'':>5}  {'SWAP FREE':>15} {'':>5}  {'SOME':>5}  {'FULL':>5}  LEVEL"
@@ -124,7 +125,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             time.sleep(args.interval)
         s = zram.adjust(sampler.read())
         now = time.monotonic()
-        level = judge.judge(s, now).level
+        level = judge.judge(s, now, vmstat.read()).level
         victim = chooser.victim(s, level, now) if chooser is not None else None
         facts = read_facts(procfs, victim.proc.pid, victim.proc.start_time) if victim is not None else None
         f = watch_fields(s, level.name, victim, facts)
