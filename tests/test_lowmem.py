@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from helpers import wait_for_bus
 
-from pyoomd.act.lowmem import NAME, LowMemoryMonitor, socket_missing
 from pyoomd.model import Decision, Level, MemSample
+from pyoomd.report.lowmem import NAME, LowMemoryMonitor, socket_missing
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY_FILE = REPO / "packaging" / "dbus" / "pyoomd-lowmemory.conf"

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from helpers import bus_with_service
 
-from pyoomd.act.notify import Message, Notifier, find_sessions, kill_message, send_as
 from pyoomd.model import Decision, Level, MemSample
+from pyoomd.report.notify import Message, Notifier, find_sessions, kill_message, send_as
 from pyoomd.settings.schema import NotifyConfig
 from pyoomd.units import human_kib
 
@@ -256,7 +256,7 @@ def fake_system_bus() -> Iterator[str]:
 
 
 def test_logind_names_the_users_with_an_active_graphical_session(fake_system_bus: str) -> None:
-    from pyoomd.act.notify import graphical_uids
+    from pyoomd.report.notify import graphical_uids
 
     # wayland ann and remote x11 dee; not bob (inactive), cid (tty), gdm (greeter)
     assert graphical_uids(fake_system_bus) == {1000, 1003}

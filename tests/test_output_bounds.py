@@ -19,9 +19,9 @@ from fuzzing import fuzz
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyoomd.act.notify import kill_message
 from pyoomd.cli.dispatch import main
 from pyoomd.report import log as plog
+from pyoomd.report.notify import kill_message
 from pyoomd.textsafe import LINE_MAX_BYTES, escape_nonprintable, markup_escape
 
 CONTROLS = ["\x1b", "\x0b", "\x0c", "\x85", "\u2028", "\u2029", "\x7f", "\x00", "\u202e", "\r", "\n", "\x9b", "\t"]

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from pyoomd.act.notify import kill_message
 from pyoomd.judge import decide
 from pyoomd.model import Level, MemSample
 from pyoomd.report import journal, sdnotify
+from pyoomd.report.notify import kill_message
 from pyoomd.units import human_kib
 
 # kib: (reasons, status/journal, notifications)

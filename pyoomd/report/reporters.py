@@ -171,7 +171,7 @@ def _hooks(daemon: Reported, settings: Settings, config_files: list[str], obs: l
 def _notify(daemon: Reported, settings: Settings, config_files: list[str], obs: list[Any],
             stops: list[Callable[[], None]]) -> None:
     if settings.notify.enabled:
-        from ..act.notify import Notifier
+        from .notify import Notifier
 
         n = Notifier(settings.notify, lambda ev, **kw: daemon.log.info(ev, **kw)).start()
         obs.append(n)
@@ -182,7 +182,7 @@ def _lowmem(daemon: Reported, settings: Settings, config_files: list[str], obs: 
             stops: list[Callable[[], None]]) -> None:
     cfg = getattr(settings, "low_memory_monitor", None)  # absent from plans of older versions
     if cfg is not None and cfg.enabled:
-        from ..act.lowmem import LowMemoryMonitor
+        from .lowmem import LowMemoryMonitor
 
         m = LowMemoryMonitor(cfg.system_bus, cfg.min_interval,
                              lambda sev, ev, **kw: getattr(daemon.log, sev)(ev, **kw)).start()

@@ -212,7 +212,7 @@ class HooksConfig(_Strict):
 
 @dataclass(frozen=True, slots=True)
 class NotifyConfig(_Strict):
-    """Desktop notifications over D-Bus (see act/notify.py)."""
+    """Desktop notifications over D-Bus (see report/notify.py)."""
 
     enabled: bool = False
     # At most one kill notification per user this often; more are counted and
@@ -234,7 +234,7 @@ class NotifyConfig(_Strict):
 @dataclass(frozen=True, slots=True)
 class LowMemoryMonitorConfig(_Strict):
     """LowMemoryWarning to applications on the system bus, as
-    low-memory-monitor sends it (see act/lowmem.py)."""
+    low-memory-monitor sends it (see report/lowmem.py)."""
 
     # On by default: GNOME/GTK applications (GLib's GMemoryMonitor) trim
     # their caches when told, which can make a kill unnecessary; where a
