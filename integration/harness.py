@@ -172,7 +172,30 @@ def _run_locked(spec: dict[str, Any], extra_s: float) -> dict[str, Any]:
     if r.returncode != 0 or not r.stdout.strip():
         raise AssertionError(f"scenario failed rc={r.returncode}\nstdout:{r.stdout.decode()[-3000:]}\n"
                              f"stderr:{r.stderr.decode()[-3000:]}")
-    return json.loads(r.stdout.decode().strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    print(describe(result))  # pytest shows it when the test fails
+    return result
+
+
+def describe(r: dict[str, Any]) -> str:
+    """A scene in a few lines: its levels, the memory trace (MemAvailable,
+    the scene's own RSS, and what the rest of the machine took or gave back
+    since the start, MiB) and the daemon's last log lines in full."""
+    lines = []
+    if "avail0_kib" in r:
+        a0 = r["avail0_kib"] // 1024
+        lines.append(f"scene: MemAvailable {a0} MiB at start, TERM {r['term_kib'] // 1024}, "
+                     f"KILL {r['kill_kib'] // 1024}, lowest seen {r['min_avail_kib'] // 1024}")
+    trace = r.get("trace") or []
+    if trace:
+        rss0 = trace[0][2]
+        a0 = trace[0][1]
+        rows = [f"{t:.1f}s {a} {rss} {(a0 - a) - (rss - rss0):+d}" for t, a, rss in trace]
+        lines.append("trace (t avail scene_rss machine_took):")
+        lines += ["  " + "  ".join(rows[i:i + 8]) for i in range(0, len(rows), 8)]
+    lines.append("daemon log tail:")
+    lines += ["  " + line for line in r.get("log_tail", [])]
+    return "\n".join(lines)
 
 
 def events(result: dict[str, Any], name: str) -> list[dict[str, Any]]:

@@ -374,17 +374,40 @@ def set_adj(pid: int, adj: int) -> None:
 
 
 class Witness(threading.Thread):
-    """Samples MemAvailable every few ms; remembers the minimum."""
+    """Samples MemAvailable every few ms; remembers the minimum, and every
+    TRACE_STEP_S a trace row: seconds since the start, MemAvailable and the
+    RSS of the processes in ``watched`` (MiB).  The trace is what a failed
+    scene prints (harness.describe): whether TERM was crossed, and whether
+    the hogs grew or the rest of the machine moved."""
+
+    TRACE_STEP_S = 0.5
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.min_kib = mem_available_kib()
         self.stop = threading.Event()
+        self.watched: list[int] = []
+        self.trace: list[list[float]] = []
 
     def run(self) -> None:
+        t0 = next_row = time.monotonic()
         while not self.stop.is_set():
-            self.min_kib = min(self.min_kib, mem_available_kib())
+            avail = mem_available_kib()
+            self.min_kib = min(self.min_kib, avail)
+            now = time.monotonic()
+            if now >= next_row:
+                rss = sum(_rss_kib(pid) for pid in list(self.watched))
+                self.trace.append([round(now - t0, 2), avail // 1024, rss // 1024])
+                next_row = now + self.TRACE_STEP_S
             time.sleep(WITNESS_STEP_S)
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class LogReader(threading.Thread):
@@ -537,7 +560,11 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if scorer:
         scorer.start()
     t0 = time.monotonic()
-    hogs = [(start_proc(h), time.monotonic()) for h in spec.get("hogs", [])]
+    witness.watched = [b.pid for b in bystanders]
+    hogs = []
+    for h in spec.get("hogs", []):
+        hogs.append((start_proc(h), time.monotonic()))
+        witness.watched.append(hogs[-1][0].pid)
     if spec.get("go_file"):  # hogs with "go_file" wait for it: all of them grow together from now
         open(spec["go_file"], "w").close()
     kernel_pids = {h.pid: kernel_pid(h.pid) for h, _ in hogs} if spec.get("outer_proc") else {}
@@ -573,7 +600,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     witness.join()
     result = {
         "avail0_kib": avail0, "term_kib": term_kib, "kill_kib": kill_kib,
-        "min_avail_kib": witness.min_kib,
+        "min_avail_kib": witness.min_kib, "trace": witness.trace,
         "overshoot_mib": max(0, term_kib - witness.min_kib) / 1024,
         "hogs": [{"pid": h.pid, "returncode": h.poll(), "started": ts - t0, "kernel_pid": kernel_pids.get(h.pid)}
                  for h, ts in hogs],

@@ -26,10 +26,16 @@ def test_group_kill_spares_the_minus_1000_member_and_everything_outside() -> Non
         # TERM 2000 MiB down: the grower is ~1.5 GiB when it is crossed, well
         # above the outsider (whose 300 MiB, allocated after the daemon
         # started, counts as growth too), even if the crossing comes early.
-        "term_below_mib": 2000, "kill_below_mib": 2000 + MARGIN_MIB + 700, "timeout": 25,
+        # The grower can go MARGIN_MIB + 1000 past TERM, in 40 s: twice in
+        # 3 clean-clone runs beside a second one, at MARGIN_MIB - 400 in 25 s,
+        # the daemon (this scene and the one in test_hostile.py) logged
+        # nothing between its start and the scene's end.  The memory trace
+        # harness.describe now prints says why if it happens again.
+        "term_below_mib": 2000, "kill_below_mib": 2000 + MARGIN_MIB + 1700, "timeout": 40,
         "v2_cgroup": True, "config_yaml": CONFIG,
         "hogs": [
-            {"rate": 256, "max": 1600 + MARGIN_MIB, "start": 50, "hold": 30, "delay": 0.5, "in_cgroup": True},
+            {"rate": 256, "max": 2000 + MARGIN_MIB + 1000, "start": 50, "hold": 45, "delay": 0.5,
+             "in_cgroup": True},
             {"rate": 0, "max": 48, "start": 48, "hold": 60, "in_cgroup": True},
             {"rate": 0, "max": 48, "start": 48, "hold": 60, "in_cgroup": True, "adj": -1000},
             {"rate": 0, "max": 300, "start": 300, "hold": 60},  # outside the cgroup

@@ -96,11 +96,12 @@ rules:
     protect: true
 """
     r = run_scenario({
-        "term_below_mib": 800, "kill_below_mib": 800 + MARGIN_MIB + 700, "timeout": 25,
+        # sized as test_cgroup.py's group kill, for the same reason
+        "term_below_mib": 800, "kill_below_mib": 800 + MARGIN_MIB + 1700, "timeout": 40,
         "v2_cgroup": True, "config_yaml": "cgroups: {kill_whole: ['{cgroup}']}\n",
         "policies": {"keep.yaml": policy},
         "hogs": [
-            {"rate": 256, "max": 400 + MARGIN_MIB, "start": 50, "hold": 30, "delay": 0.5, "in_cgroup": True},
+            {"rate": 256, "max": 800 + MARGIN_MIB + 1000, "start": 50, "hold": 45, "delay": 0.5, "in_cgroup": True},
             {"rate": 0, "max": 48, "start": 48, "hold": 60, "in_cgroup": True},
             {"rate": 0, "max": 48, "start": 48, "hold": 60, "in_cgroup": True, "comm": "keeper", "hardlink": True},
         ],
