@@ -1,7 +1,7 @@
 """The benchmark still runs: pyoomd only, one run of `steady`, --quick.
 
 Runs integration/bench/run.py as CI would (root, private PID namespace,
-safety cgroup, scenario lock); bounded to about 30 s.  Checks the figures
+safety cgroup, scenario lock); about 30 s once it holds the lock.  Checks the figures
 exist and make sense, not how good they are (that is the bench's job).
 """
 
@@ -21,7 +21,10 @@ def test_bench_quick_steady_pyoomd(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, os.path.join(HERE, "bench", "run.py"), "--quick", "--runs", "1",
                         "--daemons", "pyoomd", "--scenarios", "steady", "--no-micro", "--pyoomd-from", "source",
                         "--out", str(out)],
-                       capture_output=True, text=True, timeout=90)
+                       capture_output=True, text=True, timeout=600)
+    # (the run itself takes ~30 s; the rest is for the scenario lock, which a
+    # second test run on the machine holds for up to ~3 min in its pod scene:
+    # at 90 s this timed out beside one)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     data = json.loads(out.read_text())
     steady = data["summary"]["scenarios"]["steady"]["pyoomd"]
