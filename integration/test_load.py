@@ -55,9 +55,11 @@ def test_ten_hogs_are_killed_one_at_a_time_largest_first_and_no_more_than_needed
         # Largest first: no candidate it saw was bigger by more than what a hog
         # grows while the snapshot reads them one after the other (equal hogs,
         # 50 MiB/s each: a CI run on a busy machine saw 5 MiB, 2.3 %, between
-        # the victim and the next one).  Slack: 250 ms of growth, 12.5 MiB.
+        # the victim and the next one; a clean clone with the fast suite beside
+        # it, 15 MiB: 300 ms of growth).  Slack: 500 ms of growth, 25 MiB,
+        # still well under the spread of sizes the hogs' staggered starts give.
         biggest = max(c["rss_kib"] for c in k["candidates"])
-        assert biggest - k["rss_kib"] <= HOG_RATE_MIB_S * 0.25 * 1024, k["candidates"]
+        assert biggest - k["rss_kib"] <= HOG_RATE_MIB_S * 0.5 * 1024, k["candidates"]
     # one at a time: each kill is followed by its victim's exit before the next kill
     seq = [(e["event"], e["pid"]) for e in r["events"] if e.get("event") in ("kill", "victim_exited")]
     for i in range(0, len(seq), 2):

@@ -242,7 +242,9 @@ def d_plan(d: Daemon) -> Any:
 # -- the views -----------------------------------------------------------------------------------
 def test_rank_shows_user_uss_pss_swap_of_the_rows_and_escapes_the_comm(
         hog: subprocess.Popen[bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_main(["rank", "--top", "3", "--policy", str(tmp_path)]) == 0
+    # --top 50, not 3: the machine may hold larger processes at +1000 too
+    # (an integration run's primer or ballast beside this suite)
+    assert run_main(["rank", "--top", "50", "--policy", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     header = out.splitlines()[0]
     assert "USS" in header and "PSS" in header and "SWAP" in header and "USER" in header
@@ -253,9 +255,9 @@ def test_rank_shows_user_uss_pss_swap_of_the_rows_and_escapes_the_comm(
     assert uss >= HOG_MIB and pss >= uss and rss >= uss
     assert cols[10] == pwd.getpwuid(os.getuid()).pw_name
     assert not [c for c in out if not c.isprintable() and c != "\n"]
-    assert run_main(["rank", "--json", "--top", "3", "--policy", str(tmp_path)]) == 0
-    top = json.loads(capsys.readouterr().out)["candidates"][0]
-    assert top["pid"] == hog.pid and top["facts"]["frees_kib"] >= HOG_MIB * MIB and top["facts"]["why"] is None
+    assert run_main(["rank", "--json", "--top", "50", "--policy", str(tmp_path)]) == 0
+    (mine,) = [c for c in json.loads(capsys.readouterr().out)["candidates"] if c["pid"] == hog.pid]
+    assert mine["facts"]["frees_kib"] >= HOG_MIB * MIB and mine["facts"]["why"] is None
 
 
 def test_rank_shows_a_dash_for_a_row_gone_or_denied_mid_read(
@@ -268,7 +270,7 @@ def test_rank_shows_a_dash_for_a_row_gone_or_denied_mid_read(
         raise (psutil.NoSuchProcess if calls[0] % 2 else psutil.AccessDenied)(self.pid)
 
     monkeypatch.setattr(psutil.Process, "memory_full_info", flaky)
-    assert run_main(["rank", "--top", "4", "--policy", str(tmp_path)]) == 0
+    assert run_main(["rank", "--top", "50", "--policy", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     (row,) = [line for line in out.splitlines() if f" {hog.pid} " in line]
     assert row.split()[7:10] == ["-", "-", "-"]
