@@ -127,27 +127,27 @@ def run_scenario_in_slot(spec: dict[str, Any], extra_s: float = 30.0) -> dict[st
 
 
 @contextlib.contextmanager
-def scenario_slot(prime: bool = True) -> Iterator[None]:
+def scenario_slot() -> Iterator[None]:
     """Hold the scenario lock, and start only once memory has settled and
-    (``prime``) the memory this VM hides is in use (integration/primer.py):
-    held by a primer outside the scene until the scene ends."""
+    the memory this VM hides is in use (integration/primer.py): held by a
+    primer outside the scene until the scene ends."""
     with open(SCENARIO_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         settle_memory()
-        primer = _start_primer() if prime else None
+        primer = _start_primer()
         try:
             yield
         finally:
-            if primer is not None:
-                _stop_primer(primer)
+            _stop_primer(primer)
 
 
 PRIMER_LIFE_S = 900  # longer than any scene (the pod scene: ~160 s)
 
 
 def _start_primer() -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     p = subprocess.Popen([sys.executable, os.path.join(HERE, "primer.py"), str(PRIMER_LIFE_S)],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     assert p.stdout is not None
     line = p.stdout.readline().decode().split()
     if len(line) != 3 or line[0] != "primed":

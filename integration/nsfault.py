@@ -142,17 +142,6 @@ def other_user_python(comm: str) -> str:
     return path
 
 
-def vm_rss_kib(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 # -- mode: killer ------------------------------------------------------------------
 def candidate(procfs: Procfs, pid: int) -> Any:
     info = snapshot.read_proc(procfs, pid)
@@ -338,7 +327,7 @@ def daemon_mode(spec: dict[str, Any]) -> dict[str, Any]:
         "avail0_kib": avail0, "term_kib": term_kib, "kill_kib": kill_kib, "min_avail_kib": witness.min_kib,
         "t_below_term": witness_crossing(log, t0),
         "avail_end_kib": nsrun.mem_available_kib(),
-        "hogs": [{"pid": h.pid, "returncode": h.poll(), "rss_kib": vm_rss_kib(h.pid)} for h in hogs],
+        "hogs": [{"pid": h.pid, "returncode": h.poll(), "rss_kib": nsrun.vm_rss_kib(h.pid)} for h in hogs],
         "procs": [{"pid": p.pid, "ready": r, "returncode": p.poll()} for p, r in procs],
         "daemon_pid": daemon.pid, "daemon_returncode": daemon.poll(),
     }
@@ -394,7 +383,7 @@ def soak_mode(spec: dict[str, Any]) -> dict[str, Any]:
         kills = [e["pid"] for e in log.events[seen:] if e.get("event") == "kill"]
         cycles.append({"hog": hog.pid, "returncode": hog.returncode, "kills": kills, "recovered": recovered,
                        "bystanders_alive": all(b.poll() is None for b in bystanders),
-                       "daemon_rss_kib": vm_rss_kib(daemon.pid)})
+                       "daemon_rss_kib": nsrun.vm_rss_kib(daemon.pid)})
         if len(kills) > 1:  # what the daemon saw, for the report of a wrong victim
             cycles[-1]["events"] = [{k: e.get(k) for k in ("event", "_t", "pid", "reason", "rss_kib", "ms",
                                                             "mem_available_kib", "candidates")}

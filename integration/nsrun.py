@@ -396,18 +396,22 @@ class Witness(threading.Thread):
             self.min_kib = min(self.min_kib, avail)
             now = time.monotonic()
             if now >= next_row:
-                rss = sum(_rss_kib(pid) for pid in list(self.watched))
+                rss = sum(vm_rss_kib(pid) or 0 for pid in list(self.watched))
                 self.trace.append([round(now - t0, 2), avail // 1024, rss // 1024])
                 next_row = now + self.TRACE_STEP_S
             time.sleep(WITNESS_STEP_S)
 
 
-def _rss_kib(pid: int) -> int:
+def vm_rss_kib(pid: int) -> int | None:
+    """A process's VmRSS (KiB), or None when it is gone."""
     try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
-    except (OSError, ValueError, IndexError):
-        return 0
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 class LogReader(threading.Thread):

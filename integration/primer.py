@@ -15,7 +15,7 @@ passes.  The scene then starts with the
 hidden pages in use and MemAvailable telling the truth about what an
 allocation takes.  On a machine that hides nothing it stops after 128 MiB.
 
-Usage: primer.py LIFE_S
+Usage: primer.py LIFE_S (with the repository on PYTHONPATH, as harness.py runs it)
 """
 
 from __future__ import annotations
@@ -25,17 +25,15 @@ import mmap
 import signal
 import sys
 
+from integration.nsrun import mem_available_kib
+
 STEP_MIB = 32
 DROP_STEPS = 4
 MAX_MIB = 4096
 
 
 def mem_available_mib() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) // 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
+    return mem_available_kib() // 1024
 
 
 def main() -> int:

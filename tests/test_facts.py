@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def hog() -> Iterator[subprocess.Popen[bytes]]:
     """A child that touches HOG_MIB MiB of its own (private anonymous) memory,
-    with oom_score_adj 1000 (the top row) and a hostile comm."""
+    with oom_score_adj 1000 (near the top) and a hostile comm."""
     code = ("import ctypes, sys, time; open('/proc/self/oom_score_adj', 'w').write('1000'); "
             "ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0); "
             f"b = bytearray({HOG_MIB} << 20)\n"
