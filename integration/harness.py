@@ -225,9 +225,8 @@ def describe(r: dict[str, Any]) -> str:
                      f"KILL {r['kill_kib'] // 1024}, lowest seen {r['min_avail_kib'] // 1024}")
     trace = r.get("trace") or []
     if trace:
-        rss0 = trace[0][2]
-        a0 = trace[0][1]
-        rows = [f"{t:.1f}s {a} {rss} {(a0 - a) - (rss - rss0):+d}" for t, a, rss in trace]
+        _, avail_t0, rss_t0 = trace[0]
+        rows = [f"{t:.1f}s {a} {rss} {(avail_t0 - a) - (rss - rss_t0):+d}" for t, a, rss in trace]
         lines.append("trace (t avail scene_rss machine_took):")
         lines += ["  " + "  ".join(rows[i:i + 8]) for i in range(0, len(rows), 8)]
     lines.append("daemon log tail:")

@@ -11,9 +11,8 @@ This process (outside the scene's PID namespace, oom_score_adj 1000)
 allocates in 32 MiB steps until four steps in a row (128 MiB) took
 MemAvailable down by at least 96 MiB, or MAX_MIB is held, prints ``primed
 HELD_MIB HIDDEN_MIB`` and holds the memory until its stdin closes or LIFE_S
-passes.  The scene then starts with the
-hidden pages in use and MemAvailable telling the truth about what an
-allocation takes.  On a machine that hides nothing it stops after 128 MiB.
+passes.  The scene then starts with the hidden pages in use and
+MemAvailable telling the truth about what an allocation takes.  On a machine that hides nothing it stops after 128 MiB.
 
 Usage: primer.py LIFE_S (with the repository on PYTHONPATH, as harness.py runs it)
 """
